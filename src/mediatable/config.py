@@ -1,0 +1,252 @@
+"""Settings: one typed, frozen object built from defaults, `<home>/config.toml` and env vars.
+
+Precedence, lowest first: built-in defaults, `<home>/config.toml`, environment variables,
+keyword arguments to :func:`load_settings` (what `mt.init(...)` passes).
+
+Example `config.toml`::
+
+    cache_size = "50GiB"
+    max_concurrent_downloads = 64
+
+    [buckets."s3://my-minio-bucket"]      # keys follow obstore's own names
+    endpoint = "http://127.0.0.1:9000"
+    region = "us-east-1"
+    allow_http = true
+
+    [buckets."s3://open-data"]
+    anonymous = true
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from mediatable.errors import ConfigError
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def parse_size(value: str | int) -> int:
+    """Parse a byte count: an int, or a string like ``"20GiB"``, ``"500 MB"`` or ``"1048576"``.
+
+    Examples:
+        >>> parse_size("20GiB")
+        21474836480
+        >>> parse_size("1.5 kb")
+        1500
+        >>> parse_size(42)
+        42
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"a size cannot be negative: {value}")
+        return value
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ConfigError(f"not a size: {value!r} (use a byte count or e.g. '20GiB', '500MB')")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Parse seconds: a number, or a string like ``"30s"``, ``"500ms"``, ``"2m"``.
+
+    Examples:
+        >>> parse_duration("500ms")
+        0.5
+        >>> parse_duration(3)
+        3.0
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*", str(value))
+    if not match:
+        raise ConfigError(f"not a duration: {value!r} (use seconds or e.g. '30s', '500ms')")
+    factor = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[match.group(2)]
+    return float(match.group(1)) * factor
+
+
+def _parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"not a boolean: {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every knob of mediatable. Each field names its default and its environment variable.
+
+    Examples:
+        >>> s = Settings(home=Path("/tmp/mt"))
+        >>> s.cache_dir
+        PosixPath('/tmp/mt/file_cache')
+    """
+
+    home: Path = dataclasses.field(default_factory=lambda: Path("~/.mediatable").expanduser())
+    """Where the catalog, cache and generated media live. Env `MEDIATABLE_HOME`; default `~/.mediatable`."""
+
+    db_url: str | None = None
+    """SQLAlchemy URL of the catalog. Env `MEDIATABLE_DB_URL`; default SQLite file `<home>/catalog.db`."""
+
+    cache_size: int = 20 * 1024**3
+    """Byte budget of the file cache. Env `MEDIATABLE_CACHE_SIZE` (e.g. `20GiB`); default 20 GiB."""
+
+    max_concurrent_downloads: int = 32
+    """Downloads in flight at once. Env `MEDIATABLE_MAX_CONCURRENT_DOWNLOADS`; default 32."""
+
+    compute_workers: int = dataclasses.field(default_factory=lambda: max(os.cpu_count() or 1, 1))
+    """Threads computing values. Env `MEDIATABLE_COMPUTE_WORKERS`; default the number of CPUs."""
+
+    cache_validation: Literal["never", "etag"] = "never"
+    """`never`: a cached file is served as is; `etag`: a HEAD request checks that the object is unchanged.
+    Env `MEDIATABLE_CACHE_VALIDATION`; default `never`."""
+
+    connect_timeout: float = 10.0
+    """Seconds to open a connection. Env `MEDIATABLE_CONNECT_TIMEOUT`; default 10."""
+
+    request_timeout: float = 60.0
+    """Seconds without progress before a transfer is abandoned. Env `MEDIATABLE_REQUEST_TIMEOUT`; default 60."""
+
+    max_retries: int = 5
+    """Retries of a transient failure (5xx, 429, timeout, reset). Env `MEDIATABLE_MAX_RETRIES`; default 5."""
+
+    retry_backoff: float = 0.2
+    """First retry delay in seconds; doubles each time, with jitter. Env `MEDIATABLE_RETRY_BACKOFF`."""
+
+    progress: bool | None = None
+    """Show progress bars: True, False, or None (only when stderr is a terminal). Env `MEDIATABLE_PROGRESS`."""
+
+    buckets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    """Per-bucket object-store options keyed by `scheme://bucket`, in obstore's key names. Config file only."""
+
+    @property
+    def cache_dir(self) -> Path:
+        """Folder of the file cache: `<home>/file_cache`."""
+        return self.home / "file_cache"
+
+    @property
+    def media_dir(self) -> Path:
+        """Folder where generated media is written when no destination is given: `<home>/media`."""
+        return self.home / "media"
+
+    @property
+    def catalog_url(self) -> str:
+        """The catalog's SQLAlchemy URL (`db_url`, or the embedded SQLite file)."""
+        return self.db_url or f"sqlite:///{self.home / 'catalog.db'}"
+
+
+_ENV_FIELDS: dict[str, tuple[str, Any]] = {
+    "MEDIATABLE_DB_URL": ("db_url", str),
+    "MEDIATABLE_CACHE_SIZE": ("cache_size", parse_size),
+    "MEDIATABLE_MAX_CONCURRENT_DOWNLOADS": ("max_concurrent_downloads", int),
+    "MEDIATABLE_COMPUTE_WORKERS": ("compute_workers", int),
+    "MEDIATABLE_CACHE_VALIDATION": ("cache_validation", str),
+    "MEDIATABLE_CONNECT_TIMEOUT": ("connect_timeout", parse_duration),
+    "MEDIATABLE_REQUEST_TIMEOUT": ("request_timeout", parse_duration),
+    "MEDIATABLE_MAX_RETRIES": ("max_retries", int),
+    "MEDIATABLE_RETRY_BACKOFF": ("retry_backoff", parse_duration),
+    "MEDIATABLE_PROGRESS": ("progress", _parse_bool),
+}
+
+_FILE_PARSERS: dict[str, Any] = {
+    "db_url": str,
+    "cache_size": parse_size,
+    "max_concurrent_downloads": int,
+    "compute_workers": int,
+    "cache_validation": str,
+    "connect_timeout": parse_duration,
+    "request_timeout": parse_duration,
+    "max_retries": int,
+    "retry_backoff": parse_duration,
+    "progress": _parse_bool,
+}
+
+
+def load_settings(
+    home: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build :class:`Settings` from defaults, `<home>/config.toml`, env vars and `overrides`.
+
+    Args:
+        home: the home folder; default env `MEDIATABLE_HOME` or `~/.mediatable`.
+        environ: the environment to read (default `os.environ`).
+        **overrides: field values that win over everything else (None values are ignored).
+
+    Returns:
+        The frozen settings.
+
+    Raises:
+        ConfigError: a value cannot be parsed, or the config file is not valid TOML.
+
+    Examples:
+        >>> s = load_settings("/tmp/mt-doc", environ={"MEDIATABLE_CACHE_SIZE": "1GiB"})
+        >>> s.cache_size
+        1073741824
+    """
+    env = os.environ if environ is None else environ
+    home_path = Path(home or env.get("MEDIATABLE_HOME") or "~/.mediatable").expanduser().resolve()
+    values: dict[str, Any] = {"home": home_path}
+
+    config_file = home_path / "config.toml"
+    if config_file.is_file():
+        try:
+            data = tomllib.loads(config_file.read_text())
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ConfigError(f"cannot read {config_file}: {exc}") from exc
+        for key, raw in data.items():
+            if key == "buckets":
+                values["buckets"] = {str(k).rstrip("/"): dict(v) for k, v in raw.items()}
+            elif key in _FILE_PARSERS:
+                values[key] = _convert(key, raw, _FILE_PARSERS[key], str(config_file))
+            else:
+                raise ConfigError(f"{config_file}: unknown setting {key!r}")
+
+    for var, (field, parser) in _ENV_FIELDS.items():
+        if env.get(var):
+            values[field] = _convert(field, env[var], parser, var)
+
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("cache_validation", "never") not in ("never", "etag"):
+        raise ConfigError(f"cache_validation must be 'never' or 'etag', not {values['cache_validation']!r}")
+    for positive in ("max_concurrent_downloads", "compute_workers"):
+        if positive in values and int(values[positive]) < 1:
+            raise ConfigError(f"{positive} must be at least 1, not {values[positive]}")
+    return Settings(**values)
+
+
+def _convert(field: str, raw: Any, parser: Any, source: str) -> Any:
+    try:
+        return parser(raw)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: invalid value for {field}: {raw!r}") from exc

@@ -1,0 +1,168 @@
+"""The one exception tree of mediatable.
+
+Every error the library raises on purpose derives from :class:`Error`::
+
+    Error
+    ├── ConfigError                  bad setting value or config file
+    ├── CatalogError
+    │   ├── NotFoundError            (also LookupError)
+    │   │   ├── DirNotFound
+    │   │   ├── TableNotFound
+    │   │   └── ColumnNotFound
+    │   ├── AlreadyExists
+    │   ├── InvalidName
+    │   └── DependencyError          dropping something others depend on
+    ├── DataError                    (also ValueError) a value does not fit its column
+    │   └── UnsupportedScheme        a media URL whose scheme we cannot read
+    ├── ExprError                    an expression that cannot be built or typed
+    ├── MediaError                   reading or writing one media object; has .url (redacted)
+    │   ├── MediaNotFound            (also FileNotFoundError)
+    │   ├── MediaAccessDenied        (also PermissionError)
+    │   ├── MediaFetchTimeout        (also TimeoutError)
+    │   ├── MediaFetchError          other transport failures; .status, .is_retryable
+    │   ├── MediaDecodeError         the bytes arrived but are not a valid image/video/...
+    │   └── PresignError             a URL that cannot be turned into a presigned HTTPS URL
+    ├── ComputeError                 a computed value failed; has .table, .column, .row
+    └── CacheError                   the local file cache is unusable
+
+Context lives in attributes, never only in the message. URLs stored on errors are
+always redacted (no query strings, no userinfo), so printing an error never leaks a secret.
+"""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Root of every mediatable error."""
+
+
+class ConfigError(Error):
+    """A setting has an invalid value, or the config file cannot be read."""
+
+
+class CatalogError(Error):
+    """A problem with directories, tables, views or columns."""
+
+
+class NotFoundError(CatalogError, LookupError):
+    """A named catalog object does not exist."""
+
+
+class DirNotFound(NotFoundError):
+    """The directory does not exist."""
+
+
+class TableNotFound(NotFoundError):
+    """The table or view does not exist."""
+
+
+class ColumnNotFound(NotFoundError):
+    """The column does not exist in the table."""
+
+
+class AlreadyExists(CatalogError):
+    """A directory, table or column with that name already exists."""
+
+
+class InvalidName(CatalogError, ValueError):
+    """A name is not a valid identifier, or is reserved."""
+
+
+class DependencyError(CatalogError):
+    """The object cannot be dropped or changed because others depend on it."""
+
+
+class DataError(Error, ValueError):
+    """A value does not fit its column, or a row names an unknown column.
+
+    Attributes:
+        row: index of the offending row within the call, when known.
+        column: column name, when known.
+    """
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.column = column
+
+
+class UnsupportedScheme(DataError):
+    """A media URL uses a scheme mediatable cannot read."""
+
+
+class ExprError(Error):
+    """An expression cannot be built, typed or evaluated as written."""
+
+
+class MediaError(Error):
+    """Reading or writing one media object failed.
+
+    Attributes:
+        url: the object's URL, redacted (no query string, no credentials).
+        is_retryable: whether trying again later may succeed.
+    """
+
+    is_retryable: bool = False
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class MediaNotFound(MediaError, FileNotFoundError):
+    """The object does not exist (HTTP 404, missing key, missing file)."""
+
+
+class MediaAccessDenied(MediaError, PermissionError):
+    """The credentials in use may not read (or write) the object."""
+
+
+class MediaFetchTimeout(MediaError, TimeoutError):
+    """The server did not answer in time."""
+
+    is_retryable = True
+
+
+class MediaFetchError(MediaError):
+    """Any other failure while transferring an object.
+
+    Attributes:
+        status: the HTTP status code when there was one.
+    """
+
+    def __init__(
+        self, message: str, *, url: str | None = None, status: int | None = None, retryable: bool = False
+    ) -> None:
+        super().__init__(message, url=url)
+        self.status = status
+        self.is_retryable = retryable
+
+
+class MediaDecodeError(MediaError):
+    """The object was read but its bytes are not valid media of the expected kind."""
+
+
+class PresignError(MediaError):
+    """The URL cannot be turned into a presigned HTTPS URL."""
+
+
+class ComputeError(Error):
+    """Computing a value failed.
+
+    Attributes:
+        table: the table's path.
+        column: the column being computed.
+        row: the row's id, when the failure belongs to one row.
+    """
+
+    def __init__(
+        self, message: str, *, table: str | None = None, column: str | None = None, row: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.table = table
+        self.column = column
+        self.row = row
+
+
+class CacheError(Error):
+    """The local file cache cannot be used (unwritable folder, corrupt index)."""

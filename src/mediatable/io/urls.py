@@ -1,0 +1,180 @@
+"""Media URLs: parse, normalize and redact every scheme mediatable reads.
+
+One object is one URL: `normalize_url` makes spellings of the same object equal (scheme and host
+case, default ports, percent-encoding, `~` and relative local paths, trailing slashes), so the
+file cache keys on one string per object. `redact_url` is what logs and errors show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from mediatable.errors import UnsupportedScheme
+
+SUPPORTED_SCHEMES = ("http", "https", "s3", "gs", "az", "abfs", "abfss", "file")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_AZURE_BLOB_HOST = re.compile(r"^(?P<account>[a-z0-9]+)\.(?:blob|dfs)\.core\.windows\.net$")
+# Characters left as they are when re-quoting a path: RFC 3986 unreserved + sub-delims + ':' '@' '/'.
+_SAFE_PATH = "/:@!$&'()*+,;=-._~"
+_SAFE_QUERY = _SAFE_PATH + "?"
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaUrl:
+    """A parsed, normalized media URL.
+
+    Attributes:
+        url: the normalized URL string (the identity of the object).
+        kind: storage kind: "http", "s3", "gs", "azure" or "file".
+        bucket: bucket / container (object stores), host[:port] (http), "" (file).
+        key: object key within the bucket (no leading slash); for http the path; for file the local path.
+        account: Azure storage account, when known.
+
+    Examples:
+        >>> u = parse_url("s3://my-bucket/a/b.jpg")
+        >>> (u.kind, u.bucket, u.key)
+        ('s3', 'my-bucket', 'a/b.jpg')
+    """
+
+    url: str
+    kind: str
+    bucket: str
+    key: str
+    account: str | None = None
+
+    @property
+    def local_path(self) -> Path | None:
+        """The local path for `file://` URLs, else None."""
+        return Path(self.key) if self.kind == "file" else None
+
+    @property
+    def extension(self) -> str:
+        """The file extension of the key, lower case, with dot (`".jpg"`), or `""`."""
+        name = self.key.rsplit("/", 1)[-1]
+        return os.path.splitext(unquote(name))[1].lower()[:16]
+
+
+def is_url_like(value: str) -> bool:
+    """True when `value` looks like `scheme://...` rather than a local path."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", value) is not None
+
+
+def parse_url(value: str | os.PathLike[str]) -> MediaUrl:
+    """Parse and normalize a media URL or local path.
+
+    Local paths (absolute, relative or `~`) become `file://` URLs with an absolute path.
+
+    Raises:
+        UnsupportedScheme: the scheme is not one of :data:`SUPPORTED_SCHEMES`, or the URL is malformed.
+
+    Examples:
+        >>> parse_url("HTTPS://Example.COM:443/a%7eb/c.png").url
+        'https://example.com/a~b/c.png'
+        >>> parse_url("az://container/dir/x.mp4").kind
+        'azure'
+    """
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise UnsupportedScheme(f"not a media URL or path: {value!r}")
+    text = value.strip()
+    if not is_url_like(text):
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*:", text) and not re.match(r"^[A-Za-z]:[\\/]", text):
+            scheme = text.split(":", 1)[0].lower()
+            if scheme not in ("file",):
+                raise _unsupported(scheme, text)
+        path = Path(text).expanduser().absolute()
+        return _file_url(str(path))
+
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in SUPPORTED_SCHEMES:
+        raise _unsupported(scheme, text)
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise UnsupportedScheme(f"file:// URLs must name a local path, got host {parts.netloc!r}")
+        return _file_url(unquote(parts.path))
+
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise UnsupportedScheme(f"media URL has no host or bucket: {redact_url(text)}")
+    path = quote(unquote(parts.path), safe=_SAFE_PATH)
+
+    if scheme in ("http", "https"):
+        port = parts.port
+        netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+        if parts.username or parts.password:
+            userinfo = quote(unquote(parts.username or ""), safe="")
+            if parts.password is not None:
+                userinfo += ":" + quote(unquote(parts.password), safe="")
+            netloc = f"{userinfo}@{netloc}"
+        query = quote(unquote(parts.query), safe=_SAFE_QUERY + "=&") if parts.query else ""
+        url = urlunsplit((scheme, netloc, path or "/", query, ""))
+        azure = _AZURE_BLOB_HOST.match(host)
+        if azure:
+            container, _, key = path.lstrip("/").partition("/")
+            return MediaUrl(url, "azure", container, unquote(key), account=azure.group("account"))
+        return MediaUrl(url, "http", netloc, path.lstrip("/"))
+
+    # Object stores: bucket is the host, key the path.
+    key = path.lstrip("/")
+    if scheme in ("abfs", "abfss"):
+        # abfs[s]://container@account.dfs.core.windows.net/path
+        container = unquote(parts.username or "") or host.split(".", 1)[0]
+        account = host.split(".", 1)[0] if parts.username else None
+        url = f"{scheme}://{container}@{host}/{key}" if parts.username else f"{scheme}://{container}/{key}"
+        return MediaUrl(url, "azure", container, unquote(key), account=account)
+    url = f"{scheme}://{host}/{key}"
+    kind = {"s3": "s3", "gs": "gs", "az": "azure"}[scheme]
+    return MediaUrl(url, kind, host, unquote(key))
+
+
+def normalize_url(value: str | os.PathLike[str]) -> str:
+    """The canonical string for a media URL or local path (see :func:`parse_url`).
+
+    Examples:
+        >>> normalize_url("s3://bucket//a/./b.jpg") == normalize_url("s3://bucket//a/./b.jpg")
+        True
+        >>> normalize_url("http://h:80/x")
+        'http://h/x'
+    """
+    return parse_url(value).url
+
+
+def redact_url(value: str) -> str:
+    """The URL without userinfo and query string, safe to show in logs and errors.
+
+    Examples:
+        >>> redact_url("https://user:pw@host/a.jpg?X-Amz-Signature=abc")
+        'https://host/a.jpg?…'
+    """
+    if not isinstance(value, str):
+        return repr(type(value))
+    if not is_url_like(value):
+        return value
+    try:
+        parts = urlsplit(value)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        if parts.username or parts.password:
+            netloc = "***@" + netloc
+        return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+    except ValueError:
+        return value.split("?", 1)[0].split("#", 1)[0]
+
+
+def _file_url(path: str) -> MediaUrl:
+    normalized = os.path.normpath(path)
+    return MediaUrl("file://" + quote(normalized, safe=_SAFE_PATH), "file", "", normalized)
+
+
+def _unsupported(scheme: str, text: str) -> UnsupportedScheme:
+    return UnsupportedScheme(
+        f"unsupported URL scheme {scheme!r} in {redact_url(text)}; "
+        f"supported: {', '.join(s + '://' for s in SUPPORTED_SCHEMES)} and local paths"
+    )
