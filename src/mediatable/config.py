@@ -234,7 +234,12 @@ def load_settings(
         if env.get(var):
             values[field] = _convert(field, env[var], parser, var)
 
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key, raw in overrides.items():
+        if raw is None:
+            continue
+        if key not in _FILE_PARSERS and key not in ("buckets", "home"):
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _convert(key, raw, _FILE_PARSERS.get(key, lambda x: x), "argument")
     if values.get("cache_validation", "never") not in ("never", "etag"):
         raise ConfigError(f"cache_validation must be 'never' or 'etag', not {values['cache_validation']!r}")
     for positive in ("max_concurrent_downloads", "compute_workers"):

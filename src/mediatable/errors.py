@@ -4,6 +4,7 @@ Every error the library raises on purpose derives from :class:`Error`::
 
     Error
     ├── ConfigError                  bad setting value or config file
+    ├── InvalidArgument              (also ValueError) an argument outside its allowed values
     ├── CatalogError
     │   ├── NotFoundError            (also LookupError)
     │   │   ├── DirNotFound
@@ -38,6 +39,10 @@ class Error(Exception):
 
 class ConfigError(Error):
     """A setting has an invalid value, or the config file cannot be read."""
+
+
+class InvalidArgument(Error, ValueError):
+    """An argument has a value outside the allowed ones (e.g. `if_exists='sometimes'`)."""
 
 
 class CatalogError(Error):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -278,7 +277,7 @@ Audio = AudioType()
 Document = DocumentType()
 
 
-def Array(dtype: ColumnType, shape: Sequence[int | None] | None = None) -> ArrayType:  # noqa: N802
+def Array(dtype: ColumnType, shape: Sequence[int | None] | None = None) -> ArrayType:
     """An array column type, e.g. `Array(Float, (512,))` for an embedding.
 
     Examples:
@@ -336,7 +335,7 @@ def infer_type(value: Any) -> ColumnType | None:
     if isinstance(value, int | np.integer):
         return Int
     if isinstance(value, float | np.floating):
-        return Float if not (isinstance(value, float) and math.isnan(value)) else Float
+        return Float
     if isinstance(value, str):
         return String
     if isinstance(value, dt.datetime):

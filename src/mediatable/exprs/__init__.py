@@ -2,12 +2,12 @@
 
 from mediatable.exprs.base import (
     CellError,
+    Coalesce,
     ColumnProperty,
     ColumnRef,
     Expr,
     FunctionCall,
     IfElse,
-    Coalesce,
     Literal,
     as_expr,
 )

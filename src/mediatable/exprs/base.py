@@ -476,9 +476,7 @@ class IsIn(Expr):
         return (self.operand,)
 
     def eval_batch(self, envs: Sequence[EvalEnv]) -> list[Any]:
-        return [
-            v if v is None or isinstance(v, CellError) else v in self.values for v in self.operand.eval_batch(envs)
-        ]
+        return [v if v is None or isinstance(v, CellError) else v in self.values for v in self.operand.eval_batch(envs)]
 
     def to_sql(self, resolve: Callable[[Any], Any]) -> Any:
         inner = self.operand.to_sql(resolve)
@@ -610,7 +608,9 @@ class IfElse(Expr):
 
     def __init__(self, condition: Any, then: Any, otherwise: Any) -> None:
         self.condition, self.then, self.otherwise = as_expr(condition), as_expr(then), as_expr(otherwise)
-        self.col_type = self.then.col_type if not isinstance(self.then, Literal) or then is not None else self.otherwise.col_type
+        self.col_type = (
+            self.then.col_type if not isinstance(self.then, Literal) or then is not None else self.otherwise.col_type
+        )
 
     def __repr__(self) -> str:
         return f"if_else({self.condition!r}, {self.then!r}, {self.otherwise!r})"

@@ -141,4 +141,3 @@ def _as_type(hint: Any, batch: bool = False) -> ts.ColumnType | None:
         return ts.as_column_type(hint)
     except Exception:
         return None
-

@@ -1,0 +1,148 @@
+"""The module-level API: `mt.init()`, directories, tables, views. Uses the current :class:`Session`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mediatable.catalog.table import Table
+from mediatable.config import load_settings
+from mediatable.exprs.base import Coalesce as _Coalesce
+from mediatable.exprs.base import ColumnRef, Expr, IfElse
+from mediatable.session import IteratorSpec, Session, mask_password
+
+_current: list[Session] = []  # the current session; a list so tests and init() can replace it
+
+
+def init(
+    home: str | Path | None = None,
+    *,
+    db_url: str | None = None,
+    quiet: bool = False,
+    **settings: Any,
+) -> Session:
+    """Connect to a catalog (by default an embedded SQLite database under `~/.mediatable`).
+
+    Args:
+        home: the home folder (catalog, file cache, generated media); default env `MEDIATABLE_HOME`
+            or `~/.mediatable`.
+        db_url: a SQLAlchemy URL, e.g. `postgresql://user@host/db` (default env `MEDIATABLE_DB_URL`).
+        quiet: do not print the connection line.
+        **settings: any :class:`~mediatable.config.Settings` field, e.g. `cache_size='5GiB'`.
+
+    Returns:
+        The new current :class:`Session`.
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> session = mt.init(home=tempfile.mkdtemp(), quiet=True)
+    """
+    session = Session(load_settings(home, db_url=db_url, **settings))
+    while _current:
+        _current.pop().close()
+    _current.append(session)
+    if not quiet:
+        print(f"Connected to mediatable catalog at: {mask_password(session.settings.catalog_url)}")
+    return session
+
+
+def _session() -> Session:
+    if not _current:
+        init()
+    return _current[0]
+
+
+def create_dir(path: str, if_exists: str = "error", parents: bool = False) -> None:
+    """Create a directory (`a.b.c` nests). Prints `Created directory 'path'.`
+
+    Examples:
+        >>> # mt.create_dir('cloud_demo', if_exists='ignore')
+    """
+    if _session().catalog.create_dir(path, if_exists=if_exists, parents=parents):
+        print(f"Created directory {path!r}.")
+
+
+def drop_dir(path: str, force: bool = False) -> None:
+    """Drop a directory; with `force=True` also everything in it."""
+    _session().catalog.drop_dir(path, force=force)
+
+
+def list_dirs(parent: str | None = None) -> list[str]:
+    """Directory paths (all, or those under `parent`)."""
+    return _session().catalog.list_dirs(parent)
+
+
+def list_tables(dir: str | None = None) -> list[str]:
+    """Table and view paths (all, or those under directory `dir`)."""
+    return _session().catalog.list_tables(dir)
+
+
+def create_table(path: str, schema: Mapping[str, Any], *, if_exists: str = "error") -> Table:
+    """Create a table with typed columns.
+
+    Args:
+        path: `dir.name` (the directory must exist) or `name`.
+        schema: column name -> type (`mt.Image`, `mt.String`, ...).
+        if_exists: 'error', 'ignore' (return the existing table) or 'replace' (drop it first).
+
+    Examples:
+        >>> # images = mt.create_table('cloud_demo.images', {'image': mt.Image, 'label': mt.String})
+    """
+    existed = path in _session().catalog.list_tables()
+    table = _session().create_table(path, schema, if_exists=if_exists)
+    if not existed or if_exists == "replace":
+        print(f"Created table {table._meta.name!r}.")
+    return table
+
+
+def create_view(path: str, base: Table, *, iterator: IteratorSpec, if_exists: str = "error") -> Table:
+    """Create a view with one row per item an iterator yields from each base row (e.g. video frames).
+
+    Examples:
+        >>> # frames = mt.create_view('demo.frames', videos, iterator=mt.frames(videos.video, fps=1))
+    """
+    view = _session().create_view(path, base, iterator, if_exists=if_exists)
+    print(f"Created view {view._meta.name!r} with {view.count()} rows.")
+    return view
+
+
+def get_table(path: str) -> Table:
+    """The table or view at `path`. Raises TableNotFound."""
+    return _session().get_table(path)
+
+
+def drop_table(path: str | Table, *, if_not_exists: str = "error", force: bool = False) -> None:
+    """Drop a table or view (`force=True` also drops views over it)."""
+    _session().drop_table(path, if_not_exists=if_not_exists, force=force)
+
+
+def frames(
+    video: ColumnRef, *, fps: float | None = None, num_frames: int | None = None, keyframes_only: bool = False
+) -> IteratorSpec:
+    """Iterator over video frames: columns `pos`, `timestamp`, `frame` (Image).
+
+    Examples:
+        >>> # mt.create_view('demo.frames', videos, iterator=mt.frames(videos.video, fps=1))
+    """
+    return IteratorSpec("frames", video, fps=fps, num_frames=num_frames, keyframes_only=keyframes_only or None)
+
+
+def audio_chunks(audio: ColumnRef, *, chunk_duration: float = 10.0, overlap: float = 0.0) -> IteratorSpec:
+    """Iterator over audio chunks: columns `pos`, `start_time`, `end_time`, `audio_chunk` (Audio)."""
+    return IteratorSpec("audio_chunks", audio, chunk_duration=chunk_duration, overlap=overlap or None)
+
+
+def document_pages(document: ColumnRef) -> IteratorSpec:
+    """Iterator over PDF pages: columns `pos`, `page`, `text`."""
+    return IteratorSpec("document_pages", document)
+
+
+def if_else(condition: Any, then: Any, otherwise: Any) -> Expr:
+    """`then` where `condition` is True, else `otherwise`. Example: `mt.if_else(t.w > 100, 'big', 'small')`."""
+    return IfElse(condition, then, otherwise)
+
+
+def coalesce(*values: Any) -> Expr:
+    """The first value that is not None. Example: `mt.coalesce(t.title, t.filename)`."""
+    return _Coalesce(*values)

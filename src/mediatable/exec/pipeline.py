@@ -1,0 +1,261 @@
+"""The execution pipeline: prefetch media -> compute in a worker pool -> hand values back in order.
+
+`exec/` is the only place that schedules work. One :class:`Pipeline` run evaluates a list of
+targets (column, expression) over a list of rows:
+
+1. prefetch: every media URL the expressions read is requested from the file cache through
+   `lease.get_many` (bounded concurrency, in row order) on a background thread;
+2. compute: rows are cut into chunks; a chunk goes to the thread pool as soon as its media is
+   local, so downloads of later rows overlap computation of earlier ones;
+3. results are written into the row dicts in place (chained targets read earlier targets' values);
+   generated media is saved through the :class:`~mediatable.io.media_store.MediaStore`.
+
+A failure is a :class:`~mediatable.exprs.CellError` in one cell; `on_error='abort'` turns the first
+one into a :class:`~mediatable.errors.ComputeError` and stops.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import PIL.Image
+
+from mediatable import types as ts
+from mediatable.errors import ComputeError, DataError, MediaDecodeError, MediaError
+from mediatable.exprs.base import CellError, ColumnProperty, ColumnRef, Expr, FunctionCall
+from mediatable.io.media_store import MediaStore
+from mediatable.io.urls import is_url_like, redact_url
+
+
+class Lease(Protocol):
+    """The part of a file-cache lease the pipeline uses."""
+
+    def get(self, url: str) -> Path: ...
+
+    def get_many(self, urls: Sequence[str]) -> Iterator[Path | MediaError]: ...
+
+
+@dataclasses.dataclass
+class Target:
+    """One value to compute per row: `expr`, stored as column `name` of type `col_type`."""
+
+    name: str
+    expr: Expr
+    col_type: ts.ColumnType
+    table_id: int = 0
+    on_error: str = "ignore"
+    table_path: str = ""
+    save_media: bool = True
+
+
+class MediaAccess:
+    """Turns media URLs into local files through a cache lease; remembers failed prefetches."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.failed: dict[str, MediaError] = {}
+
+    def path(self, url: str) -> Path:
+        error = self.failed.get(url)
+        if error is not None:
+            raise error
+        return self.lease.get(url)
+
+    def open(self, url: str, col_type: ts.ColumnType) -> Any:
+        path = self.path(url)
+        if col_type == ts.Image:
+            try:
+                return PIL.Image.open(path)
+            except (OSError, PIL.Image.DecompressionBombError, ValueError) as exc:
+                raise MediaDecodeError(f"cannot decode image {redact_url(url)}: {exc}", url=redact_url(url)) from exc
+        return str(path)
+
+
+class RowEnv:
+    """One row's values during evaluation (implements :class:`~mediatable.exprs.base.EvalEnv`)."""
+
+    __slots__ = ("media", "opened", "values")
+
+    def __init__(self, values: dict[str, Any], media: MediaAccess) -> None:
+        self.values = values
+        self.media = media
+        self.opened: list[Any] = []
+
+    def column_value(self, column: Any) -> Any:
+        return self.values.get(column.name)
+
+    def open_media(self, url: str, col_type: ts.ColumnType) -> Any:
+        obj = self.media.open(url, col_type)
+        if isinstance(obj, PIL.Image.Image):
+            self.opened.append(obj)
+        return obj
+
+    def local_path(self, url: str) -> str:
+        return str(self.media.path(url))
+
+    def close(self) -> None:
+        for image in self.opened:
+            image.close()
+        self.opened.clear()
+
+
+def media_inputs(exprs: Sequence[Expr], computed_here: set[str]) -> list[str]:
+    """Names of the stored media columns whose files evaluating `exprs` will read."""
+    names: list[str] = []
+    for expr in exprs:
+        for node in expr.walk():
+            readers = []
+            if isinstance(node, FunctionCall):
+                readers = [a for a in node.children() if isinstance(a, ColumnRef)]
+            elif isinstance(node, ColumnProperty) and node.prop == "localpath":
+                readers = [node.ref]
+            for ref in readers:
+                name = ref.column.name
+                if ref.col_type.is_media and name not in computed_here and name not in names:
+                    names.append(name)
+    return names
+
+
+class Pipeline:
+    """Runs targets over rows with overlapped prefetch and compute. One per operation.
+
+    Examples:
+        See :meth:`run`; tables call it for inserts, computed columns and queries.
+    """
+
+    def __init__(
+        self,
+        lease: Lease,
+        media_store: MediaStore,
+        workers: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.media = MediaAccess(lease)
+        self.media_store = media_store
+        self.workers = max(1, workers)
+        self.progress = progress
+
+    def run(self, rows: list[dict[str, Any]], targets: Sequence[Target], chunk_size: int = 0) -> None:
+        """Compute every target for every row, in place (`row[target.name] = value or CellError`).
+
+        Raises:
+            ComputeError: a target with `on_error='abort'` failed; the message names column and row.
+        """
+        if not rows or not targets:
+            return
+        computed_here = {t.name for t in targets}
+        inputs = media_inputs([t.expr for t in targets], computed_here)
+        batch = max([_batch_size(t.expr) for t in targets] + [chunk_size or 8])
+        chunks = [range(i, min(i + batch, len(rows))) for i in range(0, len(rows), batch)]
+        ready = [threading.Event() for _ in chunks]
+        prefetch_error: list[BaseException] = []
+        stop = threading.Event()
+
+        urls_per_row = [[u for u in (row.get(n) for n in inputs) if isinstance(u, str)] for row in rows]
+        if any(urls_per_row):
+            thread = threading.Thread(
+                target=self._prefetch,
+                args=(urls_per_row, chunks, ready, prefetch_error, stop),
+                name="mediatable-prefetch",
+                daemon=True,
+            )
+            thread.start()
+        else:
+            thread = None
+            for event in ready:
+                event.set()
+
+        pending: collections.deque[Future[None]] = collections.deque()
+        try:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="mediatable-compute") as pool:
+                for index, chunk in enumerate(chunks):
+                    ready[index].wait()
+                    if prefetch_error:
+                        raise prefetch_error[0]
+                    pending.append(pool.submit(self._compute_chunk, rows, chunk, targets))
+                    while len(pending) >= 2 * self.workers:
+                        pending.popleft().result()
+                while pending:
+                    pending.popleft().result()
+        finally:
+            stop.set()
+            for future in pending:
+                future.cancel()
+            if thread is not None:
+                thread.join(timeout=60)
+
+    def _prefetch(
+        self,
+        urls_per_row: list[list[str]],
+        chunks: list[range],
+        ready: list[threading.Event],
+        errors: list[BaseException],
+        stop: threading.Event,
+    ) -> None:
+        flat = [url for urls in urls_per_row for url in urls]
+        try:
+            results = iter(self.media.lease.get_many(flat))
+            position = 0
+            for index, chunk in enumerate(chunks):
+                for _ in range(sum(len(urls_per_row[i]) for i in chunk)):
+                    if stop.is_set():
+                        return
+                    result = next(results)
+                    if isinstance(result, BaseException):
+                        self.media.failed[flat[position]] = result
+                    position += 1
+                ready[index].set()
+        except BaseException as exc:  # surfaced in run(); never lost in a thread
+            errors.append(exc)
+        finally:
+            for event in ready:
+                event.set()
+
+    def _compute_chunk(self, rows: list[dict[str, Any]], chunk: range, targets: Sequence[Target]) -> None:
+        envs = [RowEnv(rows[i], self.media) for i in chunk]
+        try:
+            for target in targets:
+                values = target.expr.eval_batch(envs)
+                for position, (env, value) in enumerate(zip(envs, values, strict=True)):
+                    value = self._finish(target, value)
+                    env.values[target.name] = value
+                    if isinstance(value, CellError) and target.on_error == "abort":
+                        row_id = env.values.get("_rowid")
+                        where = f"row {row_id}" if row_id is not None else f"row {chunk[position]}"
+                        raise ComputeError(
+                            f"computing {target.table_path}.{target.name} failed at {where}: "
+                            f"{value.errortype}: {value.errormsg}",
+                            table=target.table_path,
+                            column=target.name,
+                            row=row_id if row_id is not None else chunk[position],
+                        ) from value.exc
+        finally:
+            for env in envs:
+                env.close()
+        if self.progress is not None:
+            self.progress(len(chunk))
+
+    def _finish(self, target: Target, value: Any) -> Any:
+        """Save generated media and check the value against the column type."""
+        if value is None or isinstance(value, CellError):
+            return value
+        try:
+            generated = not isinstance(value, str) or not is_url_like(value)
+            if target.col_type.is_media and target.save_media and generated:
+                value = self.media_store.save(value, target.table_id, target.name)
+            elif target.col_type.is_media and not target.save_media:
+                return value
+            return target.col_type.validate(value)
+        except (DataError, OSError, ValueError) as exc:
+            return CellError.from_exception(exc, f"result of {target.name}: ")
+
+
+def _batch_size(expr: Expr) -> int:
+    sizes = [node.function.batch_size for node in expr.walk() if isinstance(node, FunctionCall)]
+    return max([s for s in sizes if s] or [0])

@@ -1,0 +1,145 @@
+"""Reading and writing a table's rows in SQL (the data tables, not the catalog's own tables).
+
+A view's rows live in its own SQL table joined to its base table by `_base_rowid`; this module
+hides that: callers ask for columns by name and get plain dicts of Python values, with a
+:class:`~mediatable.exprs.CellError` where a computed cell holds an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from mediatable.catalog import schema
+from mediatable.catalog.model import Column, TableMeta
+from mediatable.exprs.base import CellError
+
+ROWID = "_rowid"
+BASE_ROWID = "_base_rowid"
+READ_BATCH = 2000
+
+
+class TableSql:
+    """SQLAlchemy objects for one table or view: its data table, its base's, and column lookups."""
+
+    def __init__(self, meta: TableMeta) -> None:
+        self.meta = meta
+        self.table = meta.sql_table()
+        self.base = TableSql(meta.base) if meta.base is not None else None
+
+    def sql_table_of(self, column: Column) -> sa.Table:
+        if column.owner_id == self.meta.id:
+            return self.table
+        if self.base is None:
+            raise KeyError(column.name)
+        return self.base.sql_table_of(column)
+
+    def value_column(self, column: Column) -> sa.ColumnElement[Any] | None:
+        """The SQL column of a stored value (used to push filters down to SQL)."""
+        try:
+            return self.sql_table_of(column).c[column.sql_name]
+        except KeyError:
+            return None
+
+    def from_clause(self) -> sa.FromClause:
+        if self.base is None:
+            return self.table
+        return self.table.join(self.base.from_clause(), self.table.c[BASE_ROWID] == self.base.table.c[ROWID])
+
+    def select(self, columns: Sequence[Column]) -> sa.Select[Any]:
+        """SELECT of `_rowid` (and `_base_rowid` for views) plus each column's value and error columns."""
+        items: list[Any] = [self.table.c[ROWID]]
+        if self.base is not None:
+            items.append(self.table.c[BASE_ROWID])
+        for column in columns:
+            sql_table = self.sql_table_of(column)
+            items.append(sql_table.c[column.sql_name].label(column.sql_name))
+            if column.is_computed:
+                errortype, errormsg = schema.error_columns(column.name)
+                items += [sql_table.c[errortype].label(errortype), sql_table.c[errormsg].label(errormsg)]
+        return sa.select(*items).select_from(self.from_clause())
+
+    def read(
+        self,
+        conn: sa.Connection,
+        columns: Sequence[Column],
+        where: sa.ColumnElement[Any] | None = None,
+        order_by: Sequence[Any] = (),
+        limit: int | None = None,
+        rowids: Iterable[int] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Rows as dicts `{name: value or CellError, "_rowid": id}`, in `_rowid` order unless ordered."""
+        query = self.select(columns)
+        if where is not None:
+            query = query.where(where)
+        if rowids is not None:
+            query = query.where(self.table.c[ROWID].in_(list(rowids)))
+        query = query.order_by(*order_by, self.table.c[ROWID])
+        if limit is not None:
+            query = query.limit(limit)
+        result = conn.execution_options(yield_per=READ_BATCH).execute(query)
+        for record in result.mappings():
+            row: dict[str, Any] = {ROWID: record[ROWID]}
+            if self.base is not None:
+                row[BASE_ROWID] = record[BASE_ROWID]
+            for column in columns:
+                errortype = record.get(schema.error_columns(column.name)[0]) if column.is_computed else None
+                if errortype is not None:
+                    row[column.name] = CellError(errortype, record[schema.error_columns(column.name)[1]] or "")
+                else:
+                    row[column.name] = column.col_type.from_sql(record[column.sql_name])
+            yield row
+
+    def insert_values(self, column: Column, value: Any) -> dict[str, Any]:
+        """The SQL column values that store `value` (or a CellError) in `column`."""
+        out: dict[str, Any] = {}
+        if isinstance(value, CellError):
+            out[column.sql_name] = None
+        else:
+            out[column.sql_name] = column.col_type.to_sql(value)
+        if column.is_computed:
+            errortype, errormsg = schema.error_columns(column.name)
+            out[errortype] = value.errortype[:128] if isinstance(value, CellError) else None
+            out[errormsg] = value.errormsg if isinstance(value, CellError) else None
+        return out
+
+    def insert(self, conn: sa.Connection, rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> list[int]:
+        """Insert rows (dicts by column name; views also need `_base_rowid`); returns the new rowids in order."""
+        if not rows:
+            return []
+        params = []
+        for row in rows:
+            values: dict[str, Any] = {}
+            if self.base is not None:
+                values[BASE_ROWID] = row[BASE_ROWID]
+            for column in columns:
+                values.update(self.insert_values(column, row.get(column.name)))
+            params.append(values)
+        rowids: list[int] = []
+        for start in range(0, len(params), 1000):
+            batch = params[start : start + 1000]
+            result = conn.execute(
+                self.table.insert().returning(self.table.c[ROWID], sort_by_parameter_order=True), batch
+            )
+            rowids.extend(r[0] for r in result)
+        return rowids
+
+    def update(self, conn: sa.Connection, rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> None:
+        """Write `columns` of each row (dict with `_rowid`) back to its own SQL table."""
+        if not rows or not columns:
+            return
+        statement = (
+            self.table.update()
+            .where(self.table.c[ROWID] == sa.bindparam("_key"))
+            .values({c: sa.bindparam(c) for column in columns for c in self.insert_values(column, None)})
+        )
+        params = []
+        for row in rows:
+            values = {"_key": row[ROWID]}
+            for column in columns:
+                values.update(self.insert_values(column, row.get(column.name)))
+            params.append(values)
+        for start in range(0, len(params), 1000):
+            conn.execute(statement, params[start : start + 1000])

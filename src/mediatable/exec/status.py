@@ -1,0 +1,77 @@
+"""What a write operation reports: counts of rows, computed values and errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+from mediatable.config import Settings
+
+
+@dataclasses.dataclass
+class UpdateStatus:
+    """The outcome of an insert, update, delete or computed-column operation.
+
+    Attributes:
+        num_rows: rows inserted, updated or deleted.
+        num_computed_values: cells written (inserted values plus computed values).
+        num_excs: cells that hold an error instead of a value.
+        cols_with_excs: `table.column` names that got errors.
+        operation: 'inserted', 'updated' or 'deleted'.
+
+    Examples:
+        >>> UpdateStatus(num_rows=3, num_computed_values=6, operation="inserted")
+        3 rows inserted, 6 values computed.
+    """
+
+    num_rows: int = 0
+    num_computed_values: int = 0
+    num_excs: int = 0
+    cols_with_excs: list[str] = dataclasses.field(default_factory=list)
+    operation: str = "updated"
+
+    def __repr__(self) -> str:
+        text = f"{self.num_rows} {_plural(self.num_rows, 'row')} {self.operation}, "
+        text += f"{self.num_computed_values} {_plural(self.num_computed_values, 'value')} computed"
+        if self.num_excs:
+            text += f", {self.num_excs} {_plural(self.num_excs, 'error')} in {', '.join(self.cols_with_excs)}"
+        return text + "."
+
+    __str__ = __repr__
+
+    def __add__(self, other: UpdateStatus) -> UpdateStatus:
+        return UpdateStatus(
+            num_rows=max(self.num_rows, other.num_rows),
+            num_computed_values=self.num_computed_values + other.num_computed_values,
+            num_excs=self.num_excs + other.num_excs,
+            cols_with_excs=sorted(set(self.cols_with_excs) | set(other.cols_with_excs)),
+            operation=self.operation,
+        )
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else word + "s"
+
+
+def progress_enabled(settings: Settings) -> bool:
+    """Progress bars show when `settings.progress` is True, or None and stderr is a terminal."""
+    if settings.progress is not None:
+        return settings.progress
+    return sys.stderr.isatty()
+
+
+def progress_bar(settings: Settings, desc: str, unit: str = "rows", total: int | None = None) -> Any:
+    """A tqdm bar on stderr (disabled per :func:`progress_enabled`)."""
+    return tqdm(
+        desc=desc,
+        unit=f" {unit}",
+        total=total,
+        file=sys.stderr,
+        disable=not progress_enabled(settings),
+        leave=True,
+        dynamic_ncols=True,
+        bar_format="{desc}: {n_fmt} " + unit + " [{elapsed}, {rate_fmt}]" if total is None else None,
+    )

@@ -1,0 +1,34 @@
+"""Shared fixtures: a clean environment and a private home for every test.
+
+Servers (HTTP, S3, GCS, Azure, PostgreSQL) are real processes on 127.0.0.1, defined in
+`tests/servers/` and loaded as plugins below; each starts once per session and stops at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = [
+    "servers.http",
+    "servers.cloud",
+    "servers.postgres",
+]
+
+_CLEARED_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "MEDIATABLE_", "STORAGE_EMULATOR")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Remove the user's cloud and mediatable settings; give the test its own HOME and MEDIATABLE_HOME."""
+    for name in list(os.environ):
+        if name.startswith(_CLEARED_PREFIXES):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))  # no ~/.aws, ~/.config/gcloud of the real user
+    monkeypatch.setenv("MEDIATABLE_HOME", str(tmp_path / "mthome"))
+    yield tmp_path / "mthome"
