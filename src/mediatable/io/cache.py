@@ -1,0 +1,1333 @@
+"""The file cache: remote media as local files, shared by every thread and process on the machine.
+
+See :class:`FileCache` for the contract. Layout under ``settings.cache_dir`` (``<home>/file_cache``)::
+
+    index.db                       SQLite (WAL): entries, pins, reservations, totals
+    ab/<sha256(url)>.<ext>         cached files, extension kept (decoders sniff it)
+    ab/<sha256(url)>.<ext>.<pid>-<token>.part    downloads in progress
+    locks/<sha256(url)>.lock       one per download in progress: the cross-process single flight
+    leases/<pid>-<token>/          files a lease fetched without caching them (too big for the budget)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import itertools
+import logging
+import math
+import os
+import re
+import shutil
+import sqlite3
+import sys
+import threading
+import time
+import uuid
+import warnings
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Sized
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tqdm import tqdm
+
+from mediatable.config import Settings
+from mediatable.errors import CacheError, MediaError, MediaNotFound
+from mediatable.io import fetch as _fetch
+from mediatable.io.objects import ObjectInfo, ObjectStores
+from mediatable.io.urls import MediaUrl, parse_url, redact_url
+
+__all__ = ["CacheInfo", "CacheThrashingWarning", "FileCache", "Lease", "Pruned"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    url TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT,
+    last_modified REAL,
+    created REAL NOT NULL,
+    last_access REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_lru ON entries (last_access);
+CREATE TABLE IF NOT EXISTS totals (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    entries INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
+CREATE TRIGGER IF NOT EXISTS entries_insert AFTER INSERT ON entries BEGIN
+    UPDATE totals SET entries = entries + 1, bytes = bytes + NEW.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_delete AFTER DELETE ON entries BEGIN
+    UPDATE totals SET entries = entries - 1, bytes = bytes - OLD.size WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_resize AFTER UPDATE OF size ON entries BEGIN
+    UPDATE totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 0;
+END;
+CREATE TABLE IF NOT EXISTS pins (
+    url TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    PRIMARY KEY (url, owner)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pins_owner ON pins (owner);
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    temp TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+# Hot-path bookkeeping (last access, pins) is written to the index in batches: at most this many
+# pending changes or this many seconds old. One SQLite transaction per hit would cost more than
+# the hit itself.
+_FLUSH_EVERY = 512
+_FLUSH_SECONDS = 0.25
+# In-process memos (url -> file, raw string -> parsed URL) are bounded; past the bound they restart.
+_MEMO_LIMIT = 200_000
+# A temp file whose writer's pid is alive but whose lock is free is an orphan once this old
+# (the pid was reused); younger ones may belong to a writer between create and lock.
+_ORPHAN_AGE = 60.0
+_EXT = re.compile(r"\.[a-z0-9]{1,15}")
+
+
+class CacheThrashingWarning(UserWarning):
+    """The cache is too small for an operation: it evicts files it downloaded and then needs again."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheInfo:
+    """A snapshot of the cache: what the index holds, and what this :class:`FileCache` object did.
+
+    Attributes:
+        directory: the cache folder.
+        budget: the byte budget (``settings.cache_size``).
+        entries: files in the index (all processes).
+        bytes: bytes of those files.
+        in_flight_bytes: bytes reserved by downloads in progress (all processes).
+        pinned: entries pinned by open leases (all processes).
+        hits: requests served from the cache by this object.
+        misses: downloads this object started.
+        bytes_downloaded: bytes this object downloaded.
+        evictions: entries this object evicted.
+    """
+
+    directory: Path
+    budget: int
+    entries: int
+    bytes: int
+    in_flight_bytes: int
+    pinned: int
+    hits: int
+    misses: int
+    bytes_downloaded: int
+    evictions: int
+
+    def __str__(self) -> str:
+        used = self.bytes / self.budget * 100 if self.budget else 0.0
+        return "\n".join(
+            [
+                f"cache:      {self.directory}",
+                f"entries:    {self.entries:,}",
+                f"size:       {_human(self.bytes)} of {_human(self.budget)} ({used:.1f}%)",
+                f"in flight:  {_human(self.in_flight_bytes)}",
+                f"pinned:     {self.pinned:,}",
+                f"this run:   {self.hits:,} hits, {self.misses:,} misses, "
+                f"{_human(self.bytes_downloaded)} downloaded, {self.evictions:,} evictions",
+            ]
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Pruned:
+    """What :meth:`FileCache.prune` or :meth:`FileCache.clear` removed.
+
+    Attributes:
+        entries: index entries removed (with their files).
+        bytes: bytes those entries held.
+        orphans: files removed that no entry referenced (crash leftovers).
+    """
+
+    entries: int
+    bytes: int
+    orphans: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """A cached file as the hot path needs it."""
+
+    path: Path
+    name: str  # str(path), for os.path.exists without a conversion
+    size: int
+    etag: str | None
+    last_modified: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    """The result of one download: a cached file, or a lease-private one (not cached)."""
+
+    path: Path
+    cached: bool
+    size: int
+
+
+class _Download:
+    """Where the body of one download goes, decided once the size is known (see `FileCache._sink`)."""
+
+    def __init__(self) -> None:
+        self.file: BinaryIO | None = None
+        self.size = -1
+        self.temp: str | None = None  # cached download: the .part file, published by rename
+        self.reservation: str | None = None
+        self.private: Path | None = None  # uncached download: the lease's own file
+
+    def discard_file(self) -> None:
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            self.file = None
+        for name in (self.temp, self.private):
+            if name is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+        self.temp = self.private = None
+
+
+class FileCache:
+    """Remote media as local files: one bounded, crash-safe cache shared by threads and processes.
+
+    **Key and layout.** One entry per normalized URL (:func:`~mediatable.io.urls.parse_url`), stored
+    as ``<cache_dir>/ab/<sha256(url)>.<ext>`` with the original extension. A SQLite index (WAL mode,
+    busy timeout) at ``<cache_dir>/index.db`` records url, path, size, ETag, last-modified, created
+    and last access, and is shared by every process on the machine. ``file://`` URLs and local paths
+    are read in place, never copied.
+
+    **Single flight.** N threads and N processes asking for one uncached URL cause one download;
+    the others wait and then read the finished file. Threads of one process share a future per URL.
+    Processes serialize on ``flock`` of a lock file per URL (``locks/<sha256>.lock``), taken before
+    looking at the index again: the kernel releases the lock when its holder dies, even by SIGKILL,
+    so a crashed downloader never blocks others, waiters sleep in the kernel instead of polling the
+    index, and no pid bookkeeping is needed. (An index row claimed atomically would need polling
+    and a liveness check of its owner.) The holder unlinks the lock file when done; a waiter that
+    wakes on an unlinked file simply opens the new one.
+
+    **Atomic publish.** A download writes ``<file>.<pid>-<token>.part`` in the entry's folder while
+    holding an exclusive ``flock`` on it, checks the length against the announced size, renames it
+    over the final name and only then writes the index row. A crash at any point leaves no visible
+    entry. Each download first records a *reservation* (pid, size, temp name) in the index; opening
+    a cache removes the reservations, temp files, lock files and lease folders of dead processes.
+    A crash between rename and index write leaves a file without an entry: :meth:`prune` deletes it
+    (and a later download of the URL replaces it).
+
+    **Budget and eviction.** The bytes of all entries plus the reservations of downloads in flight
+    never exceed ``settings.cache_size``. Making room evicts entries by least recent access. Files
+    held by a :class:`Lease` are pinned and never evicted, in this process exactly (in-memory
+    refcounts) and in other processes through a pin table written in batches (at most 512 accesses
+    or 0.25 s late, and always before this process evicts or a lease closes; pins of dead processes
+    are ignored and removed). An object larger than the budget, or one that cannot get room because
+    everything is pinned, is still readable: it streams to a file private to the lease, is not
+    cached, and is deleted when the lease closes. A lease keeps its most recent files pinned up to
+    half the budget and unpins older ones beyond that, so a scan larger than the cache works; when a
+    lease re-downloads files it evicted itself, a :class:`CacheThrashingWarning` suggests a size.
+
+    **Freshness.** Entries record ETag, last-modified and size. With ``cache_validation='etag'`` the
+    first access of a URL in each lease sends a HEAD request and re-downloads when the object
+    changed (a stale file is never served; an object that vanished raises MediaNotFound). With
+    ``'never'`` (the default) a cached file is served without any request.
+
+    **Speed.** A warm hit is a dict lookup in an in-process memo validated by ``os.path.exists``
+    (the index is consulted on a memo miss, in batches for :meth:`Lease.get_many`), plus batched
+    access and pin updates: a few microseconds.
+
+    **Lifecycle.** ``FileCache(settings)`` creates the folder and index and sweeps crash leftovers;
+    :meth:`lease` hands out leases (context managers) that fetch and pin files; :meth:`close` (or
+    leaving a ``with`` block) flushes pending index updates and stops the download threads. All
+    methods are thread-safe. Do not carry a FileCache across ``fork``; build one per process.
+
+    Examples:
+        >>> from mediatable.config import load_settings
+        >>> cache = FileCache(load_settings("/tmp/mt-doc-cache"))
+        >>> with cache.lease() as lease:
+        ...     path = lease.get("/etc/hostname")      # local files are read in place
+        >>> str(path)
+        '/etc/hostname'
+        >>> cache.info().entries >= 0
+        True
+        >>> cache.close()
+    """
+
+    def __init__(self, settings: Settings, stores: _fetch.Stores | None = None) -> None:
+        self.settings = settings
+        self.directory = Path(settings.cache_dir)
+        self.budget = int(settings.cache_size)
+        self._stores: _fetch.Stores = stores if stores is not None else ObjectStores(settings)
+        self._policy = _fetch.RetryPolicy.from_settings(settings)
+        self._validate = settings.cache_validation == "etag"
+        self._concurrency = max(int(settings.max_concurrent_downloads), 1)
+        self._owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._pid = os.getpid()
+
+        self._lock = threading.Lock()  # memo, pins, pending updates, stats, lease state
+        self._db_lock = threading.Lock()  # the one SQLite connection
+        self._memo: dict[str, _Entry] = {}
+        self._parsed: dict[str, MediaUrl] = {}
+        self._pins: dict[str, int] = {}  # url -> number of leases of this object holding it
+        self._db_pinned: set[str] = set()  # urls with a row in `pins` for this owner
+        self._dirty_pins: set[str] = set()
+        self._pending_access: dict[str, float] = {}
+        self._last_flush = time.monotonic()
+        self._inflight: dict[str, Future[_Outcome]] = {}
+        self._inflight_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._known_dirs: set[str] = set()
+        self._leases: set[Lease] = set()
+        self._closed = False
+        self.hits = 0
+        self.misses = 0
+        self.bytes_downloaded = 0
+        self.evictions = 0
+
+        try:
+            for folder in (self.directory, self.directory / "locks", self.directory / "leases"):
+                folder.mkdir(parents=True, exist_ok=True)
+            self._db = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            raise CacheError(f"cannot open the file cache at {self.directory}: {exc}") from exc
+        self._sweep()
+
+    # -- public API ------------------------------------------------------------------------
+
+    def lease(self) -> Lease:
+        """A new :class:`Lease`: fetch files through it; they stay pinned until it closes.
+
+        Examples:
+            >>> with cache.lease() as lease:  # doctest: +SKIP
+            ...     width = PIL.Image.open(lease.get("s3://bucket/a.jpg")).width
+        """
+        self._check_open()
+        lease = Lease(self)
+        with self._lock:
+            self._leases.add(lease)
+        return lease
+
+    def info(self) -> CacheInfo:
+        """Totals from the index plus this object's counters.
+
+        Examples:
+            >>> print(cache.info())  # doctest: +SKIP
+            cache:      /home/me/.mediatable/file_cache
+            entries:    1,000 ...
+        """
+        self._check_open()
+        with self._db_lock:
+            self._flush_locked()
+            entries, size = self._db.execute("SELECT entries, bytes FROM totals WHERE id = 0").fetchone()
+            reserved = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM reservations").fetchone()[0]
+            pinned = self._db.execute(
+                "SELECT COUNT(*) FROM entries WHERE EXISTS (SELECT 1 FROM pins WHERE pins.url = entries.url)"
+            ).fetchone()[0]
+        with self._lock:
+            return CacheInfo(
+                directory=self.directory,
+                budget=self.budget,
+                entries=entries,
+                bytes=size,
+                in_flight_bytes=reserved,
+                pinned=pinned,
+                hits=self.hits,
+                misses=self.misses,
+                bytes_downloaded=self.bytes_downloaded,
+                evictions=self.evictions,
+            )
+
+    def prune(self, max_bytes: int | None = None) -> Pruned:
+        """Evict least recently used entries until the cache holds at most ``max_bytes``.
+
+        Also removes crash leftovers: entries whose file is gone, files no entry references, and the
+        temp files, locks and reservations of dead processes. Pinned entries and downloads in
+        progress are kept.
+
+        Args:
+            max_bytes: the target size; default the budget.
+
+        Returns:
+            What was removed.
+
+        Examples:
+            >>> cache.prune(max_bytes=10 * 1024**3)  # doctest: +SKIP
+            Pruned(entries=120, bytes=9876543, orphans=0)
+        """
+        self._check_open()
+        target = self.budget if max_bytes is None else max(int(max_bytes), 0)
+        self._sweep()
+        orphans = self._reconcile()
+        removed = 0
+        freed = 0
+        while True:
+            with self._db_lock:
+                self._flush_locked()
+                current = self._db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0]
+                if current <= target:
+                    break
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    victims = self._pick_victims(current - target)
+                    if not victims:
+                        victims = self._pick_victims(1, partial=True)
+                    self._delete_rows(victims)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            if not victims:
+                break  # only pinned entries remain
+            self._remove_files(victims)
+            removed += len(victims)
+            freed += sum(size for _, _, size in victims)
+        return Pruned(entries=removed, bytes=freed, orphans=orphans)
+
+    def clear(self) -> Pruned:
+        """Remove every entry that is not pinned and every crash leftover.
+
+        Examples:
+            >>> cache.clear()  # doctest: +SKIP
+            Pruned(entries=1000, bytes=81234567, orphans=0)
+        """
+        return self.prune(max_bytes=0)
+
+    def close(self) -> None:
+        """Close open leases, write pending index updates, stop the download threads."""
+        if self._closed:
+            return
+        with self._lock:
+            leases = list(self._leases)
+        for lease in leases:
+            lease.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        with self._db_lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._flush_locked()
+            self._db.close()
+        self._closed = True
+
+    def __enter__(self) -> FileCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- index -----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.directory / "index.db", timeout=60.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout = 60000")
+        db.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a power cut may lose the last transactions but never corrupts the
+        # index; a lost row only means a file is downloaded again (or removed by prune).
+        db.execute("PRAGMA synchronous = NORMAL")
+        if db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+            try:
+                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA}; PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return db
+
+    def _lookup(self, url: str) -> _Entry | None:
+        """The entry of ``url`` from the index if its file exists (memoized); heals a missing file."""
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT path, size, etag, last_modified FROM entries WHERE url = ?", (url,)
+            ).fetchone()
+        if row is None:
+            return None
+        entry = self._entry(row)
+        if not os.path.exists(entry.name):
+            with self._db_lock:
+                self._db.execute("DELETE FROM entries WHERE url = ? AND path = ?", (url, row[0]))
+            return None
+        self._remember(url, entry)
+        return entry
+
+    def _lookup_many(self, urls: list[str]) -> dict[str, _Entry]:
+        found: dict[str, _Entry] = {}
+        for start in range(0, len(urls), 500):
+            chunk = urls[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._db_lock:
+                rows = self._db.execute(
+                    f"SELECT url, path, size, etag, last_modified FROM entries WHERE url IN ({marks})", chunk
+                ).fetchall()
+            for url, *rest in rows:
+                entry = self._entry(rest)
+                if os.path.exists(entry.name):
+                    self._remember(url, entry)
+                    found[url] = entry
+        return found
+
+    def _entry(self, row: Any) -> _Entry:
+        path = self.directory / row[0]
+        return _Entry(path, str(path), row[1], row[2], row[3])
+
+    def _remember(self, url: str, entry: _Entry) -> None:
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[url] = entry
+
+    def _flush_locked(self) -> None:
+        """Write batched last-access times and pin changes (caller holds the db lock)."""
+        with self._lock:
+            access = self._pending_access
+            self._pending_access = {}
+            dirty = self._dirty_pins
+            self._dirty_pins = set()
+            add = [u for u in dirty if self._pins.get(u, 0) > 0 and u not in self._db_pinned]
+            drop = [u for u in dirty if self._pins.get(u, 0) <= 0 and u in self._db_pinned]
+            self._db_pinned.update(add)
+            self._db_pinned.difference_update(drop)
+            self._last_flush = time.monotonic()
+        if not (access or add or drop):
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "UPDATE entries SET last_access = ? WHERE url = ? AND last_access < ?",
+                [(at, url, at) for url, at in access.items()],
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO pins (url, owner, pid) VALUES (?, ?, ?)",
+                [(url, self._owner, self._pid) for url in add],
+            )
+            self._db.executemany("DELETE FROM pins WHERE url = ? AND owner = ?", [(url, self._owner) for url in drop])
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _maybe_flush(self) -> None:
+        """Flush when enough is pending, without ever waiting for the index on the hot path."""
+        pending = len(self._pending_access) + len(self._dirty_pins)
+        if pending < _FLUSH_EVERY and time.monotonic() - self._last_flush < _FLUSH_SECONDS:
+            return
+        if self._db_lock.acquire(blocking=False):
+            try:
+                self._flush_locked()
+            finally:
+                self._db_lock.release()
+
+    def _pick_victims(self, need: int, partial: bool = False) -> list[tuple[str, str, int]]:
+        """Unpinned entries, least recently used first, totalling at least ``need`` bytes.
+
+        Returns [] when the unpinned entries cannot free that much (unless ``partial``).
+        Caller holds the db lock inside a write transaction.
+        """
+        victims: list[tuple[str, str, int]] = []
+        freed = 0
+        cursor: tuple[float, str] = (-math.inf, "")
+        while freed < need:
+            rows = self._db.execute(
+                "SELECT url, path, size, last_access FROM entries"
+                " WHERE (last_access, url) > (?, ?)"
+                " AND NOT EXISTS (SELECT 1 FROM pins WHERE pins.url = entries.url)"
+                " ORDER BY last_access, url LIMIT 256",
+                cursor,
+            ).fetchall()
+            if not rows:
+                break
+            for url, path, size, last_access in rows:
+                cursor = (last_access, url)
+                if self._pins.get(url, 0) > 0:
+                    continue
+                victims.append((url, path, size))
+                freed += size
+                if freed >= need:
+                    break
+        if freed < need and not partial:
+            return []
+        return victims
+
+    def _delete_rows(self, victims: list[tuple[str, str, int]]) -> None:
+        self._db.executemany("DELETE FROM entries WHERE url = ?", [(url,) for url, _, _ in victims])
+
+    def _remove_files(self, victims: list[tuple[str, str, int]]) -> None:
+        """Delete evicted files (after their rows are gone) unless a download of the URL is running.
+
+        A download in progress (its entry lock is held) will publish a new file under the same name;
+        deleting it then would leave an entry without a file.
+        """
+        with self._lock:
+            for url, _, _ in victims:
+                self._memo.pop(url, None)
+            self.evictions += len(victims)
+        for url, path, _ in victims:
+            digest = _digest(url)
+            lock = self._try_entry_lock(digest)
+            if lock is None:
+                continue
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.directory / path)
+            finally:
+                self._unlock_entry(lock, digest)
+
+    def _reserve(self, size: int, temp: str, lease: Lease) -> str | None:
+        """Reserve ``size`` bytes for a download, evicting LRU entries; None when there is no room."""
+        reservation = uuid.uuid4().hex
+        victims = self._reserve_once(reservation, size, temp)
+        if victims is None and self._forget_dead():
+            victims = self._reserve_once(reservation, size, temp)  # dead processes held space
+        if victims is None:
+            return None
+        if victims:
+            self._remove_files(victims)
+            with self._lock:
+                lease._evicted.update(url for url, _, _ in victims)
+        return reservation
+
+    def _reserve_once(self, reservation: str, size: int, temp: str) -> list[tuple[str, str, int]] | None:
+        """One reservation transaction; returns the evicted entries, or None when there is no room."""
+        with self._db_lock:
+            self._flush_locked()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                used = self._db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0]
+                used += self._db.execute("SELECT COALESCE(SUM(size), 0) FROM reservations").fetchone()[0]
+                excess = used + size - self.budget
+                victims = self._pick_victims(excess) if excess > 0 else []
+                if excess > 0 and not victims:
+                    self._db.execute("ROLLBACK")
+                    return None
+                self._delete_rows(victims)
+                self._db.execute(
+                    "INSERT INTO reservations (id, owner, pid, size, temp, created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (reservation, self._owner, self._pid, size, temp, time.time()),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return victims
+
+    def _unreserve(self, reservation: str) -> None:
+        with self._db_lock:
+            self._db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+
+    def _publish(self, url: str, rel: str, info: ObjectInfo, reservation: str) -> None:
+        now = time.time()
+        modified = _fetch.last_modified_timestamp(info.last_modified)
+        with self._db_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO entries (url, path, size, etag, last_modified, created, last_access)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (url) DO UPDATE SET path = excluded.path, size = excluded.size,"
+                    " etag = excluded.etag, last_modified = excluded.last_modified,"
+                    " created = excluded.created, last_access = excluded.last_access",
+                    (url, rel, info.size, info.etag, modified, now, now),
+                )
+                self._db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # -- crash leftovers -------------------------------------------------------------------
+
+    def _forget_dead(self) -> bool:
+        """Drop reservations and pins of dead processes (and their temp files); True if any."""
+        with self._db_lock:
+            rows = self._db.execute("SELECT id, pid, temp, created FROM reservations").fetchall()
+            pin_pids = [pid for (pid,) in self._db.execute("SELECT DISTINCT pid FROM pins")]
+        dead_reservations = [(rid, temp) for rid, pid, temp, created in rows if self._orphaned(pid, temp, created)]
+        dead_pins = [pid for pid in pin_pids if pid != self._pid and not _alive(pid)]
+        for _, temp in dead_reservations:
+            with contextlib.suppress(OSError):
+                os.unlink(self.directory / temp)
+        if not (dead_reservations or dead_pins):
+            return False
+        with self._db_lock:
+            self._db.executemany("DELETE FROM reservations WHERE id = ?", [(rid,) for rid, _ in dead_reservations])
+            self._db.executemany("DELETE FROM pins WHERE pid = ?", [(pid,) for pid in dead_pins])
+        return True
+
+    def _orphaned(self, pid: int, temp: str, created: float) -> bool:
+        if pid == self._pid:
+            return False
+        if not _alive(pid):
+            return True
+        # The pid is alive, but it may be a new process that reused the number: the real writer
+        # holds an exclusive lock on its temp file for as long as it writes.
+        if time.time() - created < _ORPHAN_AGE:
+            return False
+        try:
+            fd = os.open(self.directory / temp, os.O_RDONLY)
+        except OSError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def _sweep(self) -> None:
+        """Remove what crashed processes left behind: reservations, temp files, locks, lease folders."""
+        try:
+            self._forget_dead()
+            for lock_file in (self.directory / "locks").iterdir():
+                held = self._try_entry_lock(lock_file.stem)
+                if held is not None:
+                    self._unlock_entry(held, lock_file.stem)  # unlinks the stale lock file
+            for folder in (self.directory / "leases").iterdir():
+                lock = _try_flock(folder / ".lock")
+                if lock is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    os.close(lock)
+                elif not (folder / ".lock").exists() and time.time() - folder.stat().st_mtime > _ORPHAN_AGE:
+                    shutil.rmtree(folder, ignore_errors=True)  # its lease died before locking it
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("could not sweep the file cache at %s: %s", self.directory, exc)
+
+    def _reconcile(self) -> int:
+        """Delete entries without files and files without entries; return the number of files removed."""
+        with self._db_lock:
+            rows = self._db.execute("SELECT url, path FROM entries").fetchall()
+            temps = {temp for (temp,) in self._db.execute("SELECT temp FROM reservations")}
+        known = {path for _, path in rows}
+        missing = [(url,) for url, path in rows if not os.path.exists(self.directory / path)]
+        if missing:
+            with self._db_lock:
+                self._db.executemany("DELETE FROM entries WHERE url = ?", missing)
+        removed = 0
+        for folder in self.directory.iterdir():
+            if not (folder.is_dir() and len(folder.name) == 2):
+                continue
+            for file in folder.iterdir():
+                rel = f"{folder.name}/{file.name}"
+                if rel in known or rel in temps:
+                    continue
+                if file.name.endswith(".part") and time.time() - file.stat().st_mtime < _ORPHAN_AGE:
+                    continue  # a download between creating its reservation and its file
+                with contextlib.suppress(OSError):
+                    file.unlink()
+                    removed += 1
+        return removed
+
+    # -- entry locks (cross-process single flight) -----------------------------------------
+
+    def _lock_path(self, digest: str) -> Path:
+        return self.directory / "locks" / f"{digest}.lock"
+
+    def _entry_lock(self, digest: str) -> int:
+        """Block until this process holds the lock of one entry; returns the lock's descriptor."""
+        path = self._lock_path(digest)
+        while True:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, path):
+                return fd
+            os.close(fd)  # the holder unlinked it while we waited: lock the new file instead
+
+    def _try_entry_lock(self, digest: str) -> int | None:
+        """The lock of one entry if nobody holds it (no download of it is running), else None."""
+        path = self._lock_path(digest)
+        fd = _try_flock(path, create=True)
+        if fd is not None and not _same_file(fd, path):
+            os.close(fd)
+            return None
+        return fd
+
+    def _unlock_entry(self, fd: int, digest: str) -> None:
+        # Unlink while still holding the lock, so that a waiter that wakes on this file sees it is
+        # gone and locks a fresh one; the folder never fills up with lock files.
+        path = self._lock_path(digest)
+        with contextlib.suppress(OSError):
+            if _same_file(fd, path):
+                os.unlink(path)
+        os.close(fd)
+
+    # -- fetching --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CacheError("the file cache is closed")
+
+    def _parse(self, url: str | MediaUrl | os.PathLike[str]) -> MediaUrl:
+        if isinstance(url, MediaUrl):
+            return url
+        if isinstance(url, str):
+            parsed = self._parsed.get(url)
+            if parsed is None:
+                parsed = parse_url(url)
+                if len(self._parsed) >= _MEMO_LIMIT:
+                    self._parsed.clear()
+                self._parsed[url] = parsed
+            return parsed
+        return parse_url(url)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="mt-fetch")
+            return self._pool
+
+    def _hit(self, url: str, entry: _Entry, lease: Lease) -> Path:
+        with self._lock:
+            self.hits += 1
+            self._pending_access[url] = time.time()
+            lease._hold_locked(url, entry.size)
+        self._maybe_flush()
+        return entry.path
+
+    def _obtain(self, mu: MediaUrl, lease: Lease, on_bytes: Callable[[int], None] | None = None) -> Path:
+        """The local file of a remote URL: from the cache, or downloaded (once per URL at a time)."""
+        url = mu.url
+        fresh: ObjectInfo | None = None
+        if self._validate and url not in lease._validated:
+            fresh = _fetch.head(self._stores, mu, policy=self._policy)
+            with self._lock:
+                lease._validated.add(url)
+        private = lease._private.get(url)
+        if private is not None and fresh is None:
+            return private
+        entry = self._memo.get(url)
+        if entry is None or not os.path.exists(entry.name):
+            entry = self._lookup(url)
+        if entry is not None and (fresh is None or _same_version(entry, fresh)):
+            return self._hit(url, entry, lease)
+        return self._shared_download(mu, lease, fresh, on_bytes)
+
+    def _shared_download(
+        self,
+        mu: MediaUrl,
+        lease: Lease,
+        fresh: ObjectInfo | None,
+        on_bytes: Callable[[int], None] | None,
+    ) -> Path:
+        url = mu.url
+        with self._inflight_lock:
+            future = self._inflight.get(url)
+            leader = future is None
+            if future is None:
+                future = self._inflight[url] = Future()
+        if not leader:
+            outcome = future.result()
+            if outcome.cached:
+                return self._hit(url, self._memo.get(url) or _entry_of(outcome), lease)
+            try:
+                return lease._adopt(url, outcome.path)
+            except OSError:
+                return self._download(mu, lease, fresh, on_bytes).path  # the other lease already closed
+        try:
+            outcome = self._download(mu, lease, fresh, on_bytes)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(outcome)
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(url, None)
+        return outcome.path
+
+    def _download(
+        self,
+        mu: MediaUrl,
+        lease: Lease,
+        fresh: ObjectInfo | None,
+        on_bytes: Callable[[int], None] | None,
+    ) -> _Outcome:
+        url = mu.url
+        digest = _digest(url)
+        ext = mu.extension if _EXT.fullmatch(mu.extension) else ""
+        rel = f"{digest[:2]}/{digest}{ext}"
+        final = self.directory / rel
+        lock = self._entry_lock(digest)
+        try:
+            # Another process (or thread of another cache object) may have finished it meanwhile.
+            entry = self._lookup(url)
+            if entry is not None and (fresh is None or _same_version(entry, fresh)):
+                self._hit(url, entry, lease)
+                return _Outcome(entry.path, True, entry.size)
+            if digest[:2] not in self._known_dirs:
+                final.parent.mkdir(exist_ok=True)
+                self._known_dirs.add(digest[:2])
+            with self._lock:
+                self.misses += 1
+                if url in lease._evicted:
+                    lease._thrashed += 1
+            state = _Download()
+
+            def counted(n: int) -> None:
+                with self._lock:
+                    self.bytes_downloaded += n
+                if on_bytes is not None:
+                    on_bytes(n)
+
+            try:
+                info = _fetch.fetch(
+                    self._stores,
+                    mu,
+                    lambda info: self._sink(state, url, rel, ext, info, lease),
+                    policy=self._policy,
+                    on_bytes=counted,
+                )
+                assert state.file is not None
+                state.file.close()
+                state.file = None
+                if state.temp is not None and state.reservation is not None:
+                    os.replace(self.directory / state.temp, final)
+                    state.temp = None
+                    self._publish(url, rel, info, state.reservation)
+                    state.reservation = None
+                    entry = _Entry(final, str(final), info.size, info.etag, None)
+                    self._remember(url, entry)
+                    with self._lock:
+                        lease._hold_locked(url, info.size)
+                    return _Outcome(final, True, info.size)
+                assert state.private is not None
+                private = state.private
+                state.private = None
+                with self._lock:
+                    lease._private[url] = private
+                return _Outcome(private, False, info.size)
+            except MediaError:
+                raise
+            except OSError as exc:
+                raise CacheError(f"cannot write to the file cache at {self.directory}: {exc}") from exc
+            finally:
+                state.discard_file()
+                if state.reservation is not None:
+                    self._unreserve(state.reservation)
+        finally:
+            self._unlock_entry(lock, digest)
+
+    def _sink(self, state: _Download, url: str, rel: str, ext: str, info: ObjectInfo, lease: Lease) -> BinaryIO:
+        """Choose the file for one attempt: a reserved temp file in the cache, or a lease-private file."""
+        if state.file is not None and state.size == info.size:
+            return state.file  # a retry of the same object: same reservation, same file
+        state.discard_file()
+        if state.reservation is not None:
+            self._unreserve(state.reservation)
+            state.reservation = None
+        state.size = info.size
+        temp = f"{rel}.{self._pid}-{uuid.uuid4().hex[:8]}.part"
+        if info.size <= self.budget:
+            state.reservation = self._reserve(info.size, temp, lease)
+        if state.reservation is not None:
+            fd = os.open(self.directory / temp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # tells sweepers in other processes that the writer lives
+            state.temp = temp
+            state.file = os.fdopen(fd, "w+b")
+        else:
+            if info.size > self.budget:
+                log.info("%s (%s) is larger than the cache: not cached", redact_url(url), _human(info.size))
+            state.private = lease._private_path(url, ext)
+            state.file = open(state.private, "w+b")  # noqa: SIM115 - closed by the caller
+        return state.file
+
+    def _show_progress(self, progress: bool | None) -> bool:
+        if progress is not None:
+            return progress
+        if self.settings.progress is not None:
+            return self.settings.progress
+        return sys.stderr is not None and sys.stderr.isatty()
+
+
+class Lease:
+    """Files fetched through a lease stay pinned (never evicted) until it closes.
+
+    Get one from :meth:`FileCache.lease` and use it as a context manager. All methods are
+    thread-safe: the execution pipeline prefetches with :meth:`get_many` on one thread while compute
+    threads call :meth:`get`. A lease pins its most recent files up to half the cache's budget and
+    unpins older ones beyond that, so one lease can stream over more data than the cache holds.
+    Objects too big for the cache are kept in a folder private to the lease and deleted when it
+    closes.
+
+    Examples:
+        >>> with cache.lease() as lease:  # doctest: +SKIP
+        ...     for path in lease.get_many(["s3://b/1.jpg", "s3://b/2.jpg"]):
+        ...         print(path)
+    """
+
+    def __init__(self, cache: FileCache) -> None:
+        self._cache = cache
+        self._token = uuid.uuid4().hex[:12]
+        self._held: OrderedDict[str, int] = OrderedDict()  # url -> size, oldest first
+        self._held_bytes = 0
+        self._pin_cap = max(cache.budget // 2, 1)
+        self._private: dict[str, Path] = {}
+        self._private_dir: Path | None = None
+        self._private_lock: int | None = None
+        self._validated: set[str] = set()
+        self._evicted: set[str] = set()
+        self._seen: dict[str, int] = {}
+        self._thrashed = 0
+        self._warned = False
+        self._closed = False
+
+    def get(self, url: str | MediaUrl | os.PathLike[str]) -> Path:
+        """The local path of a media URL, downloading it on a miss.
+
+        Args:
+            url: any URL :func:`~mediatable.io.urls.parse_url` accepts, or a local path.
+
+        Returns:
+            A path that stays valid until the lease closes (local files: their own path).
+
+        Raises:
+            MediaError: the object cannot be fetched (MediaNotFound, MediaAccessDenied, ...).
+            UnsupportedScheme: ``url`` is not a media URL.
+            CacheError: the cache folder cannot be written.
+
+        Examples:
+            >>> with cache.lease() as lease:  # doctest: +SKIP
+            ...     lease.get("https://example.com/cat.jpg")
+            PosixPath('/home/me/.mediatable/file_cache/3f/3f0a....jpg')
+        """
+        cache = self._cache
+        mu = cache._parse(url)
+        if mu.kind == "file":
+            return _local(mu)
+        key = mu.url
+        if not cache._validate or key in self._validated:
+            entry = cache._memo.get(key)
+            if entry is not None and key in self._held and os.path.exists(entry.name):
+                with cache._lock:
+                    cache.hits += 1
+                    cache._pending_access[key] = time.time()
+                cache._maybe_flush()
+                return entry.path
+            if entry is not None and os.path.exists(entry.name):
+                return cache._hit(key, entry, self)
+        self._check_open()
+        path = cache._obtain(mu, self)
+        self._warn_if_thrashing()
+        return path
+
+    def get_many(
+        self, urls: Iterable[str | MediaUrl | os.PathLike[str]], *, progress: bool | None = None
+    ) -> Iterator[Path | MediaError]:
+        """Fetch many URLs with bounded concurrency; yield each result in input order as soon as it is ready.
+
+        Up to ``settings.max_concurrent_downloads`` downloads run at once on the cache's threads,
+        while the caller works on earlier results. A URL that appears twice is downloaded once. A
+        failure yields that position's :class:`~mediatable.errors.MediaError` (its message names the
+        redacted URL and the HTTP status) and the other URLs proceed.
+
+        Args:
+            urls: media URLs or local paths.
+            progress: show a progress bar (objects and bytes) on stderr; default ``settings.progress``,
+                and when that is None, only if stderr is a terminal.
+
+        Yields:
+            A local path, or the error of that URL.
+
+        Raises:
+            UnsupportedScheme: an item is not a media URL.
+            CacheError: the cache folder cannot be written.
+
+        Examples:
+            >>> with cache.lease() as lease:  # doctest: +SKIP
+            ...     widths = [PIL.Image.open(p).width for p in lease.get_many(urls)]
+        """
+        self._check_open()
+        cache = self._cache
+        total = len(urls) if isinstance(urls, Sized) else None
+        bar = tqdm(
+            total=total,
+            desc="Fetching media",
+            unit=" objects",
+            file=sys.stderr,
+            disable=not cache._show_progress(progress),
+            mininterval=0.2,
+            dynamic_ncols=True,
+        )
+        counter = _ByteCounter()
+        window: deque[Path | MediaError | Future[Path | MediaError]] = deque()
+        limit = max(4 * cache._concurrency, 64)
+        source = iter(urls)
+        exhausted = False
+        try:
+            while True:
+                if not exhausted and len(window) <= limit // 2:
+                    batch = list(itertools.islice(source, limit - len(window)))
+                    exhausted = not batch
+                    window.extend(self._start(batch, counter))
+                if not window:
+                    break
+                item = window.popleft()
+                if isinstance(item, Future):
+                    item = item.result()
+                if not bar.disable:
+                    bar.set_postfix_str(_human(counter.total), refresh=False)
+                    bar.update(1)
+                self._warn_if_thrashing()
+                yield item
+        finally:
+            for pending in window:
+                if isinstance(pending, Future):
+                    pending.cancel()
+            bar.close()
+
+    def release(self, url: str | MediaUrl | os.PathLike[str]) -> None:
+        """Unpin one URL before the lease closes (and delete it if it was too big to cache).
+
+        Examples:
+            >>> lease.release("s3://bucket/a.jpg")  # doctest: +SKIP
+        """
+        cache = self._cache
+        key = cache._parse(url).url
+        with cache._lock:
+            size = self._held.pop(key, None)
+            if size is not None:
+                self._held_bytes -= size
+                _unpin_locked(cache, key)
+            private = self._private.pop(key, None)
+        if private is not None:
+            with contextlib.suppress(OSError):
+                private.unlink()
+
+    def close(self) -> None:
+        """Unpin everything, delete the lease's private files, publish the unpinning to the index."""
+        cache = self._cache
+        with cache._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for key in self._held:
+                _unpin_locked(cache, key)
+            self._held.clear()
+            self._held_bytes = 0
+            self._private.clear()
+            cache._leases.discard(self)
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+        if self._private_lock is not None:
+            os.close(self._private_lock)
+            self._private_lock = None
+        if not cache._closed:
+            with cache._db_lock:
+                cache._flush_locked()
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CacheError("this cache lease is closed")
+        self._cache._check_open()
+
+    def _start(self, batch: list[Any], counter: _ByteCounter) -> list[Path | MediaError | Future[Path | MediaError]]:
+        """Resolve hits at once (one index query for the batch); send misses to the download threads."""
+        cache = self._cache
+        out: list[Path | MediaError | Future[Path | MediaError] | None] = []
+        misses: list[tuple[int, MediaUrl]] = []
+        for raw in batch:
+            mu = cache._parse(raw)
+            if mu.kind == "file":
+                try:
+                    out.append(_local(mu))
+                except MediaError as error:
+                    out.append(error)
+                continue
+            entry = None if cache._validate and mu.url not in self._validated else cache._memo.get(mu.url)
+            if entry is not None and os.path.exists(entry.name):
+                out.append(cache._hit(mu.url, entry, self))
+                continue
+            misses.append((len(out), mu))
+            out.append(None)
+        if misses and not cache._validate:
+            found = cache._lookup_many([mu.url for _, mu in misses])
+            still: list[tuple[int, MediaUrl]] = []
+            for index, mu in misses:
+                entry = found.get(mu.url)
+                if entry is not None:
+                    out[index] = cache._hit(mu.url, entry, self)
+                else:
+                    still.append((index, mu))
+            misses = still
+        if misses:
+            pool = cache._executor()
+            for index, mu in misses:
+                out[index] = pool.submit(self._fetch_one, mu, counter)
+        return [item for item in out if item is not None]
+
+    def _fetch_one(self, mu: MediaUrl, counter: _ByteCounter) -> Path | MediaError:
+        try:
+            return self._cache._obtain(mu, self, counter.add)
+        except MediaError as error:
+            return error
+
+    def _hold_locked(self, url: str, size: int) -> None:
+        """Pin ``url`` for this lease (caller holds the cache lock); unpin the oldest beyond the cap."""
+        if url not in self._seen:
+            self._seen[url] = size
+        if url in self._held:
+            self._held.move_to_end(url)
+            return
+        cache = self._cache
+        self._held[url] = size
+        self._held_bytes += size
+        count = cache._pins.get(url, 0)
+        cache._pins[url] = count + 1
+        if count == 0:
+            cache._dirty_pins.add(url)
+        while self._held_bytes > self._pin_cap and len(self._held) > 1:
+            old, old_size = self._held.popitem(last=False)
+            self._held_bytes -= old_size
+            _unpin_locked(cache, old)
+
+    def _private_path(self, url: str, ext: str) -> Path:
+        with self._cache._lock:
+            if self._private_dir is None:
+                folder = self._cache.directory / "leases" / f"{os.getpid()}-{self._token}"
+                folder.mkdir(parents=True, exist_ok=True)
+                lock = folder / ".lock"
+                fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+                fcntl.flock(fd, fcntl.LOCK_EX)  # held until the lease closes: sweepers keep out
+                self._private_lock = fd
+                self._private_dir = folder
+            return self._private_dir / f"{_digest(url)}-{uuid.uuid4().hex[:6]}{ext}"
+
+    def _adopt(self, url: str, other: Path) -> Path:
+        """Share a file another lease fetched without caching: a hard link in this lease's folder."""
+        existing = self._private.get(url)
+        if existing is not None:
+            return existing
+        mine = self._private_path(url, other.suffix)
+        os.link(other, mine)
+        with self._cache._lock:
+            self._private[url] = mine
+        return mine
+
+    def _warn_if_thrashing(self) -> None:
+        if not self._thrashed or self._warned:
+            return
+        self._warned = True
+        cache = self._cache
+        needed = sum(self._seen.values())
+        suggested = _round_size(max(int(needed * 1.25), cache.budget * 2))
+        message = (
+            f"the file cache ({_human(cache.budget)}) is too small for this operation: it downloaded "
+            f"{self._thrashed} file(s) again after evicting them itself. Set cache_size to at least "
+            f"{suggested} (env MEDIATABLE_CACHE_SIZE, or mt.init(cache_size=...))."
+        )
+        log.warning(message)
+        warnings.warn(message, CacheThrashingWarning, stacklevel=3)
+
+
+class _ByteCounter:
+    def __init__(self) -> None:
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.total += n
+
+
+def _unpin_locked(cache: FileCache, url: str) -> None:
+    count = cache._pins.get(url, 0) - 1
+    if count <= 0:
+        cache._pins.pop(url, None)
+        cache._dirty_pins.add(url)
+    else:
+        cache._pins[url] = count
+
+
+def _local(mu: MediaUrl) -> Path:
+    path = mu.local_path
+    assert path is not None
+    if not os.path.isfile(path):
+        raise MediaNotFound(f"no such file: {path}", url=str(path))
+    return path
+
+
+def _entry_of(outcome: _Outcome) -> _Entry:
+    return _Entry(outcome.path, str(outcome.path), outcome.size, None, None)
+
+
+def _same_version(entry: _Entry, info: ObjectInfo) -> bool:
+    """Whether a cached entry is the object ``info`` describes (ETag first, else size and mtime)."""
+    if entry.etag and info.etag:
+        return entry.etag == info.etag and entry.size == info.size
+    if entry.size != info.size:
+        return False
+    modified = _fetch.last_modified_timestamp(info.last_modified)
+    return entry.last_modified is None or modified is None or abs(entry.last_modified - modified) < 1.0
+
+
+def _digest(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _try_flock(path: Path, create: bool = False) -> int | None:
+    """An exclusive lock on ``path`` if nobody holds one (descriptor), else None."""
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        return False
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _round_size(size: int) -> str:
+    """A size rounded up to a friendly setting value, e.g. ``'3GiB'``, ``'700MiB'``."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor:
+            return f"{math.ceil(size / factor)}{unit}"
+    return str(size)

@@ -1,0 +1,324 @@
+"""Download one object to a local file: streamed, length-checked, retried.
+
+This module is the one place where the retry policy lives (object stores are built with their own
+retries disabled). A transfer is retried with exponential backoff and jitter when the failure is
+transient — HTTP 5xx and 429, timeouts, connections reset or bodies cut short — and never for other
+4xx answers: a missing or forbidden object stays missing or forbidden.
+
+The body streams to disk in chunks; the whole object is never held in memory. After the last chunk
+the byte count is checked against the size the server announced (Content-Length / object size); a
+short body is a retryable :class:`~mediatable.errors.MediaFetchError`.
+
+Examples:
+    >>> policy = RetryPolicy(max_retries=3, backoff=0.5)
+    >>> policy.delay(1, rng=lambda a, b: b)   # first retry: up to 0.5 s
+    0.5
+    >>> policy.delay(3, retry_after=7.0)       # a server's Retry-After wins
+    7.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import email.utils
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import obstore
+from obstore.exceptions import BaseError as ObstoreError
+
+from mediatable.config import Settings
+from mediatable.errors import MediaAccessDenied, MediaError, MediaFetchError, MediaNotFound
+from mediatable.io.objects import ObjectInfo, translate_error
+from mediatable.io.urls import MediaUrl, redact_url
+
+__all__ = ["RetryPolicy", "Stores", "fetch", "fetch_to_path", "head", "parse_retry_after"]
+
+# Chunks handed from the transport to Python: big enough that the per-chunk cost vanishes, small
+# enough that 32 parallel downloads stay within a few tens of MB of buffers.
+_CHUNK = 1024 * 1024
+
+
+class Stores(Protocol):
+    """What fetching needs from :class:`mediatable.io.objects.ObjectStores`."""
+
+    def resolve(self, url: MediaUrl) -> tuple[Any, str]: ...
+
+    def head(self, url: MediaUrl) -> ObjectInfo: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to wait before trying a transfer again.
+
+    Delays grow exponentially from ``backoff`` (doubling per retry, capped at ``max_backoff``) with
+    "equal jitter": a random delay between half and all of the step, so that many clients failing
+    together do not retry together. A server's ``Retry-After`` replaces the computed delay (capped
+    at ``max_retry_after``). A 429 without a known Retry-After waits at least ``throttle_backoff``.
+
+    Attributes:
+        max_retries: retries after the first attempt (0 disables retrying).
+        backoff: the first delay, seconds.
+        max_backoff: the longest computed delay, seconds.
+        throttle_backoff: the shortest delay after HTTP 429 when the server named none, seconds.
+        max_retry_after: the longest Retry-After honored, seconds.
+
+    Examples:
+        >>> RetryPolicy.from_settings(Settings(max_retries=2, retry_backoff=0.1)).max_retries
+        2
+    """
+
+    max_retries: int = 5
+    backoff: float = 0.2
+    max_backoff: float = 30.0
+    throttle_backoff: float = 1.0
+    max_retry_after: float = 120.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """The policy of ``settings`` (`max_retries`, `retry_backoff`)."""
+        return cls(max_retries=max(settings.max_retries, 0), backoff=max(settings.retry_backoff, 0.0))
+
+    def should_retry(self, error: MediaError, retries_done: int) -> bool:
+        """Whether to try again after ``error`` when ``retries_done`` retries already happened.
+
+        Examples:
+            >>> RetryPolicy(max_retries=1).should_retry(MediaFetchError("x", retryable=True), 0)
+            True
+            >>> RetryPolicy().should_retry(MediaNotFound("gone"), 0)
+            False
+        """
+        return error.is_retryable and retries_done < self.max_retries
+
+    def delay(
+        self,
+        retry: int,
+        retry_after: float | None = None,
+        *,
+        throttled: bool = False,
+        rng: Callable[[float, float], float] = random.uniform,
+    ) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first retry).
+
+        Args:
+            retry: which retry this is, starting at 1.
+            retry_after: the server's Retry-After in seconds, when it sent one.
+            throttled: the failure was HTTP 429 (too many requests).
+            rng: ``uniform(a, b)``; replaceable to make delays deterministic.
+
+        Examples:
+            >>> p = RetryPolicy(backoff=1.0, max_backoff=4.0)
+            >>> [p.delay(n, rng=lambda a, b: b) for n in (1, 2, 3, 4)]
+            [1.0, 2.0, 4.0, 4.0]
+        """
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after)
+        step = min(self.max_backoff, self.backoff * 2 ** max(retry - 1, 0))
+        wait = rng(step / 2, step)
+        return max(wait, self.throttle_backoff) if throttled else wait
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header value (delta seconds or an HTTP date).
+
+    Examples:
+        >>> parse_retry_after("3")
+        3.0
+        >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+        10.0
+        >>> parse_retry_after("soon") is None
+        True
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        return max(float(text), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def _retry_after_of(error: MediaError) -> float | None:
+    """The Retry-After an error carries, when the transport exposed one (obstore 0.12 does not)."""
+    value = getattr(error, "retry_after", None)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return parse_retry_after(value) if isinstance(value, str) else None
+
+
+def _info(meta: Any) -> ObjectInfo:
+    return ObjectInfo(size=int(meta["size"]), etag=meta.get("e_tag"), last_modified=meta.get("last_modified"))
+
+
+def _with_retries(call: Callable[[], Any], policy: RetryPolicy, sleep: Callable[[float], None]) -> Any:
+    retries = 0
+    while True:
+        try:
+            return call()
+        except MediaError as error:
+            if not policy.should_retry(error, retries):
+                raise
+            retries += 1
+            throttled = getattr(error, "status", None) == 429
+            sleep(policy.delay(retries, _retry_after_of(error), throttled=throttled))
+
+
+def head(
+    stores: Stores, url: MediaUrl, *, policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep
+) -> ObjectInfo:
+    """The object's metadata (size, etag, last modified), retried like a download.
+
+    Raises:
+        MediaError: the object cannot be reached (after retries, when the failure is transient).
+
+    Examples:
+        >>> info = head(stores, parse_url("https://example.com/a.jpg"), policy=RetryPolicy())  # doctest: +SKIP
+    """
+    return _with_retries(lambda: stores.head(url), policy, sleep)
+
+
+def fetch(
+    stores: Stores,
+    url: MediaUrl,
+    sink: Callable[[ObjectInfo], BinaryIO],
+    *,
+    policy: RetryPolicy,
+    on_bytes: Callable[[int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ObjectInfo:
+    """Stream one object into the file ``sink`` chooses, retrying transient failures.
+
+    ``sink(info)`` is called once per attempt, when the response headers have arrived and the
+    object's size is known, and returns an open binary file; the file is rewound and truncated
+    before the body is written, so a retry never leaves bytes of an earlier attempt behind. The
+    caller owns the file (flush, rename, close).
+
+    Args:
+        stores: resolves the URL to an object store.
+        url: the object.
+        sink: picks the file to write for this attempt (it may reserve cache space for ``info.size``).
+        policy: the retry policy.
+        on_bytes: called with the length of every chunk written (progress bars).
+        sleep: the function that waits between attempts.
+
+    Returns:
+        The object's metadata from the successful response.
+
+    Raises:
+        MediaNotFound, MediaAccessDenied: at once, without retrying.
+        MediaFetchError, MediaFetchTimeout: when retries are exhausted; a short body is a
+            retryable MediaFetchError.
+
+    Examples:
+        >>> with open("/tmp/a.jpg.part", "wb") as f:  # doctest: +SKIP
+        ...     info = fetch(stores, parse_url("s3://bucket/a.jpg"), lambda info: f, policy=RetryPolicy())
+    """
+    return _with_retries(lambda: _attempt(stores, url, sink, on_bytes), policy, sleep)
+
+
+def fetch_to_path(
+    stores: Stores,
+    url: MediaUrl,
+    dest: str | os.PathLike[str],
+    *,
+    policy: RetryPolicy,
+    on_bytes: Callable[[int], None] | None = None,
+) -> ObjectInfo:
+    """Download ``url`` to ``dest`` atomically: a temp file in the same folder, renamed when complete.
+
+    Examples:
+        >>> fetch_to_path(stores, parse_url("https://example.com/a.jpg"), "/tmp/a.jpg",
+        ...               policy=RetryPolicy())  # doctest: +SKIP
+    """
+    target = Path(dest)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w+b") as file:
+            info = fetch(stores, url, lambda _info: file, policy=policy, on_bytes=on_bytes)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    return info
+
+
+def _attempt(
+    stores: Stores,
+    url: MediaUrl,
+    sink: Callable[[ObjectInfo], BinaryIO],
+    on_bytes: Callable[[int], None] | None,
+) -> ObjectInfo:
+    try:
+        store, path = stores.resolve(url)
+        result = obstore.get(store, path)
+        info = _info(result.meta)
+    except MediaError:
+        raise
+    except (ObstoreError, OSError) as exc:
+        raise translate_error(exc, url.url) from exc
+    file = sink(info)
+    file.seek(0)
+    file.truncate()
+    written = 0
+    stream = result.stream(min_chunk_size=_CHUNK)
+    while True:
+        try:
+            chunk = next(stream)
+        except StopIteration:
+            break
+        except (ObstoreError, OSError) as exc:
+            raise _body_error(exc, url, written, info.size) from exc
+        # Local write errors (disk full) are not transfer failures: they propagate as OSError.
+        file.write(chunk)
+        written += len(chunk)
+        if on_bytes is not None:
+            on_bytes(len(chunk))
+    if written != info.size:
+        raise MediaFetchError(
+            f"incomplete body for {redact_url(url.url)}: got {written} of {info.size} bytes",
+            url=redact_url(url.url),
+            retryable=True,
+        )
+    file.flush()
+    return info
+
+
+def _body_error(exc: BaseException, url: MediaUrl, written: int, size: int) -> MediaError:
+    error = translate_error(exc, url.url)
+    if isinstance(error, MediaNotFound | MediaAccessDenied) or error.is_retryable:
+        return error
+    # The headers arrived, so the object exists and may be read: a body that breaks off is a
+    # transport failure whatever the backend calls it, and worth another attempt.
+    return MediaFetchError(
+        f"connection lost after {written} of {size} bytes of {redact_url(url.url)}: {error}",
+        url=redact_url(url.url),
+        retryable=True,
+    )
+
+
+def last_modified_timestamp(value: datetime | float | None) -> float | None:
+    """A last-modified value as POSIX seconds (None stays None).
+
+    Examples:
+        >>> from datetime import timezone
+        >>> last_modified_timestamp(datetime(1970, 1, 1, 0, 1, tzinfo=timezone.utc))
+        60.0
+    """
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value)
