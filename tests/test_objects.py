@@ -349,6 +349,7 @@ def test_azure_emulator_flag(azure_server: AzureServer, monkeypatch: pytest.Monk
 def test_azure_public_container_and_blob_url(azure_server: AzureServer, clean_env: Path) -> None:
     # An https://<account>.blob.core.windows.net URL names its account; the endpoint points at Azurite.
     account_url = f"https://{azure_server.account}.blob.core.windows.net/{azure_server.public_container}"
+    # The account in the URL, not the connection string's, decides which credentials apply.
     stores = make_stores(clean_env, {account_url: {"endpoint": azure_server.endpoint}})
     url = parse_url(f"{account_url}/images/cat.jpg")
     assert url.kind == "azure"
@@ -630,7 +631,7 @@ def test_no_secret_in_messages_reprs_or_logs(
     shown = []
     for call, url in failures:
         exc = raised(call, stores, url) if call is read else raised(call, parse_url(url))
-        error = exc if isinstance(exc, MediaError) else translate_error(exc, url)
+        error = exc if isinstance(exc, MediaError) else stores.translate_error(exc, url)
         assert isinstance(error, MediaError), exc
         shown.append(printed(error))
     # A raw obstore error, translated the documented way, loses its signed URL too.
@@ -656,3 +657,17 @@ def test_repr_lists_buckets_only(s3_server: S3Server, monkeypatch: pytest.Monkey
 
 def test_object_info_is_a_value() -> None:
     assert ObjectInfo(1, None, None) == ObjectInfo(size=1, etag=None, last_modified=None, version=None)
+
+
+def test_access_denied_to_unsigned_request_says_why(azure_server: AzureServer, clean_env: Path) -> None:
+    stores = make_stores(clean_env, azure_settings(azure_server, account_name=azure_server.account))
+    url = f"az://{azure_server.container}/images/cat.jpg"  # a private container, and no credentials
+    error = stores.translate_error(raised(read, stores, url), url)
+    assert isinstance(error, MediaAccessDenied) and error.status == 403
+    assert "AuthorizationFailure" in str(error)
+    assert str(error).endswith("the request was unsigned: no Azure credentials found")
+    # With credentials there is nothing to add.
+    wrong_key = {"account_name": azure_server.account, "account_key": "V3Jvbmcga2V5" * 4}
+    signed = make_stores(clean_env, azure_settings(azure_server, **wrong_key))
+    error = signed.translate_error(raised(read, signed, url), url)
+    assert isinstance(error, MediaAccessDenied) and "unsigned" not in str(error)

@@ -60,7 +60,7 @@ from mediatable.errors import (
     MediaFetchTimeout,
     MediaNotFound,
 )
-from mediatable.io.urls import MediaUrl, redact_url
+from mediatable.io.urls import MediaUrl, is_url_like, parse_url, redact_url
 
 __all__ = ["ObjectInfo", "ObjectStores", "translate_error"]
 
@@ -99,6 +99,7 @@ _WHOLE_TRANSFER_LIMIT = datetime.timedelta(hours=24)
 # Stores for URLs that need one store each (query strings, odd paths): kept for reuse, but bounded.
 _MAX_URL_STORES = 256
 _AZURITE_ACCOUNT = "devstoreaccount1"
+_CREDENTIAL_NAMES = {"s3": "AWS", "gs": "Google Cloud", "azure": "Azure"}
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -287,6 +288,44 @@ class ObjectStores:
             url_stores = len(self._url_stores)
         return f"ObjectStores(stores={names!r}, url_stores={url_stores})"
 
+    def translate_error(self, exc: BaseException, url: str) -> MediaError:
+        """:func:`translate_error`, plus a hint when access was denied to a request sent unsigned.
+
+        Args:
+            exc: what obstore (or the OS) raised.
+            url: the media URL being read or written.
+
+        Returns:
+            The error to raise, e.g. `raise stores.translate_error(exc, url) from exc`.
+
+        Examples:
+            >>> from mediatable.config import Settings
+            >>> stores = ObjectStores(Settings(buckets={"s3://private-bucket": {"anonymous": True}}))
+            >>> error = stores.translate_error(PermissionError("denied"), "s3://private-bucket/k.jpg")
+            >>> for part in str(error).split("; "):
+            ...     print(part)
+            access denied: s3://private-bucket/k.jpg
+            the request was unsigned: anonymous = true in the bucket's settings
+        """
+        error = translate_error(exc, url)
+        if not isinstance(error, MediaAccessDenied) or not is_url_like(url):
+            return error
+        try:
+            media_url = parse_url(url)
+            store, _ = self.resolve(media_url) if media_url.kind in _CREDENTIAL_NAMES else (None, "")
+        except Error:
+            return error
+        config = getattr(store, "config", None) or {}
+        if config.get("skip_signature") not in (True, "true"):
+            return error
+        if self._bucket_options(*_bucket_names(media_url))[2]:
+            reason = "anonymous = true in the bucket's settings"
+        else:
+            reason = f"no {_CREDENTIAL_NAMES[media_url.kind]} credentials found"
+        hinted = MediaAccessDenied(f"{error}; the request was unsigned: {reason}", url=error.url)
+        hinted.status = getattr(error, "status", None)  # type: ignore[attr-defined]
+        return hinted
+
     # -- caching ----------------------------------------------------------------------------------
 
     def _cached(self, key: tuple[Any, ...], build: Callable[[], ObjectStore]) -> ObjectStore:
@@ -386,7 +425,7 @@ class ObjectStores:
     def _s3_plan(self, url: MediaUrl) -> tuple[tuple[Any, ...], Callable[[], ObjectStore]]:
         env = os.environ
         bucket = url.bucket
-        overrides, client_overrides, anonymous = self._bucket_options(f"s3://{bucket}")
+        overrides, client_overrides, anonymous = self._bucket_options(*_bucket_names(url))
         config: dict[str, Any] = {}
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
         endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
@@ -394,7 +433,7 @@ class ObjectStores:
             config["endpoint"] = endpoint
         provider = None
         provider_key: tuple[Any, ...] = ()
-        explicit_keys = any(k in overrides for k in ("access_key_id", "aws_access_key_id", "AWS_ACCESS_KEY_ID"))
+        explicit_keys = _has_credentials(overrides)
         signed = explicit_keys
         if anonymous is not True and not explicit_keys:
             if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
@@ -492,7 +531,7 @@ class ObjectStores:
     def _gcs_plan(self, url: MediaUrl) -> tuple[tuple[Any, ...], Callable[[], ObjectStore]]:
         env = os.environ
         bucket = url.bucket
-        overrides, client_overrides, anonymous = self._bucket_options(f"gs://{bucket}")
+        overrides, client_overrides, anonymous = self._bucket_options(*_bucket_names(url))
         if "endpoint" in overrides:  # our spelling for every store; obstore calls it base_url here
             overrides["base_url"] = overrides.pop("endpoint")
         config: dict[str, Any] = {}
@@ -516,7 +555,7 @@ class ObjectStores:
                 or adc.is_file()
                 or self._use_instance_credentials("gcp")
             )
-        if anonymous is True or (anonymous is None and not signed):
+        if anonymous is True or (anonymous is None and not signed and not _has_credentials(overrides)):
             config = {k: v for k, v in config.items() if k == "base_url"}
             config["skip_signature"] = True
         config.update(overrides)
@@ -535,10 +574,7 @@ class ObjectStores:
     def _azure_plan(self, url: MediaUrl) -> tuple[tuple[Any, ...], Callable[[], ObjectStore]]:
         env = os.environ
         container = url.bucket
-        names = [f"az://{container}", f"abfs://{container}", f"abfss://{container}", f"azure://{container}"]
-        if url.account:
-            names.insert(0, f"https://{url.account}.blob.core.windows.net/{container}")
-        overrides, client_overrides, anonymous = self._bucket_options(*names)
+        overrides, client_overrides, anonymous = self._bucket_options(*_bucket_names(url))
 
         # The environment's account: connection string first, single variables override its parts.
         config = _parse_connection_string(env.get("AZURE_STORAGE_CONNECTION_STRING", ""))
@@ -571,7 +607,7 @@ class ObjectStores:
             or env.get("AZURE_USE_AZURE_CLI", "").lower() in _TRUE
             or self._use_instance_credentials("azure")
         )
-        if anonymous is True or (anonymous is None and not signed):
+        if anonymous is True or (anonymous is None and not signed and not _has_credentials(overrides)):
             config = {k: v for k, v in config.items() if k in ("account_name", "endpoint", "use_emulator")}
             config["skip_signature"] = True
         config.update(overrides)
@@ -672,9 +708,9 @@ def translate_error(exc: BaseException, url: str) -> MediaError:
     os_message = (_OS_MESSAGE.search(debug) or _NO_MATCH).group(1)
     lowered = text.lower()
 
-    detail = _body_detail(body)
+    body_detail = detail = _body_detail(body)
     if status is not None:
-        detail = f"HTTP {status} {reason}".strip() + (f" {detail}" if detail else "")
+        detail = f"HTTP {status} {reason}".strip() + (f" - {detail}" if detail else "")
     elif os_message:
         detail = os_message
     elif http_kind:
@@ -719,7 +755,7 @@ def translate_error(exc: BaseException, url: str) -> MediaError:
         error = MediaFetchError(_message("transfer failed", safe_url, _scrub(_first_line(head))), url=safe_url)
     # Not every class in the tree declares .status; set it on all so callers can read it uniformly.
     error.status = status  # type: ignore[attr-defined]
-    _scrub_in_place(exc, head, detail, http_kind)
+    _scrub_in_place(exc, head, body_detail or os_message, http_kind)
     return error
 
 
@@ -804,6 +840,57 @@ def _origin_path(path: str) -> bool:
         ):
             return False
     return True
+
+
+# Store options (obstore names, any of their prefixed aliases) that make requests signed.
+_CREDENTIAL_OPTIONS = frozenset(
+    {
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "token",
+        "role_arn",
+        "web_identity_token_file",
+        "container_credentials_relative_uri",
+        "container_credentials_full_uri",
+        "service_account",
+        "service_account_path",
+        "service_account_key",
+        "application_credentials",
+        "bearer_token",
+        "account_key",
+        "access_key",
+        "master_key",
+        "sas_key",
+        "sas_token",
+        "client_secret",
+        "federated_token_file",
+        "use_azure_cli",
+        "use_emulator",
+        "msi_endpoint",
+        "identity_endpoint",
+    }
+)
+
+
+def _has_credentials(options: Mapping[str, Any]) -> bool:
+    """Whether per-bucket options carry credentials of their own (so the store must not go unsigned)."""
+    for key in options:
+        name = re.sub(r"^(aws_|google_|azure_storage_|azure_)", "", key.lower())
+        if name in _CREDENTIAL_OPTIONS:
+            return True
+    return False
+
+
+def _bucket_names(url: MediaUrl) -> list[str]:
+    """Keys of `[buckets."..."]` tables that configure `url`'s bucket, most specific first."""
+    if url.kind != "azure":
+        return [f"{url.kind}://{url.bucket}"]
+    container = url.bucket
+    names = [f"az://{container}", f"abfs://{container}", f"abfss://{container}", f"azure://{container}"]
+    if url.account:
+        names.insert(0, f"https://{url.account}.blob.core.windows.net/{container}")
+    return names
 
 
 def _basic_auth(username: str | None, password: str | None) -> str | None:
