@@ -1,0 +1,123 @@
+"""Built-in video functions: `t.video.metadata`, `t.video.extract_frame(2.5)`, `t.video.clip(0, 10)`.
+
+The video argument is the path of a local file (in a table: the cached copy of the stored URL).
+`metadata` and `duration` read the container's header only; the others decode. A file FFmpeg cannot
+read raises :class:`~mediatable.errors.MediaDecodeError`. Times are seconds from the start of the file.
+
+Examples:
+    >>> duration.return_type, extract_frame.return_type, clip.return_type
+    (Float, Image, Video)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import PIL.Image
+
+from mediatable import types as ts
+from mediatable.functions import _av
+from mediatable.functions.udf import udf
+
+
+@udf(method_of=ts.Video, is_property=True)
+def metadata(video: ts.Video) -> dict[str, Any]:
+    """Facts about the first video stream, from the header (no decoding).
+
+    Returns:
+        `{'duration': seconds, 'fps': frames per second (average), 'frame_count': int, 'width': int,
+        'height': int, 'codec': FFmpeg's canonical name ('h264', 'hevc', 'vp9', 'mpeg4', ...),
+        'bitrate': bits per second of the whole file or None, 'has_audio': bool}`.
+        When the header lacks the duration or frame count, they are counted from the packets.
+
+    Raises:
+        MediaDecodeError: not a readable video, or it has no video stream.
+
+    Examples:
+        >>> metadata("clip.mp4")  # doctest: +SKIP
+        {'duration': 5.0, 'fps': 10.0, 'frame_count': 50, 'width': 160, 'height': 120, 'codec': 'h264', ...}
+    """
+    with _av.open_input(video, "video") as container:
+        stream = _av.first_stream(container, "video")
+        rate = stream.average_rate or stream.guessed_rate
+        info = {
+            "fps": float(rate) if rate else None,
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "codec": stream.codec_context.codec.canonical_name,
+            "bitrate": container.bit_rate or None,
+            "has_audio": bool(container.streams.audio),
+        }
+        seconds, frames = _av.duration_and_frames(container, stream)  # last: it may read to the end
+    return {"duration": seconds, "frame_count": frames, **info}
+
+
+@udf(method_of=ts.Video, is_property=True)
+def duration(video: ts.Video) -> float:
+    """Length of the first video stream in seconds (to the end of its last frame).
+
+    Examples:
+        >>> duration("clip.mp4")  # doctest: +SKIP
+        5.0
+    """
+    with _av.open_input(video, "video") as container:
+        seconds, _ = _av.duration_and_frames(container, _av.first_stream(container, "video"))
+    return seconds
+
+
+@udf(method_of=ts.Video)
+def extract_frame(video: ts.Video, timestamp: float) -> ts.Image:
+    """The first frame at or after `timestamp` seconds, as an RGB image; None past the last frame.
+
+    Frame timestamps that :class:`~mediatable.iterators.FrameIterator` reports give back that frame.
+
+    Args:
+        video: the video.
+        timestamp: seconds from the start, >= 0.
+
+    Returns:
+        A `PIL.Image.Image` (RGB), or None when no frame starts at or after `timestamp`.
+
+    Raises:
+        ValueError: negative timestamp.
+        MediaDecodeError: the video cannot be decoded.
+
+    Examples:
+        >>> extract_frame("clip.mp4", 2.0).size  # doctest: +SKIP
+        (160, 120)
+    """
+    if timestamp < 0:
+        raise ValueError(f"timestamp must be >= 0, got {timestamp}")
+    with _av.open_input(video, "video") as container:
+        stream = _av.first_stream(container, "video")
+        for _, frame, seconds in _av.decode(container, [stream], timestamp):
+            if seconds >= timestamp - _av.EPS:
+                image: PIL.Image.Image = frame.to_image()
+                return image
+    return None
+
+
+@udf(method_of=ts.Video)
+def clip(video: ts.Video, start: float, end: float | None = None) -> ts.Video:
+    """Cut `[start, end)` seconds into a new MP4 (H.264, plus AAC audio when the source has sound).
+
+    The clip is re-encoded, so it starts exactly at the first frame at or after `start` rather than
+    at the keyframe before it, and plays anywhere.
+
+    Args:
+        video: the video.
+        start: first second to keep.
+        end: first second to drop; None keeps everything to the end.
+
+    Returns:
+        The path of a new temporary `.mp4` file (its index first, so it streams over HTTP).
+
+    Raises:
+        ValueError: `start < 0`, `end <= start`, or no frame lies in the range.
+        MediaDecodeError: the video cannot be decoded.
+
+    Examples:
+        >>> clip("clip.mp4", 1.0, 3.0)  # doctest: +SKIP
+        '/tmp/tmpa1b2c3.mp4'
+    """
+    return _av.write_clip(video, start, end, suffix=".mp4", video=True)
