@@ -13,7 +13,8 @@ What it does, beyond serving files from a temporary folder it owns:
 - ``Range`` (single range), ``ETag``, ``Last-Modified``, ``If-None-Match`` / ``If-Modified-Since`` (304);
 - HTTP/1.1 keep-alive, a listen backlog of 128 (the stdlib default of 5 drops SYNs under load);
 - query strings are accepted and ignored for routing and counting (presigned-URL look-alikes);
-- a request counter per (method, path), and a log of requests with their arrival times;
+- a request counter per (method, path), a log of requests with their arrival times, and the peak
+  number of requests handled at once;
 - faults per path or global (:class:`Fault`): latency, a fixed status (404, 403, 500, ...), N failures then
   success (``times=N``), 429 with ``Retry-After``, a slow body, a connection reset mid-body, a body
   shorter than its ``Content-Length``, 301/302 redirects.
@@ -95,10 +96,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # quiet: tests read counters, not logs
 
     def do_GET(self) -> None:
-        self._serve(head=False)
+        with self.server.owner._active():
+            self._serve(head=False)
 
     def do_HEAD(self) -> None:
-        self._serve(head=True)
+        with self.server.owner._active():
+            self._serve(head=True)
 
     def _serve(self, head: bool) -> None:
         owner = self.server.owner
@@ -263,6 +266,8 @@ class FaultServer:
         self._counts: dict[tuple[str, str], int] = {}
         self._etags: dict[str, str] = {}
         self._log: list[RequestRecord] = []
+        self._in_flight = 0
+        self._peak = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -354,6 +359,17 @@ class FaultServer:
         with self._lock:
             self._faults.pop(None if path is None else path.lstrip("/"), None)
 
+    @contextlib.contextmanager
+    def _active(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+            self._peak = max(self._peak, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
     def _arrive(self, record: RequestRecord) -> Fault:
         record = dataclasses.replace(record, at=time.monotonic())
         with self._lock:
@@ -387,6 +403,12 @@ class FaultServer:
                 if (stripped is None or p == stripped) and (method is None or m == method)
             )
 
+    @property
+    def peak_concurrency(self) -> int:
+        """The most requests handled at the same time since the last :meth:`reset`."""
+        with self._lock:
+            return self._peak
+
     def requests(self, path: str | None = None) -> list[RequestRecord]:
         """The requests seen (for ``path``, or all), oldest first."""
         stripped = None if path is None else path.lstrip("/")
@@ -399,6 +421,7 @@ class FaultServer:
             self._faults.clear()
             self._counts.clear()
             self._log.clear()
+            self._peak = self._in_flight
             if files:
                 self._etags.clear()
         if files:

@@ -136,17 +136,19 @@ class CacheInfo:
 
     def __str__(self) -> str:
         used = self.bytes / self.budget * 100 if self.budget else 0.0
-        return "\n".join(
-            [
-                f"cache:      {self.directory}",
-                f"entries:    {self.entries:,}",
-                f"size:       {_human(self.bytes)} of {_human(self.budget)} ({used:.1f}%)",
-                f"in flight:  {_human(self.in_flight_bytes)}",
-                f"pinned:     {self.pinned:,}",
+        lines = [
+            f"cache:      {self.directory}",
+            f"entries:    {self.entries:,}",
+            f"size:       {_human(self.bytes)} of {_human(self.budget)} ({used:.1f}%)",
+            f"in flight:  {_human(self.in_flight_bytes)}",
+            f"pinned:     {self.pinned:,}",
+        ]
+        if self.hits or self.misses or self.evictions:
+            lines.append(
                 f"this run:   {self.hits:,} hits, {self.misses:,} misses, "
-                f"{_human(self.bytes_downloaded)} downloaded, {self.evictions:,} evictions",
-            ]
-        )
+                f"{_human(self.bytes_downloaded)} downloaded, {self.evictions:,} evictions"
+            )
+        return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +164,10 @@ class Pruned:
     entries: int
     bytes: int
     orphans: int = 0
+
+    def __str__(self) -> str:
+        text = f"removed {self.entries:,} files ({_human(self.bytes)})"
+        return text + (f" and {self.orphans:,} leftover files" if self.orphans else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +295,8 @@ class FileCache:
         self._dirty_pins: set[str] = set()
         self._pending_access: dict[str, float] = {}
         self._last_flush = time.monotonic()
+        self._wakeup = threading.Event()  # the flusher thread writes pending updates when set
+        self._flusher: threading.Thread | None = None
         self._inflight: dict[str, Future[_Outcome]] = {}
         self._inflight_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -419,11 +427,15 @@ class FileCache:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self._closed = True
+        self._wakeup.set()
+        if self._flusher is not None:
+            self._flusher.join()
         with self._db_lock:
             with contextlib.suppress(sqlite3.Error):
                 self._flush_locked()
+                self._db.execute("DELETE FROM pins WHERE owner = ?", (self._owner,))
             self._db.close()
-        self._closed = True
 
     def __enter__(self) -> FileCache:
         return self
@@ -521,15 +533,39 @@ class FileCache:
             raise
 
     def _maybe_flush(self) -> None:
-        """Flush when enough is pending, without ever waiting for the index on the hot path."""
+        """Flush when much is pending, else let the flusher thread do it within `_FLUSH_SECONDS`.
+
+        Never waits for the index: the hot path only pays for a length check and an event.
+        """
         pending = len(self._pending_access) + len(self._dirty_pins)
-        if pending < _FLUSH_EVERY and time.monotonic() - self._last_flush < _FLUSH_SECONDS:
-            return
-        if self._db_lock.acquire(blocking=False):
+        if pending >= _FLUSH_EVERY and self._db_lock.acquire(blocking=False):
             try:
                 self._flush_locked()
             finally:
                 self._db_lock.release()
+        elif pending and not self._wakeup.is_set():
+            if self._flusher is None:
+                with self._lock:
+                    if self._flusher is None and not self._closed:
+                        self._flusher = threading.Thread(target=self._flush_loop, name="mt-cache-flush", daemon=True)
+                        self._flusher.start()
+            self._wakeup.set()
+
+    def _flush_loop(self) -> None:
+        """Background writer of batched access times and pins (so an idle lease's pins get published)."""
+        while True:
+            self._wakeup.wait()
+            if self._closed:
+                return
+            time.sleep(_FLUSH_SECONDS)  # let a batch gather
+            self._wakeup.clear()
+            if self._closed:
+                return
+            try:
+                with self._db_lock:
+                    self._flush_locked()
+            except sqlite3.Error as exc:
+                log.warning("file cache index update failed (will retry): %s", exc)
 
     def _pick_victims(self, need: int, partial: bool = False) -> list[tuple[str, str, int]]:
         """Unpinned entries, least recently used first, totalling at least ``need`` bytes.
@@ -644,10 +680,17 @@ class FileCache:
                     (url, rel, info.size, info.etag, modified, now, now),
                 )
                 self._db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+                # The downloading lease holds the new file: pin it in the same transaction, so other
+                # processes never see it unpinned.
+                self._db.execute(
+                    "INSERT OR IGNORE INTO pins (url, owner, pid) VALUES (?, ?, ?)", (url, self._owner, self._pid)
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        with self._lock:
+            self._db_pinned.add(url)
 
     # -- crash leftovers -------------------------------------------------------------------
 
@@ -1106,6 +1149,7 @@ class Lease:
         if private is not None:
             with contextlib.suppress(OSError):
                 private.unlink()
+        cache._maybe_flush()
 
     def close(self) -> None:
         """Unpin everything, delete the lease's private files, publish the unpinning to the index."""

@@ -1,0 +1,99 @@
+"""The `mediatable` command.
+
+Subcommands are plain functions registered in :data:`COMMANDS` (name -> (help, add_arguments, run)),
+so adding one is one function and one line::
+
+    mediatable cache info                 # entries, bytes, budget of the file cache
+    mediatable cache prune --max-size 10GiB
+    mediatable cache clear
+
+Every command works on the home folder :func:`mediatable.config.load_settings` finds
+(`MEDIATABLE_HOME`, default `~/.mediatable`), or the one given with `--home`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from mediatable.config import Settings, load_settings, parse_size
+from mediatable.errors import Error
+from mediatable.io.cache import FileCache
+
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Settings], int]]
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except Error as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _cache_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{info,prune,clear}")
+    actions.add_parser("info", help="show entries, bytes and budget")
+    prune = actions.add_parser("prune", help="evict least recently used files down to the budget or --max-size")
+    prune.add_argument("--max-size", type=_size, default=None, help="target size, e.g. 10GiB (default: budget)")
+    actions.add_parser("clear", help="remove every cached file that no running operation holds")
+
+
+def _cache(args: argparse.Namespace, settings: Settings) -> int:
+    with FileCache(settings) as cache:
+        if args.action == "info":
+            print(cache.info())
+            return 0
+        pruned = cache.clear() if args.action == "clear" else cache.prune(args.max_size)
+        print(pruned)
+        print(cache.info())
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "cache": ("inspect and trim the local file cache", _cache_arguments, _cache),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every registered command.
+
+    Examples:
+        >>> build_parser().parse_args(["cache", "prune", "--max-size", "1GiB"]).max_size
+        1073741824
+    """
+    parser = argparse.ArgumentParser(prog="mediatable", description="Tables of media that stays where it lives.")
+    parser.add_argument("--home", default=None, help="home folder (default: $MEDIATABLE_HOME or ~/.mediatable)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(commands.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `mediatable` command line; returns the exit status.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 1 when mediatable reports an error (printed to stderr), 2 for bad usage.
+
+    Examples:
+        >>> main(["--home", "/tmp/mt-cli-doc", "cache", "clear"])  # doctest: +ELLIPSIS
+        removed 0 files (0 B)
+        cache:      /tmp/mt-cli-doc/file_cache
+        ...
+        0
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.home)
+        return COMMANDS[args.command][2](args, settings)
+    except Error as exc:
+        print(f"mediatable: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
