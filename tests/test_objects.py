@@ -565,6 +565,14 @@ def test_local_files(tmp_path: Path, clean_env: Path) -> None:
 # -- translate_error ------------------------------------------------------------------------------------
 
 
+# The shape of obstore's message for a failed DNS lookup (Debug part abridged).
+_DNS = (
+    "Generic HTTP error: Error performing GET http://h.invalid/x in 1ms - HTTP error: error sending request"
+    '\n\nDebug source:\nHttpError {{ kind: Connect, source: ConnectError("dns error", Custom {{ kind: Uncategorized, '
+    'error: "failed to lookup address information: {}" }}) }}'
+)
+
+
 @pytest.mark.parametrize(
     ("exc", "kind", "status", "retryable"),
     [
@@ -584,6 +592,13 @@ def test_local_files(tmp_path: Path, clean_env: Path) -> None:
         ),
         (ValueError('Could not parse path: Error parsing Path "a//b"'), MediaFetchError, None, False),
         (obstore.exceptions.GenericError("HTTP error: builder error"), MediaFetchError, None, False),
+        (obstore.exceptions.GenericError(_DNS.format("Name or service not known")), MediaFetchError, None, False),
+        (
+            obstore.exceptions.GenericError(_DNS.format("Temporary failure in name resolution")),
+            MediaFetchError,
+            None,
+            True,
+        ),
     ],
 )
 def test_translate_error_table(exc: BaseException, kind: type, status: int | None, retryable: bool) -> None:

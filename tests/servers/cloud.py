@@ -79,7 +79,9 @@ class ServerProcess:
             pytest.fail(f"cannot start {name} ({argv[0]}): {exc}", pytrace=False)
 
     def output(self) -> str:
-        self._log.flush()
+        """The last 4,000 characters the server printed."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def wait_ready(self, probe: Callable[[], bool], timeout: float = _START_TIMEOUT) -> None:
@@ -88,9 +90,10 @@ class ServerProcess:
         last_error: BaseException | None = None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                output = self.output()
                 self.stop()
                 pytest.fail(
-                    f"{self.name} exited with code {self.process.returncode} while starting:\n{self.output()}",
+                    f"{self.name} exited with code {self.process.returncode} while starting:\n{output}",
                     pytrace=False,
                 )
             try:

@@ -652,7 +652,7 @@ _STATUS = re.compile(r"status code: (\d{3})([^:\n]*)(?::\s?(.*))?", re.DOTALL)
 _DEBUG_STATUS = re.compile(r"\bstatus: (\d{3})\b")
 _HTTP_KIND = re.compile(r"HttpError \{\s*kind: (\w+)")
 _OS_KIND = re.compile(r"kind: (ConnectionReset|ConnectionRefused|ConnectionAborted|BrokenPipe|TimedOut|UnexpectedEof)")
-_OS_MESSAGE = re.compile(r'message: "([^"]{1,200})"')
+_OS_MESSAGE = re.compile(r'(?:message|error): "([^"]{1,200})"')
 _XML_CODE = re.compile(r"<Code>\s*([^<]{1,100}?)\s*</Code>")
 _XML_MESSAGE = re.compile(r"<Message>\s*([^<\n]{1,300})")
 _JSON_MESSAGE = re.compile(r'"message"\s*:\s*"([^"]{1,300})"')
@@ -717,7 +717,8 @@ def translate_error(exc: BaseException, url: str) -> MediaError:
         detail = {"Connect": "cannot connect", "Interrupted": "connection closed mid-transfer"}.get(http_kind)
 
     timeout = isinstance(exc, TimeoutError) or http_kind == "Timeout" or os_kind == "TimedOut"
-    dns = "dns error" in lowered or "failed to lookup address" in lowered
+    # "Name or service not known" will not change by retrying; "Temporary failure in name resolution" may.
+    dns = ("dns error" in lowered or "failed to lookup address" in lowered) and "temporary" not in lowered
     connection = (
         isinstance(exc, ConnectionError)
         or http_kind in ("Connect", "Interrupted", "Request", "Decode")
@@ -739,7 +740,7 @@ def translate_error(exc: BaseException, url: str) -> MediaError:
         summary = "server error" if status >= 500 else "request failed"
         error = MediaFetchError(_message(summary, safe_url, detail), url=safe_url, status=status, retryable=retryable)
     elif dns:
-        error = MediaFetchError(_message("unknown host", safe_url, "DNS lookup failed"), url=safe_url)
+        error = MediaFetchError(_message("unknown host", safe_url, detail or "DNS lookup failed"), url=safe_url)
     elif connection:
         error = MediaFetchError(_message("connection failed", safe_url, detail), url=safe_url, retryable=True)
     elif "builder error" in lowered:
