@@ -1,0 +1,16 @@
+"""Built-in functions, one module per kind of value, and the `@udf` decorator.
+
+Importing this package registers every built-in as a method or property of expressions of its type
+(`t.image.width`, `t.video.extract_frame(1.0)`, `t.label.upper()`); the modules can also be called
+directly: `mt.functions.image.resize(t.image, (128, 128))`.
+
+Examples:
+    >>> from mediatable import functions
+    >>> functions.image.width.return_type, functions.string.upper("a")
+    (Int, 'A')
+"""
+
+from mediatable.functions import audio, document, image, json, math, string, video
+from mediatable.functions.udf import Function, udf
+
+__all__ = ["Function", "audio", "document", "image", "json", "math", "string", "udf", "video"]
