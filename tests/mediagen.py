@@ -137,10 +137,11 @@ def make_mp4(
     sample_rate: int = 44100,
     faststart: bool = True,
 ) -> Path:
-    """Write an MP4 of `round(seconds * fps)` uniform gray frames, frame `i` at time `i / fps`.
+    """Write a video of `round(seconds * fps)` uniform gray frames, frame `i` at time `i / fps`.
 
     Args:
-        path: where to write.
+        path: where to write; the extension picks the container: `.mp4`, or `.mkv` (whose header
+            has no per-stream duration or frame count, unlike MP4's).
         seconds: duration; the stream's duration is exactly `frames / fps`.
         fps: constant frame rate.
         size: (width, height), even numbers for libx264's yuv420p.
@@ -149,14 +150,14 @@ def make_mp4(
         gop: a keyframe exactly every `gop` frames (default: the encoder's choice, usually one keyframe
             for short clips); scene-cut detection is off so keyframe counts are predictable.
         sample_rate: audio sample rate.
-        faststart: put the index first (as web servers need; see FACTS.md).
+        faststart: MP4 only: put the index first (as web servers need; see FACTS.md).
 
     Returns:
         The path written.
     """
     path = Path(path)
     frames = round(seconds * fps)
-    options = {"movflags": "+faststart"} if faststart else {}
+    options = {"movflags": "+faststart"} if faststart and path.suffix == ".mp4" else {}
     with av.open(str(path), "w", options=options) as container:
         if codec == "libx264":
             # scene-cut detection off so a gop gives an exact keyframe count

@@ -28,6 +28,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         # 5 s, 10 fps, a keyframe every second, AAC sound
         "h264": mediagen.make_mp4(folder / "h264.mp4", seconds=5, fps=10, with_audio=True, gop=10),
         "mpeg4": mediagen.make_mp4(folder / "mpeg4.mp4", seconds=2, fps=25, size=(64, 48), codec="mpeg4"),
+        "mkv": mediagen.make_mp4(folder / "counted.mkv", seconds=3, fps=10, size=(64, 48), with_audio=True),
         "truncated": mediagen.make_truncated_mp4(folder / "truncated.mp4"),
         "not_video": not_video,
         "wav": mediagen.make_wav(folder / "tone.wav", seconds=1.0),
@@ -59,6 +60,15 @@ def test_metadata(media: dict[str, Path]) -> None:
     other = video.metadata(str(media["mpeg4"]))
     assert (other["codec"], other["frame_count"], other["fps"], other["has_audio"]) == ("mpeg4", 50, 25.0, False)
     assert (other["width"], other["height"], other["duration"]) == (64, 48, 2.0)
+
+
+def test_metadata_without_header_counts(media: dict[str, Path]) -> None:
+    # Matroska stores neither the stream's duration nor its frame count: they are counted from packets
+    with av.open(str(media["mkv"])) as container:
+        assert (container.streams.video[0].frames, container.streams.video[0].duration) == (0, None)
+    info = video.metadata(media["mkv"])
+    assert (info["duration"], info["frame_count"], info["fps"], info["has_audio"]) == (3.0, 30, 10.0, True)
+    assert len(frames_of(video.clip(media["mkv"], 1.0, 2.0))) == 10
 
 
 def test_duration(media: dict[str, Path]) -> None:

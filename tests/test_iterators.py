@@ -35,6 +35,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "video": mediagen.make_mp4(folder / "five.mp4", seconds=5, fps=10, gop=10, with_audio=True),
         # 1 s at 24 fps: sample times fall between frames
         "video24": mediagen.make_mp4(folder / "film.mp4", seconds=1, fps=24, size=(64, 48)),
+        # 3 s at 10 fps in Matroska: no frame count or stream duration in the header
+        "mkv": mediagen.make_mp4(folder / "three.mkv", seconds=3, fps=10, size=(64, 48)),
         "wav": mediagen.make_wav(folder / "five.wav", seconds=5.0, sample_rate=8000),
         "pdf": mediagen.make_pdf(folder / "doc.pdf", ["first page", "second page", ""]),
         "truncated": mediagen.make_truncated_mp4(folder / "truncated.mp4"),
@@ -117,6 +119,12 @@ def test_num_frames_evenly_spaced(media: dict[str, Path], n: int, expected_frame
 def test_num_frames_above_the_frame_count_gives_every_frame(media: dict[str, Path]) -> None:
     assert len(list(FrameIterator(media["video"], num_frames=50))) == 50
     assert len(list(FrameIterator(media["video"], num_frames=500))) == 50
+
+
+def test_counts_without_header_values(media: dict[str, Path]) -> None:
+    assert [frame for _, _, frame in rows_of(FrameIterator(media["mkv"], num_frames=3))] == [0, 10, 20]
+    assert [frame for _, _, frame in rows_of(FrameIterator(media["mkv"], fps=1))] == [0, 10, 20]
+    assert len(list(FrameIterator(media["mkv"]))) == 30
 
 
 def test_keyframes_only(media: dict[str, Path]) -> None:

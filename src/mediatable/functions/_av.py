@@ -102,27 +102,25 @@ def _frame_seconds(frame: Any, stream: Any) -> float:
 def duration_and_frames(container: av.container.InputContainer, stream: Any) -> tuple[float, int]:
     """The stream's duration in seconds and its number of frames (packets, for audio).
 
-    Taken from the header when it has them; otherwise counted by reading every packet without
-    decoding, which leaves the container at its end.
+    Taken from the header when it has them (MP4, WAV, ...); otherwise (Matroska, WebM, MPEG-TS, ...)
+    counted by reading every packet of the stream without decoding it, which is exact for this
+    stream (the container's own duration spans all streams) and leaves the container at its end.
 
     Raises:
         MediaDecodeError: the stream holds no data.
     """
-    duration: float | None = None
-    if stream.duration is not None:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        duration = container.duration / av.time_base
+    duration = float(stream.duration * stream.time_base) if stream.duration is not None else None
     frames = stream.frames
     if duration is None or not frames:
-        frames, end = 0, 0.0
+        counted, end = 0, 0.0
         origin = _origin(container)
         with decode_errors(stream.type, container.name):
             for packet in container.demux(stream):
                 if packet.pts is None or not packet.size:
-                    continue
-                frames += 1
+                    continue  # the empty packet that marks the end of the stream
+                counted += 1
                 end = max(end, float((packet.pts + (packet.duration or 0)) * stream.time_base) - origin)
+        frames = frames or counted
         duration = duration if duration is not None else end
     if not frames:
         raise MediaDecodeError(f"no {stream.type} data in {container.name!r}")
