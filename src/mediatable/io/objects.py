@@ -255,7 +255,9 @@ class ObjectStores:
 
         Raises:
             FileNotFoundError: `local_path` does not exist (the built-in error: it is not a media URL).
-            MediaAccessDenied, MediaNotFound (missing bucket), MediaFetchTimeout, MediaFetchError.
+            MediaAccessDenied: no permission to write, or an upload to GCS without credentials.
+            MediaNotFound: the bucket does not exist.
+            MediaFetchTimeout, MediaFetchError: the transfer failed (see `.is_retryable`).
 
         Examples:
             >>> import tempfile
@@ -270,6 +272,13 @@ class ObjectStores:
         source = Path(local_path)
         size = source.stat().st_size  # raises the plain FileNotFoundError for a missing source
         store, path = self.resolve(url)
+        if url.kind == "gs" and getattr(store, "config", {}).get("skip_signature") in (True, "true"):
+            # obstore fetches a token for GCS uploads even when told not to sign: fail here, not
+            # after a wait on the metadata server.
+            raise MediaAccessDenied(
+                f"cannot upload to {redact_url(url.url)} anonymously: set GOOGLE_APPLICATION_CREDENTIALS",
+                url=redact_url(url.url),
+            )
         options: dict[str, Any] = {}
         if url.kind in ("s3", "gs", "azure"):
             guessed = content_type or mimetypes.guess_type(url.key)[0]
