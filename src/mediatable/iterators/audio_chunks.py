@@ -41,6 +41,11 @@ class AudioChunkIterator:
     Raises:
         ValueError: bad arguments (at construction).
         MediaDecodeError: the file has no readable audio (while iterating).
+
+    Examples:
+        >>> rows = AudioChunkIterator("five_seconds.wav", chunk_duration=2.0, overlap=0.5)  # doctest: +SKIP
+        >>> [(r["start_time"], r["end_time"]) for r in rows]  # doctest: +SKIP
+        [(0.0, 2.0), (1.5, 3.5), (3.0, 5.0)]
     """
 
     output_schema = {"pos": ts.Int, "start_time": ts.Float, "end_time": ts.Float, "audio_chunk": ts.Audio}

@@ -31,6 +31,10 @@ class DocumentPageIterator:
 
     Raises:
         MediaDecodeError: the document cannot be read (while iterating).
+
+    Examples:
+        >>> list(DocumentPageIterator("two_pages.pdf"))  # doctest: +SKIP
+        [{'pos': 0, 'page': 1, 'text': 'first page'}, {'pos': 1, 'page': 2, 'text': 'second page'}]
     """
 
     output_schema = {"pos": ts.Int, "page": ts.Int, "text": ts.String}

@@ -1,7 +1,7 @@
 """Video -> one row per frame: all frames, `fps` samples per second, `num_frames` evenly spaced, or keyframes.
 
 Examples:
-    >>> FrameIterator("clip.mp4", fps=1.0)  # doctest: +SKIP
+    >>> FrameIterator("clip.mp4", fps=1.0)  # constructing reads nothing
     FrameIterator('clip.mp4', fps=1.0)
     >>> [row["timestamp"] for row in FrameIterator("clip.mp4", fps=1.0)]  # doctest: +SKIP
     [0.0, 1.0, 2.0, 3.0, 4.0]
@@ -49,6 +49,11 @@ class FrameIterator:
     Raises:
         ValueError: bad or conflicting arguments (at construction).
         MediaDecodeError: the file is not a readable video (while iterating).
+
+    Examples:
+        >>> rows = list(FrameIterator("five_seconds.mp4", fps=1))  # doctest: +SKIP
+        >>> [(r["pos"], r["timestamp"]) for r in rows]  # doctest: +SKIP
+        [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
     """
 
     output_schema = {"pos": ts.Int, "timestamp": ts.Float, "frame": ts.Image}
