@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import mediatable as mt
+
 pytest_plugins = [
     "servers.http",
     "servers.cloud",
@@ -32,3 +34,5 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
     monkeypatch.setenv("HOME", str(home))  # no ~/.aws, ~/.config/gcloud of the real user
     monkeypatch.setenv("MEDIATABLE_HOME", str(tmp_path / "mthome"))
     yield tmp_path / "mthome"
+    while mt.api._current:  # close what mt.init() opened: no connection outlives its test
+        mt.api._current.pop().close()

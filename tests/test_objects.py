@@ -418,10 +418,6 @@ def test_signed_url_query_reaches_the_server(azure_server: AzureServer, clean_en
     assert "sig=" not in printed(translated) and sas not in printed(translated)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="io/urls.py normalizes query strings by unquoting them: %2B becomes '+', which servers read as a space",
-)
 def test_signed_url_with_encoded_plus(azure_server: AzureServer, clean_env: Path) -> None:
     sas = sas_token(azure_server, with_plus=True)
     url = f"{azure_server.endpoint}/{azure_server.container}/docs/readme.txt?{sas}"

@@ -143,7 +143,7 @@ class Settings:
     progress: bool | None = None
     """Show progress bars: True, False, or None (only when stderr is a terminal). Env `MEDIATABLE_PROGRESS`."""
 
-    buckets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    buckets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
     """Per-bucket object-store options keyed by `scheme://bucket`, in obstore's key names. Config file only."""
 
     @property

@@ -104,14 +104,16 @@ class MediaError(Error):
 
     Attributes:
         url: the object's URL, redacted (no query string, no credentials).
+        status: the HTTP status code when there was one.
         is_retryable: whether trying again later may succeed.
     """
 
     is_retryable: bool = False
 
-    def __init__(self, message: str, *, url: str | None = None) -> None:
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.url = url
+        self.status = status
 
 
 class MediaNotFound(MediaError, FileNotFoundError):
@@ -129,17 +131,12 @@ class MediaFetchTimeout(MediaError, TimeoutError):
 
 
 class MediaFetchError(MediaError):
-    """Any other failure while transferring an object.
-
-    Attributes:
-        status: the HTTP status code when there was one.
-    """
+    """Any other failure while transferring an object (see `status` and `is_retryable`)."""
 
     def __init__(
         self, message: str, *, url: str | None = None, status: int | None = None, retryable: bool = False
     ) -> None:
-        super().__init__(message, url=url)
-        self.status = status
+        super().__init__(message, url=url, status=status)
         self.is_retryable = retryable
 
 

@@ -16,21 +16,8 @@ import sqlalchemy as sa
 from mediatable.errors import InvalidName
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-RESERVED_COLUMN_NAMES = frozenset(
-    {
-        "rowid",
-        "pos",
-        "errortype",
-        "errormsg",
-        "localpath",
-        "fileurl",
-        "select",
-        "where",
-        "insert",
-        "update",
-        "delete",
-    }
-)
+RESERVED_COLUMN_NAMES = frozenset({"rowid", "errortype", "errormsg", "localpath", "fileurl"})
+"""Names of column properties; columns that shadow a Table method stay reachable as `t['name']`."""
 
 metadata = sa.MetaData()
 

@@ -7,7 +7,9 @@ computed-on-the-fly expressions) runs through the same pipeline as computed colu
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -134,7 +136,7 @@ class Query:
                     if isinstance(value, CellError):
                         value = None
                     elif expr.col_type == ts.Image and isinstance(value, str):
-                        value = PIL.Image.open(value)
+                        value = _lazy_image(value)
                     values.append(value)
                 out_rows.append(values)
         return ResultSet([name for name, _ in select], [expr.col_type for _, expr in select], out_rows)
@@ -210,6 +212,18 @@ class Query:
                 present.sort(key=lambda r, n=name: r[n], reverse=not asc)
                 rows = present + missing
         return rows[: self._limit] if self._limit is not None else rows
+
+
+def _lazy_image(path: str) -> PIL.Image.Image | None:
+    """Open an image for the user: decoded on first pixel access, holding no open file handle.
+
+    The compressed bytes are read into memory (cheap from the page cache), so a result of
+    millions of images never exhausts file descriptors and needs no close().
+    """
+    try:
+        return PIL.Image.open(io.BytesIO(Path(path).read_bytes()))
+    except (OSError, ValueError):
+        return None  # not decodable: like any failed cell, the value is None
 
 
 def _readable(expr: Expr) -> Expr:

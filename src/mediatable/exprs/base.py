@@ -257,7 +257,13 @@ class ColumnRef(Expr):
         return str(self.column.name)
 
     def eval_batch(self, envs: Sequence[EvalEnv]) -> list[Any]:
-        return [env.column_value(self.column) for env in envs]
+        out = []
+        for env in envs:
+            value = env.column_value(self.column)
+            if isinstance(value, CellError):  # a value computed from a failed cell names that cell
+                value = CellError(value.errortype, f"upstream column {self.column.name!r} failed: {value.errormsg}")
+            out.append(value)
+        return out
 
     def to_sql(self, resolve: Callable[[Any], Any]) -> Any:
         return None if self.col_type.is_media else resolve(self.column)
@@ -531,7 +537,14 @@ class FunctionCall(Expr):
         self._media_params = {
             name for name, t in function.param_types.items() if t is not None and t.is_media and name in bound.arguments
         }
-        self._param_names = list(bound.arguments)
+        # the parameter each positional argument binds to (a *args parameter takes all the rest)
+        positional = [
+            p for p in function.signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        var_positional = [p.name for p in function.signature.parameters.values() if p.kind == p.VAR_POSITIONAL]
+        self._param_names = [
+            positional[j].name if j < len(positional) else var_positional[0] for j in range(len(self.args))
+        ]
 
     def __repr__(self) -> str:
         args = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
@@ -553,9 +566,9 @@ class FunctionCall(Expr):
             kwargs = {k: column[i] for k, column in kwarg_columns.items()}
             error = _first_error([*args, *kwargs.values()])
             if error is not None:
-                rows.append(CellError(error.errortype, f"upstream: {error.errormsg}", error.exc))
+                rows.append(error)
                 continue
-            if any(a is None for a in args):
+            if any(a is None for a in args):  # keyword arguments may legitimately be None (defaults)
                 rows.append(None)
                 continue
             try:

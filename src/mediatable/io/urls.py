@@ -21,6 +21,7 @@ _AZURE_BLOB_HOST = re.compile(r"^(?P<account>[a-z0-9]+)\.(?:blob|dfs)\.core\.win
 # Characters left as they are when re-quoting a path: RFC 3986 unreserved + sub-delims + ':' '@' '/'.
 _SAFE_PATH = "/:@!$&'()*+,;=-._~"
 _SAFE_QUERY = _SAFE_PATH + "?"
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +103,7 @@ def parse_url(value: str | os.PathLike[str]) -> MediaUrl:
     host = (parts.hostname or "").lower()
     if not host:
         raise UnsupportedScheme(f"media URL has no host or bucket: {redact_url(text)}")
-    path = quote(unquote(parts.path), safe=_SAFE_PATH)
+    path = _requote(parts.path, _SAFE_PATH)
 
     if scheme in ("http", "https"):
         port = parts.port
@@ -112,7 +113,7 @@ def parse_url(value: str | os.PathLike[str]) -> MediaUrl:
             if parts.password is not None:
                 userinfo += ":" + quote(unquote(parts.password), safe="")
             netloc = f"{userinfo}@{netloc}"
-        query = quote(unquote(parts.query), safe=_SAFE_QUERY + "=&") if parts.query else ""
+        query = _requote(parts.query, _SAFE_QUERY + "=&") if parts.query else ""
         url = urlunsplit((scheme, netloc, path or "/", query, ""))
         azure = _AZURE_BLOB_HOST.match(host)
         if azure:
@@ -150,7 +151,7 @@ def redact_url(value: str) -> str:
 
     Examples:
         >>> redact_url("https://user:pw@host/a.jpg?X-Amz-Signature=abc")
-        'https://host/a.jpg?…'
+        'https://***@host/a.jpg?…'
     """
     if not isinstance(value, str):
         return repr(type(value))
@@ -166,6 +167,22 @@ def redact_url(value: str) -> str:
         return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
     except ValueError:
         return value.split("?", 1)[0].split("#", 1)[0]
+
+
+def _requote(text: str, safe: str) -> str:
+    """Canonical percent-encoding that never changes meaning.
+
+    Escapes of unreserved characters are decoded (`%7E` -> `~`), other escapes are kept with upper-case
+    hex (`%2f` -> `%2F`: an encoded slash or plus is data, not a separator or a space, and signed URLs
+    depend on it), and characters that must be escaped are escaped.
+    """
+
+    def escape(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else f"%{match.group(1).upper()}"
+
+    decoded_unreserved = re.sub(r"%([0-9A-Fa-f]{2})", escape, text)
+    return quote(decoded_unreserved, safe=safe + "%")
 
 
 def _file_url(path: str) -> MediaUrl:

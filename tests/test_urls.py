@@ -1,0 +1,67 @@
+"""URL parsing, normalization and redaction (io/urls.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mediatable.errors import UnsupportedScheme
+from mediatable.io.urls import normalize_url, parse_url, redact_url
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("HTTPS://Example.COM:443/a%7eb/c.png", "https://example.com/a~b/c.png"),
+        ("http://h:80/x", "http://h/x"),
+        ("http://h:8080/x", "http://h:8080/x"),
+        ("http://h", "http://h/"),
+        ("https://h/a b.jpg", "https://h/a%20b.jpg"),
+        ("https://h/a%20b.jpg", "https://h/a%20b.jpg"),
+        ("https://h/x.jpg?sig=a%2fb%2B&e=1", "https://h/x.jpg?sig=a%2Fb%2B&e=1"),
+        ("https://h/dir%2Fname.jpg", "https://h/dir%2Fname.jpg"),
+        ("https://h/%7Euser/a+b.jpg", "https://h/~user/a+b.jpg"),
+        ("S3://Bucket/key/with space.jpg", "s3://bucket/key/with%20space.jpg"),
+        ("gs://b/a/b.png", "gs://b/a/b.png"),
+        ("az://container/dir/x.mp4", "az://container/dir/x.mp4"),
+        ("file:///tmp/../tmp/x.jpg", "file:///tmp/x.jpg"),
+    ],
+)
+def test_normalization(given: str, expected: str) -> None:
+    assert normalize_url(given) == expected
+    assert normalize_url(expected) == expected  # idempotent
+
+
+def test_local_paths_become_file_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert normalize_url("x/y.jpg") == f"file://{tmp_path}/x/y.jpg"
+    assert normalize_url(tmp_path / "z.png") == f"file://{tmp_path}/z.png"
+    assert normalize_url("~/a.jpg") == f"file://{Path.home()}/a.jpg"
+    assert parse_url("x/y.jpg").local_path == tmp_path / "x" / "y.jpg"
+
+
+def test_kinds_buckets_and_keys() -> None:
+    s3 = parse_url("s3://my-bucket/a/b.JPG")
+    assert (s3.kind, s3.bucket, s3.key, s3.extension) == ("s3", "my-bucket", "a/b.JPG", ".jpg")
+    blob = parse_url("https://acct.blob.core.windows.net/container/dir/v.mp4?sv=1&sig=x")
+    assert (blob.kind, blob.account, blob.bucket, blob.key) == ("azure", "acct", "container", "dir/v.mp4")
+    abfs = parse_url("abfss://container@acct.dfs.core.windows.net/p/q.wav")
+    assert (abfs.kind, abfs.account, abfs.bucket, abfs.key) == ("azure", "acct", "container", "p/q.wav")
+    http = parse_url("http://127.0.0.1:9000/dir/f.jpg")
+    assert (http.kind, http.bucket, http.key) == ("http", "127.0.0.1:9000", "dir/f.jpg")
+
+
+@pytest.mark.parametrize("bad", ["ftp://h/x", "mailto:x@y", "data:image/png;base64,xx", "", "s3:///nobucket"])
+def test_unsupported(bad: str) -> None:
+    with pytest.raises(UnsupportedScheme):
+        parse_url(bad)
+
+
+def test_redaction_removes_secrets() -> None:
+    secret = "https://user:pw@host/a.jpg?X-Amz-Signature=abc&X-Amz-Credential=AKIA"
+    shown = redact_url(secret)
+    assert shown == "https://***@host/a.jpg?…"
+    for leaked in ("pw", "abc", "AKIA", "user"):
+        assert leaked not in shown
+    assert redact_url("s3://b/k.jpg") == "s3://b/k.jpg"
