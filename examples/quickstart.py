@@ -76,8 +76,8 @@ def run(base: str, home: Path) -> None:
     print(videos.insert([{"video": f"{base}/clip.mp4"}]))
     videos.add_computed_column(duration=videos.video.duration)
     frames = mt.create_view("cloud_demo.frames", videos, iterator=mt.frames(videos.video, fps=1))
-    frames.add_computed_column(brightness=frames.frame.entropy())
-    print(frames.select(frames.pos, frames.timestamp, frames.brightness).collect())
+    frames.add_computed_column(entropy=frames.frame.entropy())
+    print(frames.select(frames.pos, frames.timestamp, frames.entropy).collect())
 
     print("\n# Your own functions")
 
