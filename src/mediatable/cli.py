@@ -80,9 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 1 when mediatable reports an error (printed to stderr), 2 for bad usage.
 
     Examples:
-        >>> main(["--home", "/tmp/mt-cli-doc", "cache", "clear"])  # doctest: +ELLIPSIS
+        >>> import tempfile
+        >>> main(["--home", tempfile.mkdtemp(), "cache", "clear"])
         removed 0 files (0 B)
-        cache:      /tmp/mt-cli-doc/file_cache
+        cache:      /.../file_cache
+        entries:    0
         ...
         0
     """

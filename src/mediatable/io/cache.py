@@ -45,7 +45,7 @@ __all__ = ["CacheInfo", "CacheThrashingWarning", "FileCache", "Lease", "Pruned"]
 
 log = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     url TEXT PRIMARY KEY,
@@ -79,6 +79,11 @@ CREATE TABLE IF NOT EXISTS pins (
     PRIMARY KEY (url, owner)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pins_owner ON pins (owner);
+CREATE TABLE IF NOT EXISTS owners (
+    owner TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS reservations (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -193,10 +198,11 @@ class _Outcome:
 class _Download:
     """Where the body of one download goes, decided once the size is known (see `FileCache._sink`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
+        self.root = root
         self.file: BinaryIO | None = None
         self.size = -1
-        self.temp: str | None = None  # cached download: the .part file, published by rename
+        self.temp: str | None = None  # cached download: the .part file (relative), published by rename
         self.reservation: str | None = None
         self.private: Path | None = None  # uncached download: the lease's own file
 
@@ -205,10 +211,10 @@ class _Download:
             with contextlib.suppress(OSError):
                 self.file.close()
             self.file = None
-        for name in (self.temp, self.private):
-            if name is not None:
+        for path in (None if self.temp is None else self.root / self.temp, self.private):
+            if path is not None:
                 with contextlib.suppress(OSError):
-                    os.unlink(name)
+                    os.unlink(path)
         self.temp = self.private = None
 
 
@@ -264,14 +270,17 @@ class FileCache:
     methods are thread-safe. Do not carry a FileCache across ``fork``; build one per process.
 
     Examples:
+        >>> import tempfile
         >>> from mediatable.config import load_settings
-        >>> cache = FileCache(load_settings("/tmp/mt-doc-cache"))
+        >>> home = Path(tempfile.mkdtemp())
+        >>> cache = FileCache(load_settings(home))
+        >>> _ = (home / "cat.jpg").write_bytes(b"...")
         >>> with cache.lease() as lease:
-        ...     path = lease.get("/etc/hostname")      # local files are read in place
-        >>> str(path)
-        '/etc/hostname'
-        >>> cache.info().entries >= 0
+        ...     path = lease.get(str(home / "cat.jpg"))   # local files are read in place
+        >>> path == home / "cat.jpg"
         True
+        >>> cache.info().entries
+        0
         >>> cache.close()
     """
 
@@ -296,6 +305,7 @@ class FileCache:
         self._pending_access: dict[str, float] = {}
         self._last_flush = time.monotonic()
         self._wakeup = threading.Event()  # the flusher thread writes pending updates when set
+        self._closing = threading.Event()
         self._flusher: threading.Thread | None = None
         self._inflight: dict[str, Future[_Outcome]] = {}
         self._inflight_lock = threading.Lock()
@@ -312,6 +322,9 @@ class FileCache:
             for folder in (self.directory, self.directory / "locks", self.directory / "leases"):
                 folder.mkdir(parents=True, exist_ok=True)
             self._db = self._connect()
+            self._db.execute(
+                "INSERT INTO owners (owner, pid, started) VALUES (?, ?, ?)", (self._owner, self._pid, time.time())
+            )
         except (OSError, sqlite3.Error) as exc:
             raise CacheError(f"cannot open the file cache at {self.directory}: {exc}") from exc
         self._sweep()
@@ -428,6 +441,7 @@ class FileCache:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._closed = True
+        self._closing.set()
         self._wakeup.set()
         if self._flusher is not None:
             self._flusher.join()
@@ -435,6 +449,7 @@ class FileCache:
             with contextlib.suppress(sqlite3.Error):
                 self._flush_locked()
                 self._db.execute("DELETE FROM pins WHERE owner = ?", (self._owner,))
+                self._db.execute("DELETE FROM owners WHERE owner = ?", (self._owner,))
             self._db.close()
 
     def __enter__(self) -> FileCache:
@@ -555,12 +570,9 @@ class FileCache:
         """Background writer of batched access times and pins (so an idle lease's pins get published)."""
         while True:
             self._wakeup.wait()
-            if self._closed:
+            if self._closing.wait(_FLUSH_SECONDS):  # let a batch gather; close() flushes the rest
                 return
-            time.sleep(_FLUSH_SECONDS)  # let a batch gather
             self._wakeup.clear()
-            if self._closed:
-                return
             try:
                 with self._db_lock:
                     self._flush_locked()
@@ -645,6 +657,8 @@ class FileCache:
                 used = self._db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0]
                 used += self._db.execute("SELECT COALESCE(SUM(size), 0) FROM reservations").fetchone()[0]
                 excess = used + size - self.budget
+                if excess > 0:
+                    self._drop_dead_owners_locked()  # a dead process's pins must not block eviction
                 victims = self._pick_victims(excess) if excess > 0 else []
                 if excess > 0 and not victims:
                     self._db.execute("ROLLBACK")
@@ -694,6 +708,17 @@ class FileCache:
 
     # -- crash leftovers -------------------------------------------------------------------
 
+    def _drop_dead_owners_locked(self) -> None:
+        """Delete the pins of cache objects whose process died (caller holds the db lock)."""
+        dead = [
+            (owner,)
+            for owner, pid in self._db.execute("SELECT owner, pid FROM owners").fetchall()
+            if pid != self._pid and not _alive(pid)
+        ]
+        if dead:
+            self._db.executemany("DELETE FROM pins WHERE owner = ?", dead)
+            self._db.executemany("DELETE FROM owners WHERE owner = ?", dead)
+
     def _forget_dead(self) -> bool:
         """Drop reservations and pins of dead processes (and their temp files); True if any."""
         with self._db_lock:
@@ -704,9 +729,10 @@ class FileCache:
         for _, temp in dead_reservations:
             with contextlib.suppress(OSError):
                 os.unlink(self.directory / temp)
-        if not (dead_reservations or dead_pins):
-            return False
         with self._db_lock:
+            self._drop_dead_owners_locked()
+            if not (dead_reservations or dead_pins):
+                return False
             self._db.executemany("DELETE FROM reservations WHERE id = ?", [(rid,) for rid, _ in dead_reservations])
             self._db.executemany("DELETE FROM pins WHERE pid = ?", [(pid,) for pid in dead_pins])
         return True
@@ -833,16 +859,22 @@ class FileCache:
                 self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="mt-fetch")
             return self._pool
 
-    def _hit(self, url: str, entry: _Entry, lease: Lease) -> Path:
+    def _hit(self, url: str, entry: _Entry, lease: Lease, prefetch: bool = False) -> Path:
         with self._lock:
             self.hits += 1
             self._pending_access[url] = time.time()
-            lease._hold_locked(url, entry.size)
+            lease._hold_locked(url, entry.size, prefetch)
         self._maybe_flush()
         return entry.path
 
-    def _obtain(self, mu: MediaUrl, lease: Lease, on_bytes: Callable[[int], None] | None = None) -> Path:
-        """The local file of a remote URL: from the cache, or downloaded (once per URL at a time)."""
+    def _obtain(
+        self, mu: MediaUrl, lease: Lease, on_bytes: Callable[[int], None] | None = None, prefetch: bool = False
+    ) -> Path:
+        """The local file of a remote URL: from the cache, or downloaded (once per URL at a time).
+
+        ``prefetch``: fetched ahead for :meth:`Lease.get_many`; pinned outside the lease's pin window
+        until it is handed to the consumer.
+        """
         url = mu.url
         fresh: ObjectInfo | None = None
         if self._validate and url not in lease._validated:
@@ -856,8 +888,8 @@ class FileCache:
         if entry is None or not os.path.exists(entry.name):
             entry = self._lookup(url)
         if entry is not None and (fresh is None or _same_version(entry, fresh)):
-            return self._hit(url, entry, lease)
-        return self._shared_download(mu, lease, fresh, on_bytes)
+            return self._hit(url, entry, lease, prefetch)
+        return self._shared_download(mu, lease, fresh, on_bytes, prefetch)
 
     def _shared_download(
         self,
@@ -865,6 +897,7 @@ class FileCache:
         lease: Lease,
         fresh: ObjectInfo | None,
         on_bytes: Callable[[int], None] | None,
+        prefetch: bool,
     ) -> Path:
         url = mu.url
         with self._inflight_lock:
@@ -875,13 +908,13 @@ class FileCache:
         if not leader:
             outcome = future.result()
             if outcome.cached:
-                return self._hit(url, self._memo.get(url) or _entry_of(outcome), lease)
+                return self._hit(url, self._memo.get(url) or _entry_of(outcome), lease, prefetch)
             try:
                 return lease._adopt(url, outcome.path)
-            except OSError:
-                return self._download(mu, lease, fresh, on_bytes).path  # the other lease already closed
+            except OSError:  # the other lease already closed
+                return self._download(mu, lease, fresh, on_bytes, prefetch).path
         try:
-            outcome = self._download(mu, lease, fresh, on_bytes)
+            outcome = self._download(mu, lease, fresh, on_bytes, prefetch)
         except BaseException as exc:
             future.set_exception(exc)
             raise
@@ -898,6 +931,7 @@ class FileCache:
         lease: Lease,
         fresh: ObjectInfo | None,
         on_bytes: Callable[[int], None] | None,
+        prefetch: bool,
     ) -> _Outcome:
         url = mu.url
         digest = _digest(url)
@@ -909,7 +943,7 @@ class FileCache:
             # Another process (or thread of another cache object) may have finished it meanwhile.
             entry = self._lookup(url)
             if entry is not None and (fresh is None or _same_version(entry, fresh)):
-                self._hit(url, entry, lease)
+                self._hit(url, entry, lease, prefetch)
                 return _Outcome(entry.path, True, entry.size)
             if digest[:2] not in self._known_dirs:
                 final.parent.mkdir(exist_ok=True)
@@ -918,7 +952,7 @@ class FileCache:
                 self.misses += 1
                 if url in lease._evicted:
                     lease._thrashed += 1
-            state = _Download()
+            state = _Download(self.directory)
 
             def counted(n: int) -> None:
                 with self._lock:
@@ -945,7 +979,7 @@ class FileCache:
                     entry = _Entry(final, str(final), info.size, info.etag, None)
                     self._remember(url, entry)
                     with self._lock:
-                        lease._hold_locked(url, info.size)
+                        lease._hold_locked(url, info.size, prefetch)
                     return _Outcome(final, True, info.size)
                 assert state.private is not None
                 private = state.private
@@ -1015,8 +1049,11 @@ class Lease:
     def __init__(self, cache: FileCache) -> None:
         self._cache = cache
         self._token = uuid.uuid4().hex[:12]
-        self._held: OrderedDict[str, int] = OrderedDict()  # url -> size, oldest first
+        # Pins: files handed out (url -> size, oldest first; unpinned beyond the cap), and files
+        # fetched ahead by get_many but not handed out yet (always pinned).
+        self._held: OrderedDict[str, int] = OrderedDict()
         self._held_bytes = 0
+        self._prefetched: dict[str, int] = {}
         self._pin_cap = max(cache.budget // 2, 1)
         self._private: dict[str, Path] = {}
         self._private_dir: Path | None = None
@@ -1106,7 +1143,7 @@ class Lease:
             dynamic_ncols=True,
         )
         counter = _ByteCounter()
-        window: deque[Path | MediaError | Future[Path | MediaError]] = deque()
+        window: deque[tuple[str | None, Path | MediaError | Future[Path | MediaError]]] = deque()
         limit = max(4 * cache._concurrency, 64)
         source = iter(urls)
         exhausted = False
@@ -1118,16 +1155,19 @@ class Lease:
                     window.extend(self._start(batch, counter))
                 if not window:
                     break
-                item = window.popleft()
+                url, item = window.popleft()
                 if isinstance(item, Future):
                     item = item.result()
+                if url is not None and isinstance(item, Path):
+                    with cache._lock:
+                        self._hand_out_locked(url)
                 if not bar.disable:
                     bar.set_postfix_str(_human(counter.total), refresh=False)
                     bar.update(1)
                 self._warn_if_thrashing()
                 yield item
         finally:
-            for pending in window:
+            for _, pending in window:
                 if isinstance(pending, Future):
                     pending.cancel()
             bar.close()
@@ -1144,6 +1184,7 @@ class Lease:
             size = self._held.pop(key, None)
             if size is not None:
                 self._held_bytes -= size
+            if self._prefetched.pop(key, None) is not None or size is not None:
                 _unpin_locked(cache, key)
             private = self._private.pop(key, None)
         if private is not None:
@@ -1158,9 +1199,10 @@ class Lease:
             if self._closed:
                 return
             self._closed = True
-            for key in self._held:
+            for key in itertools.chain(self._held, self._prefetched):
                 _unpin_locked(cache, key)
             self._held.clear()
+            self._prefetched.clear()
             self._held_bytes = 0
             self._private.clear()
             cache._leases.discard(self)
@@ -1186,22 +1228,30 @@ class Lease:
             raise CacheError("this cache lease is closed")
         self._cache._check_open()
 
-    def _start(self, batch: list[Any], counter: _ByteCounter) -> list[Path | MediaError | Future[Path | MediaError]]:
-        """Resolve hits at once (one index query for the batch); send misses to the download threads."""
+    def _start(
+        self, batch: list[Any], counter: _ByteCounter
+    ) -> list[tuple[str | None, Path | MediaError | Future[Path | MediaError]]]:
+        """Resolve hits at once (one index query for the batch); send misses to the download threads.
+
+        Returns (remote url or None, result or future) in input order.
+        """
         cache = self._cache
+        keys: list[str | None] = []
         out: list[Path | MediaError | Future[Path | MediaError] | None] = []
         misses: list[tuple[int, MediaUrl]] = []
         for raw in batch:
             mu = cache._parse(raw)
             if mu.kind == "file":
+                keys.append(None)
                 try:
                     out.append(_local(mu))
                 except MediaError as error:
                     out.append(error)
                 continue
+            keys.append(mu.url)
             entry = None if cache._validate and mu.url not in self._validated else cache._memo.get(mu.url)
             if entry is not None and os.path.exists(entry.name):
-                out.append(cache._hit(mu.url, entry, self))
+                out.append(cache._hit(mu.url, entry, self, prefetch=True))
                 continue
             misses.append((len(out), mu))
             out.append(None)
@@ -1211,7 +1261,7 @@ class Lease:
             for index, mu in misses:
                 entry = found.get(mu.url)
                 if entry is not None:
-                    out[index] = cache._hit(mu.url, entry, self)
+                    out[index] = cache._hit(mu.url, entry, self, prefetch=True)
                 else:
                     still.append((index, mu))
             misses = still
@@ -1219,32 +1269,58 @@ class Lease:
             pool = cache._executor()
             for index, mu in misses:
                 out[index] = pool.submit(self._fetch_one, mu, counter)
-        return [item for item in out if item is not None]
+        return [(key, item) for key, item in zip(keys, out, strict=True) if item is not None]
 
     def _fetch_one(self, mu: MediaUrl, counter: _ByteCounter) -> Path | MediaError:
         try:
-            return self._cache._obtain(mu, self, counter.add)
+            return self._cache._obtain(mu, self, counter.add, prefetch=True)
         except MediaError as error:
             return error
 
-    def _hold_locked(self, url: str, size: int) -> None:
-        """Pin ``url`` for this lease (caller holds the cache lock); unpin the oldest beyond the cap."""
+    def _hold_locked(self, url: str, size: int, prefetch: bool = False) -> None:
+        """Pin ``url`` for this lease (caller holds the cache lock).
+
+        A prefetched file stays pinned until :meth:`_hand_out_locked`; a handed-out one joins the
+        window of recent files, whose oldest members are unpinned beyond the cap.
+        """
         if url not in self._seen:
             self._seen[url] = size
+        if url in self._prefetched:
+            if not prefetch:
+                self._hand_out_locked(url)
+            return
         if url in self._held:
-            self._held.move_to_end(url)
+            if prefetch:  # wanted again further down a get_many: keep it out of the window
+                self._held_bytes -= self._held.pop(url)
+                self._prefetched[url] = size
+            else:
+                self._held.move_to_end(url)
             return
         cache = self._cache
-        self._held[url] = size
-        self._held_bytes += size
         count = cache._pins.get(url, 0)
         cache._pins[url] = count + 1
         if count == 0:
             cache._dirty_pins.add(url)
+        if prefetch:
+            self._prefetched[url] = size
+        else:
+            self._add_to_window_locked(url, size)
+
+    def _hand_out_locked(self, url: str) -> None:
+        """A prefetched file reaches the consumer: it joins the window of recent files."""
+        size = self._prefetched.pop(url, None)
+        if size is not None:
+            self._add_to_window_locked(url, size)
+        elif url in self._held:
+            self._held.move_to_end(url)
+
+    def _add_to_window_locked(self, url: str, size: int) -> None:
+        self._held[url] = size
+        self._held_bytes += size
         while self._held_bytes > self._pin_cap and len(self._held) > 1:
             old, old_size = self._held.popitem(last=False)
             self._held_bytes -= old_size
-            _unpin_locked(cache, old)
+            _unpin_locked(self._cache, old)
 
     def _private_path(self, url: str, ext: str) -> Path:
         with self._cache._lock:
