@@ -171,15 +171,17 @@ class Pipeline:
             for event in ready:
                 event.set()
 
+        # Light work (header reads, arithmetic) holds the GIL: more threads only add switching.
+        workers = 1 if all(_is_light(t.expr) for t in targets) else self.workers
         pending: collections.deque[Future[None]] = collections.deque()
         try:
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="mediatable-compute") as pool:
+            with ThreadPoolExecutor(workers, thread_name_prefix="mediatable-compute") as pool:
                 for index, chunk in enumerate(chunks):
                     ready[index].wait()
                     if prefetch_error:
                         raise prefetch_error[0]
                     pending.append(pool.submit(self._compute_chunk, rows, chunk, targets))
-                    while len(pending) >= 2 * self.workers:
+                    while len(pending) >= 2 * workers:
                         pending.popleft().result()
                 while pending:
                     pending.popleft().result()
@@ -254,6 +256,10 @@ class Pipeline:
             return target.col_type.validate(value)
         except (DataError, OSError, ValueError) as exc:
             return CellError.from_exception(exc, f"result of {target.name}: ")
+
+
+def _is_light(expr: Expr) -> bool:
+    return all(node.function.light for node in expr.walk() if isinstance(node, FunctionCall))
 
 
 def _batch_size(expr: Expr) -> int:

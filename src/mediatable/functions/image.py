@@ -111,7 +111,7 @@ def _color_bands(img: PIL.Image.Image) -> PIL.Image.Image:
 # -- header-only properties -----------------------------------------------------------------------
 
 
-@udf(method_of=ts.Image, is_property=True)
+@udf(method_of=ts.Image, is_property=True, light=True)
 @_reads_image(pixels=False)
 def width(img: ts.Image) -> int:
     """The image's width in pixels, read from the header (no decoding).
@@ -123,7 +123,7 @@ def width(img: ts.Image) -> int:
     return img.width
 
 
-@udf(method_of=ts.Image, is_property=True)
+@udf(method_of=ts.Image, is_property=True, light=True)
 @_reads_image(pixels=False)
 def height(img: ts.Image) -> int:
     """The image's height in pixels, read from the header (no decoding).
@@ -135,7 +135,7 @@ def height(img: ts.Image) -> int:
     return img.height
 
 
-@udf(method_of=ts.Image, is_property=True)
+@udf(method_of=ts.Image, is_property=True, light=True)
 @_reads_image(pixels=False)
 def mode(img: ts.Image) -> str:
     """The Pillow mode (`'RGB'`, `'RGBA'`, `'L'`, `'P'`, ...), read from the header.
@@ -147,7 +147,7 @@ def mode(img: ts.Image) -> str:
     return img.mode
 
 
-@udf(method_of=ts.Image, is_property=True)
+@udf(method_of=ts.Image, is_property=True, light=True)
 @_reads_image(pixels=False)
 def size(img: ts.Image) -> list[int]:
     """`[width, height]` in pixels, read from the header.

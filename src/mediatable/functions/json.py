@@ -15,7 +15,7 @@ from mediatable import types as ts
 from mediatable.functions.udf import udf
 
 
-@udf(method_of=ts.Json)
+@udf(light=True, method_of=ts.Json)
 def keys(obj: dict[str, Any]) -> list[str]:
     """The keys of a Json object, in their stored order (an empty list for non-objects).
 
@@ -26,7 +26,7 @@ def keys(obj: dict[str, Any]) -> list[str]:
     return list(obj) if isinstance(obj, dict) else []
 
 
-@udf(method_of=ts.Json, returns=ts.Json)
+@udf(light=True, method_of=ts.Json, returns=ts.Json)
 def get(obj: Any, path: str | int | Sequence[str | int], default: Any = None) -> Any:
     """The value at `path`, or `default` when any step is missing.
 
@@ -67,7 +67,7 @@ def get(obj: Any, path: str | int | Sequence[str | int], default: Any = None) ->
     return value
 
 
-@udf(method_of=ts.Json)
+@udf(light=True, method_of=ts.Json)
 def len(obj: Any) -> int:
     """Number of items of a list, keys of an object, or characters of a string; 1 for a number.
 

@@ -24,8 +24,8 @@ def _numeric(int_returns: ts.ColumnType) -> Callable[[Callable[..., Any]], Funct
     """Register a function as a method of Float (result Float) and of Int (result `int_returns`)."""
 
     def register(fn: Callable[..., Any]) -> Function:
-        udf(fn, method_of=ts.Int, returns=int_returns)
-        return udf(fn, method_of=ts.Float)
+        udf(fn, method_of=ts.Int, returns=int_returns, light=True)
+        return udf(fn, method_of=ts.Float, light=True)
 
     return register
 

@@ -17,7 +17,7 @@ from mediatable import types as ts
 from mediatable.functions.udf import udf
 
 
-@udf(method_of=ts.String)
+@udf(light=True, method_of=ts.String)
 def len(s: str) -> int:
     """Number of characters (code points).
 
@@ -28,7 +28,7 @@ def len(s: str) -> int:
     return builtins.len(s)  # plain `len` is this function
 
 
-@udf(method_of=ts.String)
+@udf(light=True, method_of=ts.String)
 def lower(s: str) -> str:
     """Lower-case copy.
 
@@ -39,7 +39,7 @@ def lower(s: str) -> str:
     return s.lower()
 
 
-@udf(method_of=ts.String)
+@udf(light=True, method_of=ts.String)
 def upper(s: str) -> str:
     """Upper-case copy.
 
@@ -50,7 +50,7 @@ def upper(s: str) -> str:
     return s.upper()
 
 
-@udf(method_of=ts.String)
+@udf(light=True, method_of=ts.String)
 def strip(s: str, chars: str | None = None) -> str:
     """Copy without leading and trailing whitespace (or without the characters in `chars`).
 
@@ -63,7 +63,7 @@ def strip(s: str, chars: str | None = None) -> str:
     return s.strip(chars)
 
 
-@udf(method_of=ts.String)
+@udf(light=True, method_of=ts.String)
 def contains(s: str, substring: str) -> bool:
     """Whether `substring` occurs in the string (case-sensitive).
 
@@ -74,7 +74,7 @@ def contains(s: str, substring: str) -> bool:
     return substring in s
 
 
-@udf(method_of=ts.String)
+@udf(light=True, method_of=ts.String)
 def startswith(s: str, prefix: str) -> bool:
     """Whether the string starts with `prefix`.
 
@@ -85,7 +85,7 @@ def startswith(s: str, prefix: str) -> bool:
     return s.startswith(prefix)
 
 
-@udf(method_of=ts.String)
+@udf(light=True, method_of=ts.String)
 def endswith(s: str, suffix: str) -> bool:
     """Whether the string ends with `suffix`.
 
@@ -96,7 +96,7 @@ def endswith(s: str, suffix: str) -> bool:
     return s.endswith(suffix)
 
 
-@udf(method_of=ts.String)
+@udf(light=True, method_of=ts.String)
 def replace(s: str, old: str, new: str, count: int = -1) -> str:
     """Copy with occurrences of `old` replaced by `new` (the first `count` only, if given).
 
@@ -109,7 +109,7 @@ def replace(s: str, old: str, new: str, count: int = -1) -> str:
     return s.replace(old, new, count)
 
 
-@udf(method_of=ts.String)
+@udf(light=True, method_of=ts.String)
 def split(s: str, sep: str | None = None, maxsplit: int = -1) -> list[str]:
     """The parts between `sep` (default: runs of whitespace), as a Json list.
 
@@ -122,7 +122,7 @@ def split(s: str, sep: str | None = None, maxsplit: int = -1) -> list[str]:
     return s.split(sep, maxsplit)
 
 
-@udf(method_of=ts.String)
+@udf(light=True, method_of=ts.String)
 def format(template: str, **values: Any) -> str:
     """Fill `template`'s `{name}` fields with keyword arguments, as `str.format` does.
 

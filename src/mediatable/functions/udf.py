@@ -33,6 +33,8 @@ class Function:
         return_type: the column type of its results.
         param_types: parameter name -> column type (None when unannotated).
         batch_size: when set, the function takes lists and returns a list of the same length.
+        light: cheap per call (a header read, string work): the pipeline runs it on one thread,
+            since Python-level work does not speed up on more threads and pays for switching.
     """
 
     def __init__(
@@ -42,8 +44,10 @@ class Function:
         name: str | None = None,
         return_type: ts.ColumnType | None = None,
         batch_size: int | None = None,
+        light: bool = False,
     ) -> None:
         self.fn = fn
+        self.light = light
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
         self.batch_size = batch_size
         self.signature = inspect.signature(fn)
@@ -74,6 +78,7 @@ def udf(
     name: str | None = None,
     method_of: ts.ColumnType | None = None,
     is_property: bool = False,
+    light: bool = False,
 ) -> Any:
     """Decorate a function so it can be used in expressions and computed columns.
 
@@ -85,6 +90,7 @@ def udf(
         method_of: also expose it as a method of expressions of this type (`t.image.rotate(90)`),
             with the expression as first argument.
         is_property: with `method_of`, expose it as a property (`t.image.width`), not a method.
+        light: the function is cheap and Python-bound (no decode, no I/O): run it without a thread pool.
 
     Returns:
         A :class:`Function` (or a decorator, when called with keyword arguments only).
@@ -106,6 +112,7 @@ def udf(
             name=name,
             return_type=ts.as_column_type(returns) if returns is not None else None,
             batch_size=batch_size,
+            light=light,
         )
         if method_of is not None:
             register_method(method_of.name, f.__name__, function, is_property)
