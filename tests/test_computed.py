@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import PIL.Image
 import pytest
 
@@ -203,3 +204,74 @@ def test_frame_view_is_incremental(home: Path, http_server: FaultServer, tmp_pat
     assert frames.count() == 2
     mt.drop_table("videos", force=True)
     assert mt.list_tables() == []
+
+
+def test_media_kinds_through_tables(home: Path, http_server: FaultServer, tmp_path: Path) -> None:
+    video = http_server.put("m/v.mp4", mediagen.make_mp4(tmp_path / "v.mp4", seconds=2.0, size=(48, 32)).read_bytes())
+    broken = http_server.put("m/broken.mp4", mediagen.make_truncated_mp4(tmp_path / "b.mp4").read_bytes())
+    videos = mt.create_table("vids", {"video": mt.Video, "name": mt.String})
+    videos.insert([{"video": video, "name": "ok"}, {"video": broken, "name": "broken"}], quiet=True)
+    status = videos.add_computed_column(meta=videos.video.metadata, quiet=True)
+    assert status.num_excs == 1
+    videos.add_computed_column(first=videos.video.extract_frame(0.5), quiet=True)
+    videos.add_computed_column(short=videos.video.clip(0.0, 1.0), quiet=True)
+    videos.add_computed_column(short_duration=videos.short.duration, quiet=True)
+    rows = {
+        r["name"]: r
+        for r in videos.select(
+            videos.name, videos.meta, videos.meta.errortype, videos.first, videos.short_duration, videos.video
+        ).collect()
+    }
+    assert rows["ok"]["meta"]["width"] == 48 and rows["ok"]["meta"]["frame_count"] == 20
+    assert rows["broken"]["meta_errortype"] == "MediaDecodeError"
+    assert rows["ok"]["first"].size == (48, 32)
+    assert abs(rows["ok"]["short_duration"] - 1.0) < 0.15
+    assert Path(rows["ok"]["video"]).is_file()  # video cells come back as local paths
+
+    audio = http_server.put("m/a.wav", mediagen.make_wav(tmp_path / "a.wav", seconds=5.0).read_bytes())
+    sounds = mt.create_table("sounds", {"audio": mt.Audio})
+    sounds.insert([{"audio": audio}], quiet=True)
+    sounds.add_computed_column(rate=sounds.audio.sample_rate, quiet=True)
+    chunks = mt.create_view("chunks", sounds, iterator=mt.audio_chunks(sounds.audio, chunk_duration=2.0))
+    chunks.add_computed_column(length=chunks.audio_chunk.duration, quiet=True)
+    lengths = chunks.order_by(chunks.pos).select(chunks.length).collect()["length"]
+    assert len(lengths) == 3 and abs(lengths[0] - 2.0) < 0.01 and abs(lengths[2] - 1.0) < 0.01
+    assert sounds.select(sounds.rate).collect()["rate"] == [16000]
+
+    pdf = http_server.put("m/d.pdf", mediagen.make_pdf(tmp_path / "d.pdf", ["first page", "second page"]).read_bytes())
+    docs = mt.create_table("docs", {"doc": mt.Document})
+    docs.insert([{"doc": pdf}], quiet=True)
+    docs.add_computed_column(pages=docs.doc.page_count, quiet=True)
+    pages = mt.create_view("pages", docs, iterator=mt.document_pages(docs.doc))
+    assert docs.select(docs.pages).collect()["pages"] == [2]
+    assert pages.order_by(pages.pos).select(pages.text).collect()["text"] == ["first page", "second page"]
+
+
+def test_add_computed_column_if_exists(home: Path) -> None:
+    t = mt.create_table("t", {"n": mt.Int})
+    t.insert([{"n": 2}], quiet=True)
+    t.add_computed_column(m=t.n * 10, quiet=True)
+    with pytest.raises(mt.AlreadyExists):
+        t.add_computed_column(m=t.n * 20, quiet=True)
+    t.add_computed_column(m=t.n * 20, if_exists="ignore", quiet=True)
+    assert t.select(t.m).collect()["m"] == [20]
+    t.add_computed_column(m=t.n * 30, if_exists="replace", quiet=True)
+    assert t.select(t.m).collect()["m"] == [60]
+    with pytest.raises(mt.DataError, match="computed"):
+        t.insert([{"n": 1, "m": 5}], quiet=True)
+    with pytest.raises(mt.ExprError):
+        other = mt.create_table("other", {"x": mt.Int})
+        t.add_computed_column(bad=other.x + 1, quiet=True)
+
+
+def test_insert_from_csv_parquet_and_pandas(home: Path, tmp_path: Path) -> None:
+    frame = pd.DataFrame({"image": [str(tmp_path / "a.jpg"), "s3://b/c.jpg"], "label": ["a", None]})
+    t = mt.create_table("imports", {"image": mt.Image, "label": mt.String})
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    frame.to_parquet(tmp_path / "rows.parquet")
+    assert t.insert(tmp_path / "rows.csv", quiet=True).num_rows == 2
+    assert t.insert(str(tmp_path / "rows.parquet"), quiet=True).num_rows == 2
+    assert t.insert(frame, quiet=True).num_rows == 2
+    assert t.where(t.label == None).count() == 3  # noqa: E711 - missing CSV cells are None
+    with pytest.raises(mt.DataError, match="cannot import"):
+        t.insert(tmp_path / "rows.xlsx", quiet=True)

@@ -105,8 +105,17 @@ class Query:
         return self.limit(n).collect()
 
     def count(self) -> int:
-        """Number of rows matching the filter."""
-        return len(self._copy(select_list=[], order=[], limit_n=None)._rows())
+        """Number of rows matching the filter (counted by the database when the filter runs in SQL)."""
+        sql = TableSql(self._meta)
+        parts = [p.to_sql(sql.value_column) for p in _conjuncts(self._where)] if self._where is not None else []
+        if all(p is not None for p in parts):
+            query = sa.select(sa.func.count()).select_from(sql.from_clause())
+            if parts:
+                query = query.where(sa.and_(*parts))
+            with self._session.engine.connect() as conn:
+                total = int(conn.execute(query).scalar_one())
+            return total if self._limit is None else min(total, self._limit)
+        return len(self._copy(select_list=[], order=[])._rows())
 
     def to_pandas(self) -> pd.DataFrame:
         """Shortcut for `collect().to_pandas()`."""
