@@ -198,6 +198,13 @@ def test_frame_view_is_incremental(home: Path, http_server: FaultServer, tmp_pat
     videos.insert([{"video": http_server.put("videos/b.mp4", second.read_bytes()), "title": "b"}], quiet=True)
     assert frames.count() == 5
     assert sorted(frames.where(frames.title == "b").select(frames.w).collect()["w"]) == [32, 32]
+    broken = http_server.put("videos/broken.mp4", mediagen.make_truncated_mp4(tmp_path / "x.mp4").read_bytes())
+    status = videos.insert([{"video": broken, "title": "broken"}, {"video": http_server.url("nope.mp4")}], quiet=True)
+    assert status.num_excs == 2 + 2 and "frames (iterator)" in status.cols_with_excs  # duration + iterator
+    assert frames.count() == 5
+    with pytest.raises(mt.ComputeError, match=r"videos\.duration failed at input row 0: .*videos/broken\.mp4"):
+        videos.insert([{"video": broken, "title": "strict"}], on_error="abort", quiet=True)
+    assert videos.where(videos.title == "strict").count() == 0
     with pytest.raises(mt.DependencyError):
         mt.drop_table("videos")
     videos.delete(where=videos.title == "a", quiet=True)

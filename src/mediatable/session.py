@@ -114,7 +114,7 @@ class Session:
         existing = list(base._query()._rows())
         if existing:
             with self.cache_lease() as lease:
-                view._propagate(lease, existing, on_error="ignore")
+                view._propagate(lease, existing, on_error=None)
         return view
 
     def get_table(self, path: str) -> Table:

@@ -7,6 +7,7 @@ sees every committed change. Writes are one transaction per operation: all or no
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from mediatable.catalog.model import Column, TableMeta
 from mediatable.errors import (
     AlreadyExists,
     ColumnNotFound,
+    ComputeError,
     DataError,
     ExprError,
     InvalidArgument,
@@ -29,11 +31,13 @@ from mediatable.exec.status import UpdateStatus, progress_bar
 from mediatable.exprs import serialize
 from mediatable.exprs.base import CellError, ColumnRef, Expr, as_expr
 from mediatable.importers import read_rows
+from mediatable.io.urls import redact_url
 
 if TYPE_CHECKING:
     from mediatable.session import Session
 
 _ON_ERROR = ("abort", "ignore")
+log = logging.getLogger(__name__)
 
 
 class Table:
@@ -147,7 +151,7 @@ class Table:
         rows: Iterable[Mapping[str, Any]] | pd.DataFrame | str | os.PathLike[str] | None = None,
         /,
         *,
-        on_error: str = "abort",
+        on_error: str | None = None,
         quiet: bool = False,
         **values: Any,
     ) -> UpdateStatus:
@@ -157,8 +161,9 @@ class Table:
 
         Args:
             rows: a list of dicts, a pandas DataFrame, or a path to a CSV / Parquet file.
-            on_error: 'abort' (default): a computed value failing aborts the whole insert;
-                'ignore': the failing cell keeps an error (`t.col.errortype`/`errormsg`).
+            on_error: None (default): each computed column follows its own `on_error` (by default
+                'ignore': a failing cell keeps its error, the other cells and rows are stored);
+                'abort': any failing computed value aborts the whole insert, nothing is stored.
             quiet: do not print the summary line.
             **values: a single row given as keyword arguments (`t.insert(image='a.jpg', label='cat')`).
 
@@ -172,7 +177,8 @@ class Table:
         Examples:
             >>> # t.insert([{'image': 's3://bucket/cat.jpg', 'label': 'cat'}])
         """
-        check_choice("on_error", on_error, _ON_ERROR)
+        if on_error is not None:
+            check_choice("on_error", on_error, _ON_ERROR)
         if self._meta.is_view:
             raise InvalidArgument(f"{self.path!r} is a view: insert into its base table {self._meta.base.path!r}")
         if rows is not None and values:
@@ -265,36 +271,51 @@ class Table:
         pipeline = Pipeline(lease, self._session.media_store, self._session.settings.compute_workers, progress)
         pipeline.run(rows, self._targets(columns, on_error))
 
-    def _propagate(self, lease: Any, base_rows: list[dict[str, Any]], on_error: str) -> UpdateStatus:
-        """Views: run the iterator over new base rows, compute own columns, insert the view rows."""
+    def _propagate(self, lease: Any, base_rows: list[dict[str, Any]], on_error: str | None) -> UpdateStatus:
+        """Views: run the iterator over new base rows, compute own columns, insert the view rows.
+
+        Source files are prefetched concurrently; a base row whose file cannot be read or iterated
+        contributes no rows and counts as one error (or aborts, with `on_error='abort'`).
+        """
         spec = self._meta.iterator or {}
         iterator_cls = self._session.iterator_class(spec["name"])
         source, kwargs = spec["source"], spec.get("kwargs", {})
-        outputs = list(iterator_cls.output_schema)
-        media_access = Pipeline(lease, self._session.media_store, 1).media
+        schema = iterator_cls.output_schema
+        sources = [(row, row.get(source)) for row in base_rows if isinstance(row.get(source), str)]
         view_rows: list[dict[str, Any]] = []
-        for base_row in base_rows:
-            url = base_row.get(source)
-            if url is None or isinstance(url, CellError):
+        failed = 0
+        for (base_row, url), local in zip(sources, lease.get_many([u for _, u in sources]), strict=True):
+            try:
+                if isinstance(local, BaseException):
+                    raise local
+                produced = []
+                for item in iterator_cls(str(local), **kwargs):
+                    row = {k: v for k, v in base_row.items() if k != ROWID}
+                    row[BASE_ROWID] = base_row[ROWID]
+                    for name, col_type in schema.items():
+                        value = item[name]
+                        if col_type.is_media and value is not None:
+                            value = self._session.media_store.save(value, self._meta.id, name)
+                        row[name] = value
+                    produced.append(row)
+            except Exception as exc:
+                reason = str(exc).replace(str(local), redact_url(url))  # name the URL, not the cache file
+                message = f"{spec['name']} over {self._meta.base.path}.{source} (row {base_row[ROWID]}): {reason}"
+                if on_error == "abort":
+                    raise ComputeError(message, table=self.path, column=source, row=base_row[ROWID]) from exc
+                log.warning("view %s: %s", self.path, message)
+                failed += 1
                 continue
-            local = str(media_access.path(url))
-            for item in iterator_cls(local, **kwargs):
-                row = dict(base_row)
-                row.pop(ROWID, None)
-                row[BASE_ROWID] = base_row[ROWID]
-                for name in outputs:
-                    value = item[name]
-                    col_type = iterator_cls.output_schema[name]
-                    if col_type.is_media and value is not None:
-                        value = self._session.media_store.save(value, self._meta.id, name)
-                    row[name] = value
-                view_rows.append(row)
+            view_rows.extend(produced)
         computed = self._computed_columns()
         self._compute(lease, view_rows, computed, on_error, progress=None)
-        own = list(self._meta.own_columns.values())
         with self._session.engine.begin() as conn:
-            TableSql(self._meta).insert(conn, view_rows, own)
-        return _count(UpdateStatus(operation="inserted"), view_rows, computed, self._meta.path, values=False)
+            TableSql(self._meta).insert(conn, view_rows, list(self._meta.own_columns.values()))
+        status = _count(UpdateStatus(operation="inserted"), view_rows, computed, self._meta.path)
+        if failed:
+            status.num_excs += failed
+            status.cols_with_excs = sorted({*status.cols_with_excs, f"{self.path} (iterator)"})
+        return status
 
     # -- computed columns -------------------------------------------------------------------
     def add_computed_column(
@@ -394,7 +415,7 @@ class Table:
             bar.close()
         with self._session.engine.begin() as conn:
             sql.update(conn, rows, columns)
-        return _count(UpdateStatus(operation="updated"), rows, columns, self.path, values=False)
+        return _count(UpdateStatus(operation="updated"), rows, columns, self.path)
 
     def recompute_columns(self, *names: str, errors_only: bool = False, quiet: bool = False) -> UpdateStatus:
         """Compute the named computed columns again (and the columns that depend on them).

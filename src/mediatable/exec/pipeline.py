@@ -60,12 +60,23 @@ class MediaAccess:
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
         self.failed: dict[str, MediaError] = {}
+        self.urls_of_paths: dict[str, str] = {}  # local file -> redacted URL, to word errors for users
 
     def path(self, url: str) -> Path:
         error = self.failed.get(url)
         if error is not None:
             raise error
-        return self.lease.get(url)
+        local = self.lease.get(url)
+        self.urls_of_paths[str(local)] = redact_url(url)
+        return local
+
+    def reword(self, error: CellError) -> CellError:
+        """Name the media URL, not the cache file, in an error raised by a function reading it."""
+        message = error.errormsg
+        for local, url in self.urls_of_paths.items():
+            if local in message:
+                message = message.replace(local, url)
+        return error if message == error.errormsg else CellError(error.errortype, message, error.exc)
 
     def open(self, url: str, col_type: ts.ColumnType) -> Any:
         path = self.path(url)
@@ -229,7 +240,7 @@ class Pipeline:
                     env.values[target.name] = value
                     if isinstance(value, CellError) and target.on_error == "abort":
                         row_id = env.values.get("_rowid")
-                        where = f"row {row_id}" if row_id is not None else f"row {chunk[position]}"
+                        where = f"row {row_id}" if row_id is not None else f"input row {chunk[position]}"
                         raise ComputeError(
                             f"computing {target.table_path}.{target.name} failed at {where}: "
                             f"{value.errortype}: {value.errormsg}",
@@ -245,7 +256,9 @@ class Pipeline:
 
     def _finish(self, target: Target, value: Any) -> Any:
         """Save generated media and check the value against the column type."""
-        if value is None or isinstance(value, CellError):
+        if isinstance(value, CellError):
+            return self.media.reword(value)
+        if value is None:
             return value
         try:
             generated = not isinstance(value, str) or not is_url_like(value)
