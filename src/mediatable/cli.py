@@ -6,6 +6,8 @@ so adding one is one function and one line::
     mediatable cache info                 # entries, bytes, budget of the file cache
     mediatable cache prune --max-size 10GiB
     mediatable cache clear
+    mediatable ls [DIR]                   # directories and tables, with row counts
+    mediatable show TABLE [-n 10]         # schema and the first rows of a table or view
 
 Every command works on the home folder :func:`mediatable.config.load_settings` finds
 (`MEDIATABLE_HOME`, default `~/.mediatable`), or the one given with `--home`.
@@ -20,6 +22,7 @@ from collections.abc import Callable, Sequence
 from mediatable.config import Settings, load_settings, parse_size
 from mediatable.errors import Error
 from mediatable.io.cache import FileCache
+from mediatable.session import Session
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Settings], int]]
 
@@ -50,8 +53,46 @@ def _cache(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _ls_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", nargs="?", default=None, help="only what is inside this directory")
+
+
+def _ls(args: argparse.Namespace, settings: Settings) -> int:
+    session = Session(settings)
+    try:
+        for path in session.catalog.list_dirs(args.dir):
+            print(f"{path}/")
+        for path in session.catalog.list_tables(args.dir):
+            table = session.get_table(path)
+            kind = "view" if table._meta.is_view else "table"
+            print(f"{path}  ({kind}, {table.count()} rows, columns: {', '.join(table.columns)})")
+    finally:
+        session.close()
+    return 0
+
+
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("table", help="table or view path, e.g. cloud_demo.images")
+    parser.add_argument("-n", "--rows", type=int, default=10, help="how many rows to show (default 10)")
+
+
+def _show(args: argparse.Namespace, settings: Settings) -> int:
+    session = Session(settings)
+    try:
+        table = session.get_table(args.table)
+        print(table.describe())
+        print(f"\n{table.count()} rows; the first {args.rows}:")
+        stored = [table[name].fileurl if table[name].col_type.is_media else table[name] for name in table.columns]
+        print(table.select(*stored).limit(args.rows).collect())
+    finally:
+        session.close()
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "cache": ("inspect and trim the local file cache", _cache_arguments, _cache),
+    "ls": ("list directories and tables", _ls_arguments, _ls),
+    "show": ("show a table's schema and first rows", _show_arguments, _show),
 }
 
 

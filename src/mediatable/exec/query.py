@@ -21,6 +21,7 @@ from mediatable.errors import ExprError, InvalidArgument
 from mediatable.exec.pipeline import Pipeline, Target
 from mediatable.exec.rows import TableSql
 from mediatable.exprs.base import BoolOp, CellError, ColumnProperty, ColumnRef, Expr, as_expr
+from mediatable.io.urls import is_url_like, redact_url
 
 if TYPE_CHECKING:
     from mediatable.catalog.model import TableMeta
@@ -316,5 +317,7 @@ class ResultSet:
 def _cell_text(value: Any) -> str:
     if isinstance(value, PIL.Image.Image):
         return f"<Image {value.width}x{value.height} {value.mode}>"
+    if isinstance(value, str) and is_url_like(value):
+        value = redact_url(value)  # a stored presigned URL's signature is a secret: never print it
     text = str(value) if value is not None else "None"
     return text if len(text) <= 48 else text[:47] + "…"
