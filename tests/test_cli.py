@@ -17,7 +17,7 @@ def catalog(clean_env: Path) -> Path:
     mt.init(home=clean_env, quiet=True)
     mt.create_dir("demo")
     t = mt.create_table("demo.images", {"image": mt.Image, "n": mt.Int})
-    t.insert([{"image": "s3://bucket/a.jpg?sig=SECRET", "n": 1}, {"image": "/data/b.jpg", "n": 2}], quiet=True)
+    t.insert([{"image": "https://cdn.example.com/a.jpg?sig=SECRET", "n": 1}, {"image": "/data/b.jpg", "n": 2}], quiet=True)
     t.add_computed_column(double=t.n * 2, quiet=True)
     return clean_env
 
@@ -34,7 +34,7 @@ def test_show_prints_schema_and_rows(catalog: Path, capsys: pytest.CaptureFixtur
     assert main(["--home", str(catalog), "show", "demo.images", "-n", "1"]) == 0
     out = capsys.readouterr().out
     assert "double  Int  = (demo.images.n * 2)" in out
-    assert "2 rows; the first 1:" in out and "s3://bucket/a.jpg?…" in out and "/data/b.jpg" not in out
+    assert "2 rows; the first 1:" in out and "https://cdn.example.com/a.jpg?…" in out and "/data/b.jpg" not in out
     assert "SECRET" not in out
 
 
