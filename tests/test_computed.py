@@ -282,3 +282,18 @@ def test_insert_from_csv_parquet_and_pandas(home: Path, tmp_path: Path) -> None:
     assert t.where(t.label == None).count() == 3  # noqa: E711 - missing CSV cells are None
     with pytest.raises(mt.DataError, match="cannot import"):
         t.insert(tmp_path / "rows.xlsx", quiet=True)
+
+
+def test_cache_budget_smaller_than_the_working_set(clean_env: Path, http_server: FaultServer, tmp_path: Path) -> None:
+    urls = []
+    for i in range(24):
+        path = mediagen.make_jpeg(tmp_path / f"n{i}.jpg", size=(120, 90), noise=True)
+        urls.append(http_server.put(f"budget/{i}.jpg", path.read_bytes()))
+    size = (tmp_path / "n0.jpg").stat().st_size
+    session = mt.init(home=clean_env, quiet=True, cache_size=size * 6, max_concurrent_downloads=4)
+    t = mt.create_table("budget", {"image": mt.Image})
+    t.insert([{"image": u} for u in urls], quiet=True)
+    status = t.add_computed_column(width=t.image.width, quiet=True)
+    assert status.num_excs == 0 and t.where(t.width == 120).count() == 24
+    info = session.cache.info()
+    assert info.bytes <= size * 6 and info.entries <= 6 and info.bytes_downloaded == size * 24
