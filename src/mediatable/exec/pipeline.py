@@ -60,13 +60,16 @@ class MediaAccess:
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
         self.failed: dict[str, MediaError] = {}
+        self.prefetched: dict[str, Path] = {}  # what the prefetch stage already made local (pinned by the lease)
         self.urls_of_paths: dict[str, str] = {}  # local file -> redacted URL, to word errors for users
 
     def path(self, url: str) -> Path:
         error = self.failed.get(url)
         if error is not None:
             raise error
-        local = self.lease.get(url)
+        local = self.prefetched.get(url)
+        if local is None or not local.exists():
+            local = self.lease.get(url)
         self.urls_of_paths[str(local)] = redact_url(url)
         return local
 
@@ -222,6 +225,8 @@ class Pipeline:
                     result = next(results)
                     if isinstance(result, BaseException):
                         self.media.failed[flat[position]] = result
+                    else:
+                        self.media.prefetched[flat[position]] = result
                     position += 1
                 ready[index].set()
         except BaseException as exc:  # surfaced in run(); never lost in a thread
