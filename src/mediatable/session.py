@@ -71,34 +71,34 @@ class Session:
 
     # -- tables -------------------------------------------------------------------------------
     def create_table(self, path: str, schema: Mapping[str, Any], if_exists: str = "error") -> Table:
-        check_choice("if_exists", if_exists, ("error", "ignore", "replace"))
         if not isinstance(schema, Mapping) or not schema:
             raise InvalidArgument(
                 "create_table() needs a schema: a dict of column name -> type, e.g. {'image': mt.Image}"
             )
         columns = {name: ts.as_column_type(t) for name, t in schema.items()}
-        if path in self.catalog.list_tables():
-            if if_exists == "ignore":
-                return self.get_table(path)
-            if if_exists == "replace":
-                self.catalog.drop_table(path, force=True)
-            else:
-                raise AlreadyExists(f"table {path!r} already exists (pass if_exists='ignore' or 'replace')")
-        return Table(self, self.catalog.create_table(path, columns))
+        existing = self._existing(path, if_exists, "table")
+        return existing or Table(self, self.catalog.create_table(path, columns))
+
+    def _existing(self, path: str, if_exists: str, kind: str) -> Table | None:
+        """Apply `if_exists` to `path`: the existing table to keep, or None to create it (anew)."""
+        check_choice("if_exists", if_exists, ("error", "ignore", "replace"))
+        if path not in self.catalog.list_tables():
+            return None
+        if if_exists == "ignore":
+            return self.get_table(path)
+        if if_exists == "replace":
+            self.catalog.drop_table(path, force=True)
+            return None
+        raise AlreadyExists(f"{kind} {path!r} already exists (pass if_exists='ignore' or 'replace')")
 
     def create_view(self, path: str, base: Table, iterator: IteratorSpec, if_exists: str = "error") -> Table:
-        check_choice("if_exists", if_exists, ("error", "ignore", "replace"))
         if not isinstance(iterator, IteratorSpec):
             raise InvalidArgument("iterator= must be mt.frames(...), mt.audio_chunks(...) or mt.document_pages(...)")
         if iterator.source.column.owner_id not in base._meta.owner_ids():
             raise InvalidArgument(f"the iterator reads {iterator.source!r}, which is not a column of {base.path!r}")
-        if path in self.catalog.list_tables():
-            if if_exists == "ignore":
-                return self.get_table(path)
-            if if_exists == "replace":
-                self.catalog.drop_table(path, force=True)
-            else:
-                raise AlreadyExists(f"view {path!r} already exists (pass if_exists='ignore' or 'replace')")
+        existing = self._existing(path, if_exists, "view")
+        if existing is not None:
+            return existing
         iterator_cls = ITERATORS[iterator.name]
         clashes = set(iterator_cls.output_schema) & set(base.columns)
         if clashes:
@@ -111,10 +111,10 @@ class Session:
         }
         meta = self.catalog.create_table(path, dict(iterator_cls.output_schema), base=base._meta, iterator=spec)
         view = Table(self, meta)
-        existing = list(base._query()._rows())
-        if existing:
+        base_rows = list(base._query()._rows())
+        if base_rows:
             with self.cache_lease() as lease:
-                view._propagate(lease, existing, on_error=None)
+                view._propagate(lease, base_rows, on_error=None)
         return view
 
     def get_table(self, path: str) -> Table:
