@@ -297,3 +297,26 @@ def test_cache_budget_smaller_than_the_working_set(clean_env: Path, http_server:
     assert status.num_excs == 0 and t.where(t.width == 120).count() == 24
     info = session.cache.info()
     assert info.bytes <= size * 6 and info.entries <= 6 and info.bytes_downloaded == size * 24
+
+
+def test_eight_processes_share_one_download_per_url(home: Path, http_server: FaultServer, tmp_path: Path) -> None:
+    source = mediagen.make_jpeg(tmp_path / "shared.jpg", size=(33, 22)).read_bytes()
+    urls = [http_server.put(f"shared/{i}.jpg", source) for i in range(200)]
+    t = mt.create_table("shared", {"image": mt.Image})
+    t.insert([{"image": u} for u in urls], quiet=True)
+    http_server.set_fault(None, latency=0.005)  # keep downloads in flight long enough to overlap
+    script = textwrap.dedent(
+        f"""
+        import mediatable as mt
+        mt.init(home={str(home)!r}, quiet=True)
+        t = mt.get_table('shared')
+        widths = t.select(w=t.image.width).collect()['w']
+        assert widths == [33] * 200, widths
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(8)]
+    assert [p.wait(timeout=180) for p in procs] == [0] * 8
+    assert http_server.count() == 200
+    info = mt.api._session().cache.info()
+    assert info.entries == 200 and info.bytes == 200 * len(source)
+    assert len(list((home / "file_cache").glob("*/*.jpg"))) == 200
