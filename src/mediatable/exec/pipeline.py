@@ -170,12 +170,18 @@ class Pipeline:
         ready = [threading.Event() for _ in chunks]
         prefetch_error: list[BaseException] = []
         stop = threading.Event()
+        # Light work (header reads, arithmetic) holds the GIL: more threads only add switching.
+        workers = 1 if all(_is_light(t.expr) for t in targets) else self.workers
+        # Backpressure: the prefetch stage takes a chunk's files from the cache only when a worker is free
+        # for it. Downloads still run ahead inside the cache (get_many's window keeps those files pinned);
+        # files handed out are few, and used before the cache's pin window lets them go.
+        ahead = threading.Semaphore(workers)
 
         urls_per_row = [[u for u in (row.get(n) for n in inputs) if isinstance(u, str)] for row in rows]
         if any(urls_per_row):
             thread = threading.Thread(
                 target=self._prefetch,
-                args=(urls_per_row, chunks, ready, prefetch_error, stop),
+                args=(urls_per_row, chunks, ready, prefetch_error, stop, ahead),
                 name="mediatable-prefetch",
                 daemon=True,
             )
@@ -185,8 +191,6 @@ class Pipeline:
             for event in ready:
                 event.set()
 
-        # Light work (header reads, arithmetic) holds the GIL: more threads only add switching.
-        workers = 1 if all(_is_light(t.expr) for t in targets) else self.workers
         pending: collections.deque[Future[None]] = collections.deque()
         try:
             with ThreadPoolExecutor(workers, thread_name_prefix="mediatable-compute") as pool:
@@ -194,7 +198,9 @@ class Pipeline:
                     ready[index].wait()
                     if prefetch_error:
                         raise prefetch_error[0]
-                    pending.append(pool.submit(self._compute_chunk, rows, chunk, targets))
+                    future = pool.submit(self._compute_chunk, rows, chunk, targets)
+                    future.add_done_callback(lambda _: ahead.release())
+                    pending.append(future)
                     while len(pending) >= 2 * workers:
                         pending.popleft().result()
                 while pending:
@@ -213,12 +219,16 @@ class Pipeline:
         ready: list[threading.Event],
         errors: list[BaseException],
         stop: threading.Event,
+        ahead: threading.Semaphore,
     ) -> None:
         flat = [url for urls in urls_per_row for url in urls]
         try:
             results = iter(self.media.lease.get_many(flat))
             position = 0
             for index, chunk in enumerate(chunks):
+                while not ahead.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
                 for _ in range(sum(len(urls_per_row[i]) for i in chunk)):
                     if stop.is_set():
                         return
