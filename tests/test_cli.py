@@ -17,7 +17,9 @@ def catalog(clean_env: Path) -> Path:
     mt.init(home=clean_env, quiet=True)
     mt.create_dir("demo")
     t = mt.create_table("demo.images", {"image": mt.Image, "n": mt.Int})
-    t.insert([{"image": "https://cdn.example.com/a.jpg?sig=SECRET", "n": 1}, {"image": "/data/b.jpg", "n": 2}], quiet=True)
+    t.insert(
+        [{"image": "https://cdn.example.com/a.jpg?sig=SECRET", "n": 1}, {"image": "/data/b.jpg", "n": 2}], quiet=True
+    )
     t.add_computed_column(double=t.n * 2, quiet=True)
     return clean_env
 
