@@ -7,6 +7,7 @@ Servers (HTTP, S3, GCS, Azure, PostgreSQL) are real processes on 127.0.0.1, defi
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,3 +37,16 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
     yield tmp_path / "mthome"
     while mt.api._current:  # close what mt.init() opened: no connection outlives its test
         mt.api._current.pop().close()
+
+
+@pytest.fixture
+def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Files made through `tempfile` (clips, audio chunks) go to the test's own folder, which is returned.
+
+    Modules whose functions write such files use it for every test:
+    `pytestmark = pytest.mark.usefixtures("private_tempdir")`.
+    """
+    folder = tmp_path / "tempfiles"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder

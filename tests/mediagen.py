@@ -19,7 +19,7 @@ Examples:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +28,7 @@ from typing import Any
 import av
 import numpy as np
 import PIL.Image
+import pytest
 
 from mediatable import types as ts
 from mediatable.exprs.base import ColumnRef
@@ -253,6 +254,16 @@ def make_m4a(path: str | os.PathLike[str], seconds: float = 1.0, sample_rate: in
     return make_audio(path, seconds, sample_rate, channels, codec="aac")
 
 
+# -- not media ------------------------------------------------------------------------------------
+
+
+def make_text_file(path: str | os.PathLike[str]) -> Path:
+    """Write plain text under a media name (`notes.wav`, `notes.mp4`): no demuxer can open it."""
+    path = Path(path)
+    path.write_text("just text")
+    return path
+
+
 # -- documents ------------------------------------------------------------------------------------
 
 
@@ -320,6 +331,19 @@ def make_corrupt_pdf(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     path.write_bytes(b"%PDF-1.4\n" + b"this is not a pdf body\n" * 20)
     return path
+
+
+# -- checking errors ------------------------------------------------------------------------------
+
+
+def assert_raises_each(
+    function: Callable[..., Any], args: tuple, cases: Sequence[tuple[Path, type[Exception], str | None]]
+) -> None:
+    """Check that `function(path, *args)` raises `error` (its message matching `match`) for every
+    `(path, error, match)` in `cases`; `match=None` checks the type only."""
+    for path, error, match in cases:
+        with pytest.raises(error, match=match):
+            function(path, *args)
 
 
 # -- evaluating expressions over local files -------------------------------------------------------

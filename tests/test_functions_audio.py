@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import os
-import tempfile
 from pathlib import Path
 
 import av
@@ -19,28 +18,19 @@ from mediatable.exprs.methods import lookup_method
 from mediatable.functions import audio
 from mediatable.functions.udf import Function
 
+pytestmark = pytest.mark.usefixtures("private_tempdir")  # see conftest.py
+
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("audio")
-    not_audio = folder / "notes.wav"
-    not_audio.write_text("just text")
     return {
         "wav": mediagen.make_wav(folder / "mono.wav", seconds=2.0, sample_rate=16000, channels=1),
         "m4a": mediagen.make_m4a(folder / "stereo.m4a", seconds=2.0, sample_rate=44100, channels=2),
         "mp4": mediagen.make_mp4(folder / "talk.mp4", seconds=3, fps=10, with_audio=True, sample_rate=22050),
         "silent_video": mediagen.make_mp4(folder / "silent.mp4", seconds=1, fps=10),
-        "not_audio": not_audio,
+        "not_audio": mediagen.make_text_file(folder / "notes.wav"),
     }
-
-
-@pytest.fixture(autouse=True)
-def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Clips go to tempfile's folder: keep them in the test's own folder."""
-    folder = tmp_path / "tempfiles"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def samples_of(path: str | Path) -> np.ndarray:
@@ -111,12 +101,12 @@ CALLS = [
 
 @pytest.mark.parametrize(("function", "args"), CALLS, ids=[f.__name__ for f, _ in CALLS])
 def test_decode_errors(media: dict[str, Path], tmp_path: Path, function: Function, args: tuple) -> None:
-    with pytest.raises(MediaDecodeError, match=r"cannot decode audio .*notes\.wav"):
-        function(media["not_audio"], *args)
-    with pytest.raises(MediaDecodeError, match="no audio stream"):
-        function(media["silent_video"], *args)
-    with pytest.raises(MediaNotFound):
-        function(tmp_path / "missing.wav", *args)
+    cases = [
+        (media["not_audio"], MediaDecodeError, r"cannot decode audio .*notes\.wav"),
+        (media["silent_video"], MediaDecodeError, "no audio stream"),
+        (tmp_path / "missing.wav", MediaNotFound, None),
+    ]
+    mediagen.assert_raises_each(function, args, cases)
 
 
 def test_registered_as_audio_methods() -> None:

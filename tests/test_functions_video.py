@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import os
-import tempfile
 from pathlib import Path
 
 import av
@@ -18,30 +17,21 @@ from mediatable.exprs.methods import lookup_method
 from mediatable.functions import audio, video
 from mediatable.functions.udf import Function
 
+pytestmark = pytest.mark.usefixtures("private_tempdir")  # see conftest.py
+
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("videos")
-    not_video = folder / "notes.mp4"
-    not_video.write_text("just text")
     return {
         # 5 s, 10 fps, a keyframe every second, AAC sound
         "h264": mediagen.make_mp4(folder / "h264.mp4", seconds=5, fps=10, with_audio=True, gop=10),
         "mpeg4": mediagen.make_mp4(folder / "mpeg4.mp4", seconds=2, fps=25, size=(64, 48), codec="mpeg4"),
         "mkv": mediagen.make_mp4(folder / "counted.mkv", seconds=3, fps=10, size=(64, 48), with_audio=True),
         "truncated": mediagen.make_truncated_mp4(folder / "truncated.mp4"),
-        "not_video": not_video,
+        "not_video": mediagen.make_text_file(folder / "notes.mp4"),
         "wav": mediagen.make_wav(folder / "tone.wav", seconds=1.0),
     }
-
-
-@pytest.fixture(autouse=True)
-def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Clips go to tempfile's folder: keep them in the test's own folder."""
-    folder = tmp_path / "tempfiles"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def test_metadata(media: dict[str, Path]) -> None:
@@ -140,14 +130,13 @@ CALLS = [
 
 @pytest.mark.parametrize(("function", "args"), CALLS, ids=[f.__name__ for f, _ in CALLS])
 def test_decode_errors(media: dict[str, Path], tmp_path: Path, function: Function, args: tuple) -> None:
-    with pytest.raises(MediaDecodeError, match=r"cannot decode video .*truncated\.mp4.*Invalid data"):
-        function(media["truncated"], *args)
-    with pytest.raises(MediaDecodeError, match=r"cannot decode video .*notes\.mp4"):
-        function(media["not_video"], *args)
-    with pytest.raises(MediaDecodeError, match="no video stream"):
-        function(media["wav"], *args)
-    with pytest.raises(MediaNotFound):
-        function(tmp_path / "missing.mp4", *args)
+    cases = [
+        (media["truncated"], MediaDecodeError, r"cannot decode video .*truncated\.mp4.*Invalid data"),
+        (media["not_video"], MediaDecodeError, r"cannot decode video .*notes\.mp4"),
+        (media["wav"], MediaDecodeError, "no video stream"),
+        (tmp_path / "missing.mp4", MediaNotFound, None),
+    ]
+    mediagen.assert_raises_each(function, args, cases)
 
 
 def test_registered_as_video_methods() -> None:

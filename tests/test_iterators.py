@@ -5,7 +5,6 @@ from __future__ import annotations
 import doctest
 import gc
 import os
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -26,6 +25,8 @@ from mediatable.iterators import (
     frames,
 )
 
+pytestmark = pytest.mark.usefixtures("private_tempdir")  # see conftest.py
+
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -41,15 +42,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "pdf": mediagen.make_pdf(folder / "doc.pdf", ["first page", "second page", ""]),
         "truncated": mediagen.make_truncated_mp4(folder / "truncated.mp4"),
     }
-
-
-@pytest.fixture(autouse=True)
-def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Audio chunks go to tempfile's folder: keep them in the test's own folder."""
-    folder = tmp_path / "tempfiles"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def test_output_schemas() -> None:

@@ -58,6 +58,18 @@ def first_stream(container: av.container.InputContainer, kind: str) -> Any:
     return streams[0]
 
 
+@contextmanager
+def open_stream(path: str | os.PathLike[str], kind: str) -> Iterator[tuple[av.container.InputContainer, Any]]:
+    """Open a local media file (:func:`open_input`) and give it with its first `kind` stream (:func:`first_stream`).
+
+    Raises:
+        MediaNotFound: no such file.
+        MediaDecodeError: not a media file FFmpeg can read, or it has no stream of that kind.
+    """
+    with open_input(path, kind) as container:
+        yield container, first_stream(container, kind)
+
+
 def _origin(container: av.container.InputContainer) -> float:
     return (container.start_time or 0) / av.time_base
 
@@ -125,6 +137,18 @@ def duration_and_frames(container: av.container.InputContainer, stream: Any) -> 
     if not frames:
         raise MediaDecodeError(f"no {stream.type} data in {container.name!r}")
     return duration, frames
+
+
+def stream_duration(path: str | os.PathLike[str], kind: str) -> float:
+    """The duration in seconds of a file's first `'video'` or `'audio'` stream (:func:`duration_and_frames`).
+
+    Raises:
+        MediaNotFound: no such file.
+        MediaDecodeError: not a readable file, or it has no data of that kind.
+    """
+    with open_stream(path, kind) as (container, stream):
+        seconds, _ = duration_and_frames(container, stream)
+    return seconds
 
 
 def trim_audio(frame: av.AudioFrame, seconds: float, start: float, end: float | None) -> av.AudioFrame | None:

@@ -37,8 +37,7 @@ def metadata(audio: ts.Audio) -> dict[str, Any]:
         >>> metadata("tone.wav")  # doctest: +SKIP
         {'duration': 2.0, 'sample_rate': 16000, 'channels': 1, 'codec': 'pcm_s16le', 'bitrate': 256000}
     """
-    with _av.open_input(audio, "audio") as container:
-        stream = _av.first_stream(container, "audio")
+    with _av.open_stream(audio, "audio") as (container, stream):
         info = {
             "sample_rate": stream.rate,
             "channels": stream.channels,
@@ -57,9 +56,7 @@ def duration(audio: ts.Audio) -> float:
         >>> duration("tone.wav")  # doctest: +SKIP
         2.0
     """
-    with _av.open_input(audio, "audio") as container:
-        seconds, _ = _av.duration_and_frames(container, _av.first_stream(container, "audio"))
-    return seconds
+    return _av.stream_duration(audio, "audio")
 
 
 @udf(method_of=ts.Audio, is_property=True)
@@ -70,8 +67,8 @@ def sample_rate(audio: ts.Audio) -> int:
         >>> sample_rate("tone.wav")  # doctest: +SKIP
         16000
     """
-    with _av.open_input(audio, "audio") as container:
-        rate: int = _av.first_stream(container, "audio").rate
+    with _av.open_stream(audio, "audio") as (_, stream):
+        rate: int = stream.rate
     return rate
 
 
@@ -83,8 +80,8 @@ def channels(audio: ts.Audio) -> int:
         >>> channels("tone.wav")  # doctest: +SKIP
         1
     """
-    with _av.open_input(audio, "audio") as container:
-        count: int = _av.first_stream(container, "audio").channels
+    with _av.open_stream(audio, "audio") as (_, stream):
+        count: int = stream.channels
     return count
 
 

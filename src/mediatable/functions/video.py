@@ -37,8 +37,7 @@ def metadata(video: ts.Video) -> dict[str, Any]:
         >>> metadata("clip.mp4")  # doctest: +SKIP
         {'duration': 5.0, 'fps': 10.0, 'frame_count': 50, 'width': 160, 'height': 120, 'codec': 'h264', ...}
     """
-    with _av.open_input(video, "video") as container:
-        stream = _av.first_stream(container, "video")
+    with _av.open_stream(video, "video") as (container, stream):
         rate = stream.average_rate or stream.guessed_rate
         info = {
             "fps": float(rate) if rate else None,
@@ -60,9 +59,7 @@ def duration(video: ts.Video) -> float:
         >>> duration("clip.mp4")  # doctest: +SKIP
         5.0
     """
-    with _av.open_input(video, "video") as container:
-        seconds, _ = _av.duration_and_frames(container, _av.first_stream(container, "video"))
-    return seconds
+    return _av.stream_duration(video, "video")
 
 
 @udf(method_of=ts.Video)
@@ -88,8 +85,7 @@ def extract_frame(video: ts.Video, timestamp: float) -> ts.Image:
     """
     if timestamp < 0:
         raise ValueError(f"timestamp must be >= 0, got {timestamp}")
-    with _av.open_input(video, "video") as container:
-        stream = _av.first_stream(container, "video")
+    with _av.open_stream(video, "video") as (container, stream):
         for _, frame, seconds in _av.decode(container, [stream], timestamp):
             if seconds >= timestamp - _av.EPS:
                 image: PIL.Image.Image = frame.to_image()
