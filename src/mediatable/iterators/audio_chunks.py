@@ -93,6 +93,4 @@ class AudioChunkIterator:
         return bounds
 
     def _duration(self) -> float:
-        with _av.open_input(self.path, "audio") as container:
-            duration, _ = _av.duration_and_frames(container, _av.first_stream(container, "audio"))
-        return duration
+        return _av.stream_duration(self.path, "audio")

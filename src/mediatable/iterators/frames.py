@@ -86,8 +86,7 @@ class FrameIterator:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         times = self._sample_times()
-        with _av.open_input(self.path, "video") as container:
-            stream = _av.first_stream(container, "video")
+        with _av.open_stream(self.path, "video") as (container, stream):
             if self.keyframes_only:
                 stream.codec_context.skip_frame = "NONKEY"  # the decoder drops the others unread
             frames = ((frame, seconds) for _, frame, seconds in _av.decode(container, [stream]))
@@ -99,8 +98,7 @@ class FrameIterator:
         """The sample times, or None for every (key)frame. Reads the header (or counts packets)."""
         if self.fps is None and self.num_frames is None:
             return None
-        with _av.open_input(self.path, "video") as container:
-            stream = _av.first_stream(container, "video")
+        with _av.open_stream(self.path, "video") as (container, stream):
             native_rate = stream.average_rate or stream.guessed_rate
             duration, frame_count = _av.duration_and_frames(container, stream)
         if self.fps is not None:
