@@ -18,6 +18,8 @@ Targets: cold <= 1.25 x bare; warm >= 20,000 rows/s. Run: `.venv/bin/python benc
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import multiprocessing
 import os
 import shutil
@@ -25,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import obstore
@@ -111,23 +113,52 @@ def widths_get(cache: FileCache, urls: list[str]) -> list[int]:
         return [PIL.Image.open(lease.get(url)).width for url in urls]
 
 
-def main() -> None:
+@dataclasses.dataclass
+class RemoteImages:
+    """N generated JPEGs served over HTTP from another process; `work` is a scratch folder."""
+
+    work: Path
+    base: str
+    names: list[str]
+    total_bytes: int
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"{self.base}/{name}" for name in self.names]
+
+
+@contextlib.contextmanager
+def remote_images(count: int = N, latency: float = LATENCY) -> Iterator[RemoteImages]:
+    """Generate `count` JPEGs, serve them with `latency` per request; stop the server and clean up after."""
     work = Path(tempfile.mkdtemp(prefix="mt-bench-"))
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    ready = context.Queue()
+    stop, ready = context.Event(), context.Queue()
     server = None
     try:
         images = work / "images"
         images.mkdir()
         started = time.perf_counter()
-        total_bytes = make_images(images, N)
-        print(f"generated {N} JPEGs, {total_bytes / N / 1024:.1f} KiB each, in {time.perf_counter() - started:.1f} s")
-        server = context.Process(target=serve, args=(str(images), LATENCY, ready, stop), daemon=True)
+        total_bytes = make_images(images, count)
+        print(
+            f"generated {count} JPEGs, {total_bytes / count / 1024:.1f} KiB each, in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        server = context.Process(target=serve, args=(str(images), latency, ready, stop), daemon=True)
         server.start()
         base = ready.get(timeout=30)
-        names = [f"img{i:04d}.jpg" for i in range(N)]
-        urls = [f"{base}/{name}" for name in names]
+        yield RemoteImages(work, base, [f"img{i:04d}.jpg" for i in range(count)], total_bytes)
+    finally:
+        stop.set()
+        if server is not None:
+            server.join(timeout=10)
+            if server.is_alive():
+                server.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    with remote_images() as remote:
+        work, base, names, urls = remote.work, remote.base, remote.names, remote.urls
 
         bare_times, cold_times = [], []
         warm_many = warm_get = warm_reopened = 0.0
@@ -176,13 +207,6 @@ def main() -> None:
             for name, times in (("cold", cold_times), ("bare", bare_times))
         )
         print(runs)
-    finally:
-        stop.set()
-        if server is not None:
-            server.join(timeout=10)
-            if server.is_alive():
-                server.kill()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

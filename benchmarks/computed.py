@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import multiprocessing
 import os
 import resource
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cold_warm import CONCURRENCY, LATENCY, N, bare_loop, make_images, serve
+from cold_warm import CONCURRENCY, LATENCY, REPEATS, N, bare_loop, remote_images
 
 import mediatable as mt
 
@@ -52,30 +49,20 @@ def fresh_table(home: Path, urls: list[str]) -> mt.Table:
 
 
 def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="mt-bench-computed-"))
-    context = multiprocessing.get_context("spawn")
-    stop, ready = context.Event(), context.Queue()
-    server = None
     cores = os.cpu_count() or 1
-    try:
-        images = work / "images"
-        images.mkdir()
-        total_bytes = make_images(images, N)
-        server = context.Process(target=serve, args=(str(images), LATENCY, ready, stop), daemon=True)
-        server.start()
-        base = ready.get(timeout=30)
-        names = [f"img{i:04d}.jpg" for i in range(N)]
-        urls = [f"{base}/{name}" for name in names]
+    with remote_images() as remote:
+        work, base, names, urls, total_bytes = remote.work, remote.base, remote.names, remote.urls, remote.total_bytes
 
-        bare_times = []
-        for attempt in range(2):
+        # bare and cold alternate, so both see the same machine state; medians of REPEATS
+        bare_times, cold_runs = [], []
+        for attempt in range(REPEATS):
             out = work / f"bare{attempt}"
             out.mkdir()
             bare_times.append(measure(lambda out=out: bare_loop(base, names, out))[0])
+            table = fresh_table(work / f"home-width{attempt}", urls)
+            cold_runs.append(measure(lambda table=table: table.add_computed_column(width=table.image.width)))
         bare = statistics.median(bare_times)
-
-        table = fresh_table(work / "home-width", urls)
-        cold_width = measure(lambda: table.add_computed_column(width=table.image.width))
+        cold_width = sorted(cold_runs)[len(cold_runs) // 2]
         warm_width = measure(lambda: table.add_computed_column(width_again=table.image.width))
         assert table.where(table.width == 376).count() == N
 
@@ -100,18 +87,15 @@ def main() -> None:
         ]:
             print(f"{name:38} {wall:8.3f} {N / wall:9,.0f} {cpu / wall / cores:8.0%}")
         print(f"\ncold width throughput / bare loop throughput  {bare / cold_width[0]:.0%}   (target >= 90%)")
+        print(
+            f"cold width runs {', '.join(f'{w:.3f}' for w, _ in cold_runs)}; bare runs "
+            f"{', '.join(f'{t:.3f}' for t in bare_times)}"
+        )
         print(f"cold width / ideal                            {cold_width[0] / ideal:.2f}x")
         print(
             f"cold resize CPU use                           {cold_resize[1] / cold_resize[0] / cores:.0%} of "
             f"{cores} cores; warm {warm_resize[1] / warm_resize[0] / cores:.0%}"
         )
-    finally:
-        stop.set()
-        if server is not None:
-            server.join(timeout=10)
-            if server.is_alive():
-                server.kill()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
