@@ -11,9 +11,11 @@ See :class:`FileCache` for the contract. Layout under ``settings.cache_dir`` (``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import itertools
 import logging
@@ -30,10 +32,10 @@ import uuid
 import warnings
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Sized
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sized
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from tqdm import tqdm
 
@@ -46,6 +48,7 @@ from mediatable.io.urls import MediaUrl, parse_url, redact_url
 __all__ = ["CacheInfo", "CacheThrashingWarning", "FileCache", "Lease", "Pruned"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -361,6 +364,74 @@ class _Index:
                 future.set_exception(exc)
 
 
+class _EventLoop:
+    """The thread that runs every download of one cache: an asyncio loop and a gate on transfers.
+
+    Downloads are coroutines on one loop (obstore's async API) rather than a pool of threads: the
+    bookkeeping of a download (locks, reservations, rename, index) then runs without 32 threads
+    competing for the GIL, which measured cheaper than any thread pool here.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.gate = asyncio.Semaphore(concurrency)
+        self.refill = asyncio.Lock()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="mt-fetch", daemon=True)
+        self._thread.start()
+
+    def submit_many(self, coros: list[Coroutine[Any, Any, _T]]) -> list[Future[_T]]:
+        """Start coroutines as tasks with one wake-up of the loop; each gets a thread-safe future.
+
+        Cancelling a future cancels its task.
+        """
+        futures: list[Future[_T]] = [Future() for _ in coros]
+
+        def start() -> None:
+            for coro, future in zip(coros, futures, strict=True):
+                if future.cancelled():  # given up before it started
+                    coro.close()
+                    continue
+                task = self.loop.create_task(coro)
+                task.add_done_callback(functools.partial(_settle, future))
+                future.add_done_callback(functools.partial(_cancel_task, self.loop, task))
+
+        self.loop.call_soon_threadsafe(start)
+        return futures
+
+    def close(self) -> None:
+        """Cancel what still runs (its finally blocks clean up), then stop the thread."""
+
+        async def cancel_all() -> None:
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=60)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+def _settle(future: Future[_T], task: asyncio.Task[_T]) -> None:
+    """Copy a finished task's outcome to its thread-safe future."""
+    if future.done():
+        return  # cancelled by the caller
+    if task.cancelled():  # the cache closed under it
+        future.set_exception(CacheError("the file cache closed before the download finished"))
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())
+
+
+def _cancel_task(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], future: Future[Any]) -> None:
+    if future.cancelled() and not loop.is_closed():
+        loop.call_soon_threadsafe(task.cancel)
+
+
 class FileCache:
     """Remote media as local files: one bounded, crash-safe cache shared by threads and processes.
 
@@ -447,13 +518,14 @@ class FileCache:
         self._dirty_pins: set[str] = set()
         self._pending_access: dict[str, float] = {}
         self._flush_queued = False
+        self._temp_ids = itertools.count()  # unique temp names without asking the OS for randomness
         self._credit = 0  # bytes reserved in the index under `_credit_row` and not yet handed out
         self._credit_row = f"credit:{self._owner}"
-        self._chunk = min(self.budget // 64, 256 * 1024**2)
+        self._chunk = min(self.budget // 256, 64 * 1024**2)
         self._access_written: dict[str, float] = {}  # url -> last access time written to the index
         self._inflight: dict[str, Future[_Outcome]] = {}
         self._inflight_lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+        self._loop: _EventLoop | None = None
         self._known_dirs: set[str] = set()
         self._leases: set[Lease] = set()
         self._closed = False
@@ -577,9 +649,9 @@ class FileCache:
             leases = list(self._leases)
         for lease in leases:
             lease.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
         self._closed = True
 
         def forget_me(db: sqlite3.Connection) -> None:
@@ -742,24 +814,33 @@ class FileCache:
                 self._unlock_entry(lock, digest)
 
     # Space for downloads in flight is reserved in the index, where every process sees it. To keep
-    # an index write out of most downloads, a process reserves a chunk of space at a time (1/64 of
-    # the budget, at most 256 MiB) under one row of its own, and hands it out locally: its *credit*.
+    # an index write out of most downloads, a process reserves a chunk of space at a time (1/256 of
+    # the budget, at most 64 MiB) under one row of its own, and hands it out locally: its *credit*.
     # Publishing an entry moves its bytes from that row to the entry. Unused credit goes back when a
     # lease closes and with the cache. Each temp file also gets a row of
     # size 0 (written in the background) so that the files of a crashed process can be found.
 
-    def _reserve(self, size: int, lease: Lease) -> bool:
-        """Reserve ``size`` bytes for a download, evicting LRU entries; False when there is no room."""
+    def _take_credit(self, size: int) -> bool:
         with self._lock:
-            granted = self._credit >= size
-            if granted:
-                self._credit -= size
-        if not granted:
+            if self._credit < size:
+                return False
+            self._credit -= size
+            return True
+
+    async def _reserve(self, size: int, lease: Lease) -> bool:
+        """Reserve ``size`` bytes for a download, evicting LRU entries; False when there is no room."""
+        if self._take_credit(size):
+            return True
+        assert self._loop is not None
+        async with self._loop.refill:  # one refill at a time, or 32 downloads reserve 32 chunks
+            if self._take_credit(size):
+                return True
             victims = None
+            loop = asyncio.get_running_loop()
             for want in dict.fromkeys((max(size, self._chunk), size)):  # a chunk, else just this file
-                victims = self._reserve_once(want)
-                if victims is None and self._forget_dead():
-                    victims = self._reserve_once(want)  # dead processes held space
+                victims = await asyncio.wrap_future(self._reserve_once(want))
+                if victims is None and await loop.run_in_executor(None, self._forget_dead):
+                    victims = await asyncio.wrap_future(self._reserve_once(want))  # dead processes held space
                 if victims is not None:
                     with self._lock:
                         self._credit += want - size
@@ -772,8 +853,8 @@ class FileCache:
                     lease._evicted.update(url for url, _, _ in victims)
         return True
 
-    def _reserve_once(self, size: int) -> list[tuple[str, str, int]] | None:
-        """Add ``size`` bytes to this object's reservation; returns the evicted entries (None: no room)."""
+    def _reserve_once(self, size: int) -> Future[list[tuple[str, str, int]] | None]:
+        """Add ``size`` bytes to this object's reservation; resolves to the evicted entries (None: no room)."""
 
         def reserve(db: sqlite3.Connection) -> list[tuple[str, str, int]] | None:
             ((used,),) = db.execute(
@@ -794,7 +875,7 @@ class FileCache:
             )
             return victims
 
-        return self._index.write(reserve)
+        return self._index.submit(reserve)
 
     def _unreserve(self, size: int) -> None:
         """A download that will not be published gives its space back (to this object's credit)."""
@@ -971,6 +1052,19 @@ class FileCache:
                 return fd
             os.close(fd)  # the holder unlinked it while we waited: lock the new file instead
 
+    async def _entry_lock_async(self, digest: str) -> int:
+        """:meth:`_entry_lock` without blocking the event loop while another process downloads."""
+        fd = self._try_entry_lock(digest)
+        if fd is not None:
+            return fd
+        waiting = asyncio.get_running_loop().run_in_executor(None, self._entry_lock, digest)
+        try:
+            return await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            # The thread still gets the lock eventually: release it then.
+            waiting.add_done_callback(lambda done: done.exception() or self._unlock_entry(done.result(), digest))
+            raise
+
     def _try_entry_lock(self, digest: str) -> int | None:
         """The lock of one entry if nobody holds it (no download of it is running), else None."""
         if _OFD_LOCKS:
@@ -1019,11 +1113,16 @@ class FileCache:
             return parsed
         return parse_url(url)
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> Future[_T]:
+        """Schedule a coroutine on the cache's event-loop thread (started on first use)."""
+        return self._run_many([coro])[0]
+
+    def _run_many(self, coros: list[Coroutine[Any, Any, _T]]) -> list[Future[_T]]:
         with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="mt-fetch")
-            return self._pool
+            if self._loop is None:
+                self._check_open()
+                self._loop = _EventLoop(self._concurrency)
+            return self._loop.submit_many(coros)
 
     def _hit(self, url: str, entry: _Entry, lease: Lease, prefetch: bool = False) -> Path:
         with self._lock:
@@ -1033,7 +1132,7 @@ class FileCache:
         self._maybe_flush()
         return entry.path
 
-    def _obtain(
+    async def _obtain(
         self,
         mu: MediaUrl,
         lease: Lease,
@@ -1043,28 +1142,28 @@ class FileCache:
     ) -> Path:
         """The local file of a remote URL: from the cache, or downloaded (once per URL at a time).
 
-        ``prefetch``: fetched ahead for :meth:`Lease.get_many`; pinned outside the lease's pin window
-        until it is handed to the consumer. ``missing``: the caller just looked in the index.
+        Runs on the cache's event loop. ``prefetch``: fetched ahead for :meth:`Lease.get_many`;
+        pinned outside the lease's pin window until it is handed to the consumer. ``missing``: the
+        caller just looked in the index.
         """
         url = mu.url
         fresh: ObjectInfo | None = None
         if self._validate and url not in lease._validated:
-            fresh = _fetch.head(self._stores, mu, policy=self._policy)
+            fresh = await _fetch.head_async(self._stores, mu, policy=self._policy)
             with self._lock:
                 lease._validated.add(url)
         private = lease._private.get(url)
         if private is not None and fresh is None:
             return private
-        if missing and fresh is None:
-            return self._shared_download(mu, lease, fresh, on_bytes, prefetch)
-        entry = self._memo.get(url)
-        if entry is None or not os.path.exists(entry.name):
-            entry = self._lookup(url)
-        if entry is not None and (fresh is None or _same_version(entry, fresh)):
-            return self._hit(url, entry, lease, prefetch)
-        return self._shared_download(mu, lease, fresh, on_bytes, prefetch)
+        if not (missing and fresh is None):
+            entry = self._memo.get(url)
+            if entry is None or not os.path.exists(entry.name):
+                entry = self._lookup(url)
+            if entry is not None and (fresh is None or _same_version(entry, fresh)):
+                return self._hit(url, entry, lease, prefetch)
+        return await self._shared_download(mu, lease, fresh, on_bytes, prefetch)
 
-    def _shared_download(
+    async def _shared_download(
         self,
         mu: MediaUrl,
         lease: Lease,
@@ -1073,21 +1172,32 @@ class FileCache:
         prefetch: bool,
     ) -> Path:
         url = mu.url
-        with self._inflight_lock:
-            future = self._inflight.get(url)
-            leader = future is None
-            if future is None:
-                future = self._inflight[url] = Future()
-        if not leader:
-            outcome = future.result()
+        while True:
+            with self._inflight_lock:
+                future = self._inflight.get(url)
+                leader = future is None
+                if future is None:
+                    future = self._inflight[url] = Future()
+            if leader:
+                break
+            try:
+                outcome = await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if future.cancelled() and not (task is not None and task.cancelling()):
+                    continue  # the leader was cancelled, not us: download it ourselves
+                raise
             if outcome.cached:
                 return self._hit(url, self._memo.get(url) or _entry_of(outcome), lease, prefetch)
             try:
                 return lease._adopt(url, outcome.path)
             except OSError:  # the other lease already closed
-                return self._download(mu, lease, fresh, on_bytes, prefetch).path
+                return (await self._download(mu, lease, fresh, on_bytes, prefetch)).path
         try:
-            outcome = self._download(mu, lease, fresh, on_bytes, prefetch)
+            outcome = await self._download(mu, lease, fresh, on_bytes, prefetch)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             raise
@@ -1098,7 +1208,7 @@ class FileCache:
                 self._inflight.pop(url, None)
         return outcome.path
 
-    def _download(
+    async def _download(
         self,
         mu: MediaUrl,
         lease: Lease,
@@ -1111,7 +1221,7 @@ class FileCache:
         ext = mu.extension if _EXT.fullmatch(mu.extension) else ""
         rel = f"{digest[:2]}/{digest}{ext}"
         final_name = f"{self._root}/{rel}"
-        lock = self._entry_lock(digest)
+        lock = await self._entry_lock_async(digest)
         keep_lock = False  # handed over to the index write that publishes the entry
         try:
             # Another process (or thread of another cache object) may have finished it meanwhile;
@@ -1136,13 +1246,14 @@ class FileCache:
                     on_bytes(n)
 
             try:
-                info = _fetch.fetch(
-                    self._stores,
-                    mu,
-                    lambda info: self._sink(state, url, rel, ext, info, lease),
-                    policy=self._policy,
-                    on_bytes=counted,
-                )
+                async with self._loop_gate():  # at most max_concurrent_downloads transfers at once
+                    info = await _fetch.fetch_async(
+                        self._stores,
+                        mu,
+                        lambda info: self._sink(state, url, rel, ext, info, lease),
+                        policy=self._policy,
+                        on_bytes=counted,
+                    )
                 assert state.file is not None
                 state.file.close()
                 state.file = None
@@ -1179,7 +1290,11 @@ class FileCache:
             if not keep_lock:
                 self._unlock_entry(lock, digest)
 
-    def _sink(self, state: _Download, url: str, rel: str, ext: str, info: ObjectInfo, lease: Lease) -> BinaryIO:
+    def _loop_gate(self) -> asyncio.Semaphore:
+        assert self._loop is not None
+        return self._loop.gate
+
+    async def _sink(self, state: _Download, url: str, rel: str, ext: str, info: ObjectInfo, lease: Lease) -> BinaryIO:
         """Choose the file for one attempt: a reserved temp file in the cache, or a lease-private file."""
         if state.file is not None and state.size == info.size:
             return state.file  # a retry of the same object: same reservation, same file
@@ -1188,18 +1303,18 @@ class FileCache:
             self._unreserve(state.size)
             state.reserved = False
         state.size = info.size
-        temp = f"tmp/{rel[3:]}.{self._pid}-{uuid.uuid4().hex[:8]}.part"
-        state.reserved = info.size <= self.budget and self._reserve(info.size, lease)
+        temp = f"tmp/{rel[3:]}.{self._pid}-{self._owner[-12:]}{next(self._temp_ids):x}.part"
+        state.reserved = info.size <= self.budget and await self._reserve(info.size, lease)
         if state.reserved:
             fd = os.open(f"{self._root}/{temp}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX)  # tells sweepers in other processes that the writer lives
             state.temp = temp
-            state.file = os.fdopen(fd, "w+b")
+            state.file = os.fdopen(fd, "w+b", buffering=0)  # chunks are large: no copy into a buffer
         else:
             if info.size > self.budget:
                 log.info("%s (%s) is larger than the cache: not cached", redact_url(url), _human(info.size))
             state.private = lease._private_path(url, ext)
-            state.file = open(state.private, "w+b")  # noqa: SIM115 - closed by the caller
+            state.file = open(state.private, "w+b", buffering=0)  # noqa: SIM115 - closed by the caller
         return state.file
 
     def _show_progress(self, progress: bool | None) -> bool:
@@ -1280,7 +1395,7 @@ class Lease:
             if entry is not None and os.path.exists(entry.name):
                 return cache._hit(key, entry, self)
         self._check_open()
-        path = cache._obtain(mu, self)
+        path = cache._run(cache._obtain(mu, self)).result()
         self._warn_if_thrashing()
         return path
 
@@ -1457,15 +1572,15 @@ class Lease:
                     cache._touch_locked(url, now)
                     self._hold_locked(url, entry.size, prefetch=True)
             cache._maybe_flush()
-        if misses:
-            pool = cache._executor()
-            for index, mu in misses:
-                out[index] = pool.submit(self._fetch_one, mu, counter, not cache._validate)
+        if misses:  # one hand-over to the event loop for the whole batch
+            futures = cache._run_many([self._fetch_one(mu, counter, not cache._validate) for _, mu in misses])
+            for (index, _), future in zip(misses, futures, strict=True):
+                out[index] = future
         return [(key, item) for key, item in zip(keys, out, strict=True) if item is not None]
 
-    def _fetch_one(self, mu: MediaUrl, counter: _ByteCounter, missing: bool) -> Path | MediaError:
+    async def _fetch_one(self, mu: MediaUrl, counter: _ByteCounter, missing: bool) -> Path | MediaError:
         try:
-            return self._cache._obtain(mu, self, counter.add, prefetch=True, missing=missing)
+            return await self._cache._obtain(mu, self, counter.add, prefetch=True, missing=missing)
         except MediaError as error:
             return error
 
