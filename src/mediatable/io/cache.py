@@ -340,12 +340,12 @@ class _Index:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            self._background(db)
             for op, future in batch:
                 try:
                     outcomes.append((future, op(db), None))
                 except Exception as exc:  # one bad operation must not fail the others
                     outcomes.append((future, None, exc))
+            self._background(db)  # after the operations: their bookkeeping commits with them
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -519,6 +519,7 @@ class FileCache:
         self._pending_access: dict[str, float] = {}
         self._flush_queued = False
         self._temp_ids = itertools.count()  # unique temp names without asking the OS for randomness
+        self._published_bytes = 0  # reserved bytes now held by published entries, not yet written
         self._credit = 0  # bytes reserved in the index under `_credit_row` and not yet handed out
         self._credit_row = f"credit:{self._owner}"
         self._chunk = min(self.budget // 256, 64 * 1024**2)
@@ -717,6 +718,7 @@ class FileCache:
         """Write batched last-access times and pin changes (runs in every index transaction)."""
         with self._lock:
             self._flush_queued = False
+            published, self._published_bytes = self._published_bytes, 0
             access = self._pending_access
             self._pending_access = {}
             dirty = self._dirty_pins
@@ -728,6 +730,8 @@ class FileCache:
             if len(self._access_written) + len(access) > _MEMO_LIMIT:
                 self._access_written.clear()
             self._access_written.update(access)
+        if published:
+            db.execute("UPDATE reservations SET size = size - ? WHERE id = ?", (published, self._credit_row))
         if access:
             db.executemany(
                 "UPDATE entries SET last_access = ? WHERE url = ? AND last_access < ?",
@@ -909,18 +913,12 @@ class FileCache:
                 " created = excluded.created, last_access = excluded.last_access",
                 (url, rel, info.size, info.etag, modified, now, now),
             )
-            db.execute("UPDATE reservations SET size = size - ? WHERE id = ?", (info.size, self._credit_row))
-            # The downloading lease holds the new file: pin it in the same transaction, so other
-            # processes never see it unpinned (unless the lease let go of it meanwhile).
+            # The smaller reservation and the lease's pin (taken before this was queued) are written
+            # by _apply_pending at the end of this same transaction: other processes see the entry,
+            # its pin and its bytes moved out of the reservation all at once.
             with self._lock:
                 self._access_written[url] = now
-                pin = self._pins.get(url, 0) > 0 and url not in self._db_pinned
-                if pin:
-                    self._db_pinned.add(url)
-            if pin:
-                db.execute(
-                    "INSERT OR IGNORE INTO pins (url, owner, pid) VALUES (?, ?, ?)", (url, self._owner, self._pid)
-                )
+                self._published_bytes += info.size
 
         return self._index.submit(publish)
 

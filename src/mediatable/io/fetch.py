@@ -377,18 +377,29 @@ async def _attempt_async(
     file = await sink(info)
     _rewind(file)
     written = 0
-    stream = result.stream(min_chunk_size=_CHUNK)
-    while True:
+    if info.size <= _CHUNK:
+        # A body that fits one chunk is one chunk anyway: one await instead of two on the stream.
         try:
-            chunk = await stream.__anext__()
-        except StopAsyncIteration:
-            break
+            body = await result.bytes_async()
         except (ObstoreError, OSError) as exc:
             raise _body_error(exc, url, written, info.size) from exc
-        file.write(chunk)  # local write errors (disk full) propagate as OSError, as in _attempt
-        written += len(chunk)
+        file.write(body)
+        written = len(body)
         if on_bytes is not None:
-            on_bytes(len(chunk))
+            on_bytes(written)
+    else:
+        stream = result.stream(min_chunk_size=_CHUNK)
+        while True:
+            try:
+                chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            except (ObstoreError, OSError) as exc:
+                raise _body_error(exc, url, written, info.size) from exc
+            file.write(chunk)  # local write errors (disk full) propagate as OSError, as in _attempt
+            written += len(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
     _check_length(url, written, info.size)
     file.flush()
     return info
