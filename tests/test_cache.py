@@ -413,8 +413,7 @@ def test_pinned_files_are_not_evicted(http_server: FaultServer, home: Path) -> N
 def _child_hold(home: str, url: str, ready: multiprocessing.Event, done: multiprocessing.Event) -> None:
     with FileCache(_settings(Path(home))) as file_cache, file_cache.lease() as lease:
         lease.get(url)
-        file_cache.info()  # publishes the pin now rather than within the flush interval
-        ready.set()
+        ready.set()  # the pin reaches the index on its own about a second later
         done.wait(60)
 
 
@@ -428,6 +427,9 @@ def test_pins_hold_across_processes_until_the_holder_dies(http_server: FaultServ
     try:
         assert ready.wait(30)
         with FileCache(_settings(home, cache_size=100 * KB)) as file_cache:
+            deadline = time.monotonic() + 10
+            while file_cache.info().pinned == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
             pinned = file_cache.directory / next(file_cache.directory.glob("??/*.jpg")).relative_to(
                 file_cache.directory
             )

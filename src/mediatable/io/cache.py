@@ -107,6 +107,8 @@ _FLUSH_SECONDS = 0.25
 # Last-access times are recorded to this resolution (seconds): a warm pass right after a cold one,
 # or two passes in a row, write no access updates at all.
 _ACCESS_RESOLUTION = 10.0
+# A pin reaches the index once it is this old (seconds); see FileCache._apply_pending.
+_PIN_DELAY = 1.0
 # In-process memos (url -> file, raw string -> parsed URL) are bounded; past the bound they restart.
 _MEMO_LIMIT = 200_000
 # A temp file whose writer's pid is alive but whose lock is free is an orphan once this old
@@ -244,9 +246,10 @@ class _Index:
     transaction, must not call :meth:`write`, and see each other's changes in queue order.
     """
 
-    def __init__(self, path: Path, background: Callable[[sqlite3.Connection], None]) -> None:
+    def __init__(self, path: Path, background: Callable[[sqlite3.Connection], bool]) -> None:
         self._path = path
-        self._background = background  # applied in every transaction, and when idle with work pending
+        # Applied in every transaction, and when idle with work pending; True: run me again soon.
+        self._background = background
         self._writer = self._open()
         if self._writer.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
             try:
@@ -329,14 +332,18 @@ class _Index:
                 batch, self._queue = self._queue, []
                 self._pending_background = False
                 closing = self._closing
-            self._commit(batch)
+            again = self._commit(batch)
+            if again:
+                with self._cond:
+                    self._pending_background = True
             if closing:
                 with self._cond:
                     if not self._queue:
                         return
 
-    def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> None:
+    def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> bool:
         db = self._writer
+        again = False
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -345,7 +352,7 @@ class _Index:
                     outcomes.append((future, op(db), None))
                 except Exception as exc:  # one bad operation must not fail the others
                     outcomes.append((future, None, exc))
-            self._background(db)  # after the operations: their bookkeeping commits with them
+            again = self._background(db)  # after the operations: their bookkeeping commits with them
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -356,12 +363,13 @@ class _Index:
                 future.set_exception(error)
             if not batch:
                 log.warning("%s", error)
-            return
+            return False
         for future, result, exc in outcomes:
             if exc is None:
                 future.set_result(result)
             else:
                 future.set_exception(exc)
+        return again
 
 
 class _EventLoop:
@@ -519,6 +527,8 @@ class FileCache:
         self._pending_access: dict[str, float] = {}
         self._flush_queued = False
         self._temp_ids = itertools.count()  # unique temp names without asking the OS for randomness
+        self._pinned_at: dict[str, float] = {}  # url -> when this object first pinned it (monotonic)
+        self._force_pins = False
         self._published_bytes = 0  # reserved bytes now held by published entries, not yet written
         self._credit = 0  # bytes reserved in the index under `_credit_row` and not yet handed out
         self._credit_row = f"credit:{self._owner}"
@@ -572,7 +582,7 @@ class FileCache:
             entries:    1,000 ...
         """
         self._check_open()
-        self._index.write(lambda db: None)  # publishes pending access times and pins first
+        self._flush()  # publishes pending access times and pins first
         ((entries, size, reserved, pinned),) = self._index.read(
             "SELECT entries, bytes, (SELECT COALESCE(SUM(size), 0) FROM reservations),"
             " (SELECT COUNT(*) FROM entries WHERE EXISTS (SELECT 1 FROM pins WHERE pins.url = entries.url))"
@@ -714,17 +724,34 @@ class FileCache:
         if now - self._access_written.get(url, 0.0) >= _ACCESS_RESOLUTION:
             self._pending_access[url] = now
 
-    def _apply_pending(self, db: sqlite3.Connection) -> None:
-        """Write batched last-access times and pin changes (runs in every index transaction)."""
+    def _apply_pending(self, db: sqlite3.Connection) -> bool:
+        """Write batched last-access times and pin changes (runs in every index transaction).
+
+        A pin is written once it is `_PIN_DELAY` old (or when forced by :meth:`_flush`): a lease that
+        reads a batch of cached files and closes within that time costs the index nothing. Returns
+        whether pins wait for their turn (the writer then runs this again soon).
+        """
+        now = time.monotonic()
         with self._lock:
             self._flush_queued = False
+            force, self._force_pins = self._force_pins, False
             published, self._published_bytes = self._published_bytes, 0
             access = self._pending_access
             self._pending_access = {}
             dirty = self._dirty_pins
             self._dirty_pins = set()
-            add = [u for u in dirty if self._pins.get(u, 0) > 0 and u not in self._db_pinned]
-            drop = [u for u in dirty if self._pins.get(u, 0) <= 0 and u in self._db_pinned]
+            add, drop = [], []
+            for url in dirty:
+                if self._pins.get(url, 0) > 0:
+                    if url in self._db_pinned:
+                        continue
+                    if force or now - self._pinned_at.get(url, now) >= _PIN_DELAY:
+                        add.append(url)
+                    else:
+                        self._dirty_pins.add(url)  # not yet: next round
+                elif url in self._db_pinned:
+                    drop.append(url)
+            waiting = bool(self._dirty_pins)
             self._db_pinned.update(add)
             self._db_pinned.difference_update(drop)
             if len(self._access_written) + len(access) > _MEMO_LIMIT:
@@ -744,6 +771,7 @@ class FileCache:
             )
         if drop:
             db.executemany("DELETE FROM pins WHERE url = ? AND owner = ?", [(url, self._owner) for url in drop])
+        return waiting
 
     def _maybe_flush(self) -> None:
         """Have pending access times and pins written soon; never waits for the index.
@@ -751,14 +779,16 @@ class FileCache:
         Past `_FLUSH_EVERY` pending changes a write is queued now, else the index's writer picks
         them up within `_FLUSH_SECONDS` (or with the next download's transaction).
         """
-        if len(self._pending_access) + len(self._dirty_pins) < _FLUSH_EVERY:
+        if len(self._pending_access) < _FLUSH_EVERY:
             self._index.kick()
         elif not self._flush_queued:
             self._flush_queued = True  # one queued write carries them all; cleared when it runs
             self._index.submit(lambda db: None)
 
     def _flush(self) -> None:
-        """Write pending access times and pins now."""
+        """Write pending access times and all pins now."""
+        with self._lock:
+            self._force_pins = True
         self._index.write(lambda db: None)
 
     def _pick_victims(self, db: sqlite3.Connection, need: int, partial: bool = False) -> list[tuple[str, str, int]]:
@@ -1606,6 +1636,7 @@ class Lease:
         cache._pins[url] = count + 1
         if count == 0:
             cache._dirty_pins.add(url)
+            cache._pinned_at[url] = time.monotonic()
         if prefetch:
             self._prefetched[url] = size
         else:
@@ -1680,6 +1711,7 @@ def _unpin_locked(cache: FileCache, url: str) -> None:
     count = cache._pins.get(url, 0) - 1
     if count <= 0:
         cache._pins.pop(url, None)
+        cache._pinned_at.pop(url, None)
         cache._dirty_pins.add(url)
     else:
         cache._pins[url] = count
