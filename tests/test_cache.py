@@ -136,9 +136,10 @@ def test_closed_lease_and_cache_refuse_work(http_server: FaultServer, home: Path
     url = http_server.put("closed/a.bin", b"abc")
     file_cache = FileCache(_settings(home))
     lease = file_cache.lease()
+    lease.get(url)
     lease.close()
     with pytest.raises(CacheError):
-        lease.get(url)
+        lease.get(url)  # even a cached file: a closed lease pins nothing
     file_cache.close()
     file_cache.close()  # idempotent
     with pytest.raises(CacheError):

@@ -1413,6 +1413,8 @@ class Lease:
             ...     lease.get("https://example.com/cat.jpg")
             PosixPath('/home/me/.mediatable/file_cache/3f/3f0a....jpg')
         """
+        if self._closed:
+            raise CacheError("this cache lease is closed")
         cache = self._cache
         mu = cache._parse(url)
         if mu.kind == "file":
