@@ -15,22 +15,18 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
-import functools
 import hashlib
 import itertools
 import logging
-import math
 import os
 import re
 import shutil
 import sqlite3
-import struct
 import sys
 import threading
 import time
 import uuid
 import warnings
-import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sized
 from concurrent.futures import Future
@@ -42,6 +38,11 @@ from tqdm import tqdm
 from mediatable.config import Settings
 from mediatable.errors import CacheError, MediaError, MediaNotFound
 from mediatable.io import fetch as _fetch
+from mediatable.io.cache_index import CacheIndex, Victim, delete_rows, pick_victims
+from mediatable.io.cache_info import CacheInfo, CacheThrashingWarning, Pruned, human_size, round_size
+from mediatable.io.cache_locks import EntryLocks
+from mediatable.io.cache_loop import EventLoop
+from mediatable.io.cache_sweep import drop_dead_owners, forget_dead, reconcile, remove_leftovers
 from mediatable.io.objects import ObjectInfo, ObjectStores
 from mediatable.io.urls import MediaUrl, parse_url, redact_url
 
@@ -50,60 +51,10 @@ __all__ = ["CacheInfo", "CacheThrashingWarning", "FileCache", "Lease", "Pruned"]
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-_SCHEMA_VERSION = 2
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    url TEXT PRIMARY KEY,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    etag TEXT,
-    last_modified REAL,
-    created REAL NOT NULL,
-    last_access REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entries_lru ON entries (last_access);
-CREATE TABLE IF NOT EXISTS totals (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
-    entries INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
-CREATE TRIGGER IF NOT EXISTS entries_insert AFTER INSERT ON entries BEGIN
-    UPDATE totals SET entries = entries + 1, bytes = bytes + NEW.size WHERE id = 0;
-END;
-CREATE TRIGGER IF NOT EXISTS entries_delete AFTER DELETE ON entries BEGIN
-    UPDATE totals SET entries = entries - 1, bytes = bytes - OLD.size WHERE id = 0;
-END;
-CREATE TRIGGER IF NOT EXISTS entries_resize AFTER UPDATE OF size ON entries BEGIN
-    UPDATE totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 0;
-END;
-CREATE TABLE IF NOT EXISTS pins (
-    url TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    PRIMARY KEY (url, owner)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS pins_owner ON pins (owner);
-CREATE TABLE IF NOT EXISTS owners (
-    owner TEXT PRIMARY KEY,
-    pid INTEGER NOT NULL,
-    started REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    temp TEXT NOT NULL,
-    created REAL NOT NULL
-);
-"""
-
 # Hot-path bookkeeping (last access, pins) is written to the index in batches: at most this many
-# pending changes or this many seconds old. One SQLite transaction per hit would cost more than
+# pending changes or `FLUSH_SECONDS` old. One SQLite transaction per hit would cost more than
 # the hit itself.
 _FLUSH_EVERY = 512
-_FLUSH_SECONDS = 0.25
 # Last-access times are recorded to this resolution (seconds): a warm pass right after a cold one,
 # or two passes in a row, write no access updates at all.
 _ACCESS_RESOLUTION = 10.0
@@ -111,81 +62,7 @@ _ACCESS_RESOLUTION = 10.0
 _PIN_DELAY = 1.0
 # In-process memos (url -> file, raw string -> parsed URL) are bounded; past the bound they restart.
 _MEMO_LIMIT = 200_000
-# A temp file whose writer's pid is alive but whose lock is free is an orphan once this old
-# (the pid was reused); younger ones may belong to a writer between create and lock.
-_ORPHAN_AGE = 60.0
 _EXT = re.compile(r"\.[a-z0-9]{1,15}")
-# Byte-range locks owned by an open file description (Linux); see FileCache._entry_lock.
-_OFD_LOCKS = sys.platform == "linux" and hasattr(fcntl, "F_OFD_SETLKW")
-_SHARED_LOCK = "entries.lock"
-
-
-class CacheThrashingWarning(UserWarning):
-    """The cache is too small for an operation: it evicts files it downloaded and then needs again."""
-
-
-@dataclasses.dataclass(frozen=True)
-class CacheInfo:
-    """A snapshot of the cache: what the index holds, and what this :class:`FileCache` object did.
-
-    Attributes:
-        directory: the cache folder.
-        budget: the byte budget (``settings.cache_size``).
-        entries: files in the index (all processes).
-        bytes: bytes of those files.
-        in_flight_bytes: bytes reserved by downloads in progress (all processes).
-        pinned: entries pinned by open leases (all processes).
-        hits: requests served from the cache by this object.
-        misses: downloads this object started.
-        bytes_downloaded: bytes this object downloaded.
-        evictions: entries this object evicted.
-    """
-
-    directory: Path
-    budget: int
-    entries: int
-    bytes: int
-    in_flight_bytes: int
-    pinned: int
-    hits: int
-    misses: int
-    bytes_downloaded: int
-    evictions: int
-
-    def __str__(self) -> str:
-        used = self.bytes / self.budget * 100 if self.budget else 0.0
-        lines = [
-            f"cache:      {self.directory}",
-            f"entries:    {self.entries:,}",
-            f"size:       {_human(self.bytes)} of {_human(self.budget)} ({used:.1f}%)",
-            f"in flight:  {_human(self.in_flight_bytes)}",
-            f"pinned:     {self.pinned:,}",
-        ]
-        if self.hits or self.misses or self.evictions:
-            lines.append(
-                f"this run:   {self.hits:,} hits, {self.misses:,} misses, "
-                f"{_human(self.bytes_downloaded)} downloaded, {self.evictions:,} evictions"
-            )
-        return "\n".join(lines)
-
-
-@dataclasses.dataclass(frozen=True)
-class Pruned:
-    """What :meth:`FileCache.prune` or :meth:`FileCache.clear` removed.
-
-    Attributes:
-        entries: index entries removed (with their files).
-        bytes: bytes those entries held.
-        orphans: files removed that no entry referenced (crash leftovers).
-    """
-
-    entries: int
-    bytes: int
-    orphans: int = 0
-
-    def __str__(self) -> str:
-        text = f"removed {self.entries:,} files ({_human(self.bytes)})"
-        return text + (f" and {self.orphans:,} leftover files" if self.orphans else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,216 +106,6 @@ class _Download:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         self.temp = self.private = None
-
-
-class _Connection(sqlite3.Connection):
-    """A connection that can be weakly referenced (the index closes the readers still alive)."""
-
-
-class _Index:
-    """The SQLite index of one cache folder: per-thread readers, one writer thread, group commit.
-
-    Reads run on a connection per thread: in WAL mode readers never wait for the writer. Writes are
-    functions handed to one writer thread, which runs everything queued in one transaction. With 32
-    downloads finishing together one commit serves them all; a lock around one shared connection
-    instead made each thread queue and then wait for the GIL after every statement (~15 ms per
-    download in the cold benchmark). Functions run on the writer's connection inside its
-    transaction, must not call :meth:`write`, and see each other's changes in queue order.
-    """
-
-    def __init__(self, path: Path, background: Callable[[sqlite3.Connection], bool]) -> None:
-        self._path = path
-        # Applied in every transaction, and when idle with work pending; True: run me again soon.
-        self._background = background
-        self._writer = self._open()
-        if self._writer.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
-            try:
-                self._writer.executescript(
-                    f"BEGIN IMMEDIATE; {_SCHEMA}; PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;"
-                )
-            except BaseException:
-                if self._writer.in_transaction:
-                    self._writer.execute("ROLLBACK")
-                self._writer.close()
-                raise
-        self._local = threading.local()
-        self._readers: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._queue: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
-        self._cond = threading.Condition()
-        self._pending_background = False
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="mt-cache-index", daemon=True)
-        self._thread.start()
-
-    def _open(self) -> _Connection:
-        db = sqlite3.connect(
-            self._path, timeout=60.0, isolation_level=None, check_same_thread=False, factory=_Connection
-        )
-        db.execute("PRAGMA busy_timeout = 60000")
-        db.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode: a power cut may lose the last transactions but never corrupts the
-        # index; a lost row only means a file is downloaded again (or removed by prune).
-        db.execute("PRAGMA synchronous = NORMAL")
-        return db
-
-    def read(self, sql: str, params: Any = ()) -> list[Any]:
-        """Rows of one query, on this thread's own connection."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._open()
-            self._readers.add(db)
-        return db.execute(sql, params).fetchall()
-
-    def submit(self, op: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
-        """Queue ``op`` for the writer; the future resolves once its transaction committed."""
-        future: Future[Any] = Future()
-        with self._cond:
-            if self._closing:
-                raise CacheError("the file cache is closed")
-            self._queue.append((op, future))
-            self._cond.notify()
-        return future
-
-    def write(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``op`` in the writer's next transaction and return its result once committed."""
-        return self.submit(op).result()
-
-    def kick(self) -> None:
-        """Ask the writer to run the background function soon (within `_FLUSH_SECONDS`)."""
-        if not self._pending_background:
-            with self._cond:
-                self._pending_background = True
-                self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        self._thread.join()
-        for db in list(self._readers):
-            db.close()
-        self._writer.close()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    if self._pending_background:
-                        # Let hot-path updates gather; a write arriving meanwhile carries them along.
-                        if not self._cond.wait(_FLUSH_SECONDS):
-                            break
-                    else:
-                        self._cond.wait()
-                batch, self._queue = self._queue, []
-                self._pending_background = False
-                closing = self._closing
-            again = self._commit(batch)
-            if again:
-                with self._cond:
-                    self._pending_background = True
-            if closing:
-                with self._cond:
-                    if not self._queue:
-                        return
-
-    def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> bool:
-        db = self._writer
-        again = False
-        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for op, future in batch:
-                try:
-                    outcomes.append((future, op(db), None))
-                except Exception as exc:  # one bad operation must not fail the others
-                    outcomes.append((future, None, exc))
-            again = self._background(db)  # after the operations: their bookkeeping commits with them
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            error = CacheError(f"cannot update the file cache index {self._path}: {exc}")
-            error.__cause__ = exc
-            for _, future in batch:
-                future.set_exception(error)
-            if not batch:
-                log.warning("%s", error)
-            return False
-        for future, result, exc in outcomes:
-            if exc is None:
-                future.set_result(result)
-            else:
-                future.set_exception(exc)
-        return again
-
-
-class _EventLoop:
-    """The thread that runs every download of one cache: an asyncio loop and a gate on transfers.
-
-    Downloads are coroutines on one loop (obstore's async API) rather than a pool of threads: the
-    bookkeeping of a download (locks, reserved space, rename, index) then runs without 32 threads
-    competing for the GIL. Measured here: as fast as a 32-thread pool for bare transfers, and about
-    a fifth less CPU once the bookkeeping is added.
-    """
-
-    def __init__(self, concurrency: int) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.gate = asyncio.Semaphore(concurrency)
-        self.refill = asyncio.Lock()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="mt-fetch", daemon=True)
-        self._thread.start()
-
-    def submit_many(self, coros: list[Coroutine[Any, Any, _T]]) -> list[Future[_T]]:
-        """Start coroutines as tasks with one wake-up of the loop; each gets a thread-safe future.
-
-        Cancelling a future cancels its task.
-        """
-        futures: list[Future[_T]] = [Future() for _ in coros]
-
-        def start() -> None:
-            for coro, future in zip(coros, futures, strict=True):
-                if future.cancelled():  # given up before it started
-                    coro.close()
-                    continue
-                task = self.loop.create_task(coro)
-                task.add_done_callback(functools.partial(_settle, future))
-                future.add_done_callback(functools.partial(_cancel_task, self.loop, task))
-
-        self.loop.call_soon_threadsafe(start)
-        return futures
-
-    def close(self) -> None:
-        """Cancel what still runs (its finally blocks clean up), then stop the thread."""
-
-        async def cancel_all() -> None:
-            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout=60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=60)
-        if not self._thread.is_alive():
-            self.loop.close()
-
-
-def _settle(future: Future[_T], task: asyncio.Task[_T]) -> None:
-    """Copy a finished task's outcome to its thread-safe future."""
-    if future.done():
-        return  # cancelled by the caller
-    if task.cancelled():  # the cache closed under it
-        future.set_exception(CacheError("the file cache closed before the download finished"))
-    elif task.exception() is not None:
-        future.set_exception(task.exception())
-    else:
-        future.set_result(task.result())
-
-
-def _cancel_task(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], future: Future[Any]) -> None:
-    if future.cancelled() and not loop.is_closed():
-        loop.call_soon_threadsafe(task.cancel)
 
 
 class FileCache:
@@ -542,7 +209,7 @@ class FileCache:
         self._access_written: dict[str, float] = {}  # url -> last access time written to the index
         self._inflight: dict[str, Future[_Outcome]] = {}
         self._inflight_lock = threading.Lock()
-        self._loop: _EventLoop | None = None
+        self._loop: EventLoop | None = None
         self._known_dirs: set[str] = set()
         self._leases: set[Lease] = set()
         self._closed = False
@@ -554,7 +221,8 @@ class FileCache:
         try:
             for folder in (self.directory, *(self.directory / name for name in ("locks", "leases", "tmp"))):
                 folder.mkdir(parents=True, exist_ok=True)
-            self._index = _Index(self.directory / "index.db", self._apply_pending)
+            self._locks = EntryLocks(self.directory)
+            self._index = CacheIndex(self.directory / "index.db", self._apply_pending)
             self._index.write(
                 lambda db: db.execute(
                     "INSERT INTO owners (owner, pid, started) VALUES (?, ?, ?)", (self._owner, self._pid, time.time())
@@ -628,16 +296,16 @@ class FileCache:
         self._check_open()
         target = self.budget if max_bytes is None else max(int(max_bytes), 0)
         self._sweep()
-        orphans = self._reconcile()
+        orphans = reconcile(self.directory, self._index)
         removed = 0
         freed = 0
 
-        def evict(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
+        def evict(db: sqlite3.Connection) -> list[Victim]:
             current = db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0]
             if current <= target:
                 return []
-            victims = self._pick_victims(db, current - target) or self._pick_victims(db, 1, partial=True)
-            self._delete_rows(db, victims)
+            victims = pick_victims(db, current - target, self._pins) or pick_victims(db, 1, self._pins, partial=True)
+            delete_rows(db, victims)
             return victims
 
         while True:
@@ -783,7 +451,7 @@ class FileCache:
         """Have pending access times and pins written soon; never waits for the index.
 
         Past `_FLUSH_EVERY` pending changes a write is queued now, else the index's writer picks
-        them up within `_FLUSH_SECONDS` (or with the next download's transaction).
+        them up within `FLUSH_SECONDS` (or with the next download's transaction).
         """
         if len(self._pending_access) < _FLUSH_EVERY:
             self._index.kick()
@@ -797,42 +465,7 @@ class FileCache:
             self._force_pins = True
         self._index.write(lambda db: None)
 
-    def _pick_victims(self, db: sqlite3.Connection, need: int, partial: bool = False) -> list[tuple[str, str, int]]:
-        """Unpinned entries, least recently used first, totalling at least ``need`` bytes.
-
-        Returns [] when the unpinned entries cannot free that much (unless ``partial``).
-        Runs in an index write transaction.
-        """
-        victims: list[tuple[str, str, int]] = []
-        freed = 0
-        cursor: tuple[float, str] = (-math.inf, "")
-        while freed < need:
-            rows = db.execute(
-                "SELECT url, path, size, last_access FROM entries"
-                " WHERE (last_access, url) > (?, ?)"
-                " AND NOT EXISTS (SELECT 1 FROM pins WHERE pins.url = entries.url)"
-                " ORDER BY last_access, url LIMIT 256",
-                cursor,
-            ).fetchall()
-            if not rows:
-                break
-            for url, path, size, last_access in rows:
-                cursor = (last_access, url)
-                if self._pins.get(url, 0) > 0:
-                    continue
-                victims.append((url, path, size))
-                freed += size
-                if freed >= need:
-                    break
-        if freed < need and not partial:
-            return []
-        return victims
-
-    @staticmethod
-    def _delete_rows(db: sqlite3.Connection, victims: list[tuple[str, str, int]]) -> None:
-        db.executemany("DELETE FROM entries WHERE url = ?", [(url,) for url, _, _ in victims])
-
-    def _remove_files(self, victims: list[tuple[str, str, int]]) -> None:
+    def _remove_files(self, victims: list[Victim]) -> None:
         """Delete evicted files (after their rows are gone) unless a download of the URL is running.
 
         A download in progress (its entry lock is held) will publish a new file under the same name;
@@ -844,14 +477,14 @@ class FileCache:
             self.evictions += len(victims)
         for url, path, _ in victims:
             digest = _digest(url)
-            lock = self._try_entry_lock(digest)
+            lock = self._locks.try_acquire(digest)
             if lock is None:
                 continue
             try:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.directory / path)
             finally:
-                self._unlock_entry(lock, digest)
+                self._locks.release(lock, digest)
 
     # Space for downloads in flight is reserved in the index, where every process sees it. To keep
     # an index write out of most downloads, a process reserves a chunk of space at a time (1/256 of
@@ -893,21 +526,21 @@ class FileCache:
                     lease._evicted.update(url for url, _, _ in victims)
         return True
 
-    def _reserve_once(self, size: int) -> Future[list[tuple[str, str, int]] | None]:
+    def _reserve_once(self, size: int) -> Future[list[Victim] | None]:
         """Add ``size`` bytes to this object's reservation; resolves to the evicted entries (None: no room)."""
 
-        def reserve(db: sqlite3.Connection) -> list[tuple[str, str, int]] | None:
+        def reserve(db: sqlite3.Connection) -> list[Victim] | None:
             ((used,),) = db.execute(
                 "SELECT bytes + (SELECT COALESCE(SUM(size), 0) FROM reservations) FROM totals WHERE id = 0"
             ).fetchall()
             excess = used + size - self.budget
-            victims: list[tuple[str, str, int]] = []
+            victims: list[Victim] = []
             if excess > 0:
-                self._drop_dead_owners(db)  # a dead process's pins must not block eviction
-                victims = self._pick_victims(db, excess)
+                drop_dead_owners(db, self._pid)  # a dead process's pins must not block eviction
+                victims = pick_victims(db, excess, self._pins)
                 if not victims:
                     return None
-                self._delete_rows(db, victims)
+                delete_rows(db, victims)
             db.execute(
                 "INSERT INTO reservations (id, owner, pid, size, temp, created) VALUES (?, ?, ?, ?, '', ?)"
                 " ON CONFLICT (id) DO UPDATE SET size = size + excluded.size",
@@ -960,7 +593,7 @@ class FileCache:
 
     def _published(self, done: Future[None], lock: int, digest: str, url: str) -> None:
         """After the index row is committed: release the entry lock (other processes may read it now)."""
-        self._unlock_entry(lock, digest)
+        self._locks.release(lock, digest)
         error = done.exception()
         if error is not None:
             with self._lock:
@@ -969,164 +602,17 @@ class FileCache:
 
     # -- crash leftovers -------------------------------------------------------------------
 
-    def _drop_dead_owners(self, db: sqlite3.Connection) -> None:
-        """Delete the pins of cache objects whose process died (in an index write transaction)."""
-        dead = [
-            (owner,)
-            for owner, pid in db.execute("SELECT owner, pid FROM owners").fetchall()
-            if pid != self._pid and not _alive(pid)
-        ]
-        if dead:
-            db.executemany("DELETE FROM pins WHERE owner = ?", dead)
-            db.executemany("DELETE FROM owners WHERE owner = ?", dead)
-
     def _forget_dead(self) -> bool:
         """Drop the reserved space and pins of dead processes; True if there were any."""
-        pids = {pid for (pid,) in self._index.read("SELECT pid FROM reservations UNION SELECT pid FROM pins")}
-        dead = [(pid,) for pid in pids if pid != self._pid and not _alive(pid)]
-
-        def forget(db: sqlite3.Connection) -> None:
-            self._drop_dead_owners(db)
-            db.executemany("DELETE FROM reservations WHERE pid = ?", dead)
-            db.executemany("DELETE FROM pins WHERE pid = ?", dead)
-
-        self._index.write(forget)
-        return bool(dead)
-
-    def _orphaned_temp(self, path: Path) -> bool:
-        """Whether a temp file belongs to a download that died (`<name>.<pid>-<token>.part`)."""
-        match = re.search(r"\.(\d+)-[0-9a-f]+\.part$", path.name)
-        if match is None:
-            return True
-        pid = int(match.group(1))
-        if pid == self._pid:
-            return False
-        if not _alive(pid):
-            return True
-        # The pid is alive, but it may be a new process that reused the number: the real writer
-        # holds an exclusive lock on its temp file for as long as it writes (and takes it right
-        # after creating the file, hence the age condition).
-        lock = _try_flock(path)
-        if lock is None:
-            return False
-        os.close(lock)
-        try:
-            return time.time() - path.stat().st_mtime > _ORPHAN_AGE
-        except OSError:
-            return False
+        return forget_dead(self._index, self._pid)
 
     def _sweep(self) -> None:
         """Remove what crashed processes left behind: reservations, temp files, locks, lease folders."""
         try:
             self._forget_dead()
-            for temp in (self.directory / "tmp").iterdir():
-                if self._orphaned_temp(temp):
-                    temp.unlink(missing_ok=True)
-            for lock_file in (self.directory / "locks").iterdir():
-                if lock_file.name == _SHARED_LOCK:
-                    continue
-                held = self._try_entry_lock(lock_file.stem)
-                if held is not None:
-                    self._unlock_entry(held, lock_file.stem)  # unlinks the stale lock file
-            for folder in (self.directory / "leases").iterdir():
-                lock = _try_flock(folder / ".lock")
-                if lock is not None:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    os.close(lock)
-                elif not (folder / ".lock").exists() and time.time() - folder.stat().st_mtime > _ORPHAN_AGE:
-                    shutil.rmtree(folder, ignore_errors=True)  # its lease died before locking it
+            remove_leftovers(self.directory, self._locks, self._pid)
         except (OSError, sqlite3.Error, CacheError) as exc:
             log.warning("could not sweep the file cache at %s: %s", self.directory, exc)
-
-    def _reconcile(self) -> int:
-        """Delete entries without files and files without entries; return the number of files removed."""
-        rows = self._index.read("SELECT url, path FROM entries")
-        known = {path for _, path in rows}
-        missing = [(url,) for url, path in rows if not os.path.exists(self.directory / path)]
-        if missing:
-            self._index.write(lambda db: db.executemany("DELETE FROM entries WHERE url = ?", missing))
-        removed = 0
-        for folder in self.directory.iterdir():
-            if not (folder.is_dir() and len(folder.name) == 2):
-                continue
-            for file in folder.iterdir():
-                if f"{folder.name}/{file.name}" in known:
-                    continue
-                with contextlib.suppress(OSError):
-                    file.unlink()
-                    removed += 1
-        return removed
-
-    # -- entry locks (cross-process single flight) -----------------------------------------
-    #
-    # On Linux, one byte per entry of the shared file `locks/entries.lock` (at an offset taken from
-    # the URL's hash) is locked with an open-file-description lock: like flock, it belongs to one
-    # open() and the kernel drops it when the process dies; unlike a lock file per entry, it costs
-    # no file creation (~100 us on ext4, a third of a download's overhead). Each acquisition opens
-    # the file anew, so threads exclude each other too. Elsewhere, flock on a file per entry.
-
-    def _lock_path(self, digest: str) -> Path:
-        return self.directory / "locks" / f"{digest}.lock"
-
-    def _entry_lock(self, digest: str) -> int:
-        """Block until this process holds the lock of one entry; returns the lock's descriptor."""
-        if _OFD_LOCKS:
-            fd = os.open(f"{self._root}/locks/{_SHARED_LOCK}", os.O_CREAT | os.O_RDWR, 0o644)
-            try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _lock_range(fcntl.F_WRLCK, digest))
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
-        path = self._lock_path(digest)
-        while True:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if _same_file(fd, path):
-                return fd
-            os.close(fd)  # the holder unlinked it while we waited: lock the new file instead
-
-    async def _entry_lock_async(self, digest: str) -> int:
-        """:meth:`_entry_lock` without blocking the event loop while another process downloads."""
-        fd = self._try_entry_lock(digest)
-        if fd is not None:
-            return fd
-        waiting = asyncio.get_running_loop().run_in_executor(None, self._entry_lock, digest)
-        try:
-            return await asyncio.shield(waiting)
-        except asyncio.CancelledError:
-            # The thread still gets the lock eventually: release it then.
-            waiting.add_done_callback(lambda done: done.exception() or self._unlock_entry(done.result(), digest))
-            raise
-
-    def _try_entry_lock(self, digest: str) -> int | None:
-        """The lock of one entry if nobody holds it (no download of it is running), else None."""
-        if _OFD_LOCKS:
-            fd = os.open(f"{self._root}/locks/{_SHARED_LOCK}", os.O_CREAT | os.O_RDWR, 0o644)
-            try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _lock_range(fcntl.F_WRLCK, digest))
-            except OSError:
-                os.close(fd)
-                return None
-            return fd
-        path = self._lock_path(digest)
-        fd = _try_flock(path, create=True)
-        if fd is not None and not _same_file(fd, path):
-            os.close(fd)
-            return None
-        return fd
-
-    def _unlock_entry(self, fd: int, digest: str) -> None:
-        if _OFD_LOCKS:
-            os.close(fd)  # closing the descriptor releases its lock
-            return
-        # Unlink while still holding the lock, so that a waiter that wakes on this file sees it is
-        # gone and locks a fresh one; the folder never fills up with lock files.
-        path = self._lock_path(digest)
-        with contextlib.suppress(OSError):
-            if _same_file(fd, path):
-                os.unlink(path)
-        os.close(fd)
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -1155,7 +641,7 @@ class FileCache:
         with self._lock:
             if self._loop is None:
                 self._check_open()
-                self._loop = _EventLoop(self._concurrency)
+                self._loop = EventLoop(self._concurrency)
             return self._loop.submit_many(coros)
 
     def _hit(self, url: str, entry: _Entry, lease: Lease, prefetch: bool = False) -> Path:
@@ -1255,7 +741,7 @@ class FileCache:
         ext = mu.extension if _EXT.fullmatch(mu.extension) else ""
         rel = f"{digest[:2]}/{digest}{ext}"
         final_name = f"{self._root}/{rel}"
-        lock = await self._entry_lock_async(digest)
+        lock = await self._locks.acquire_async(digest)
         keep_lock = False  # handed over to the index write that publishes the entry
         try:
             # Another process (or thread of another cache object) may have finished it meanwhile;
@@ -1322,7 +808,7 @@ class FileCache:
                     self._unreserve(state.size)
         finally:
             if not keep_lock:
-                self._unlock_entry(lock, digest)
+                self._locks.release(lock, digest)
 
     def _loop_gate(self) -> asyncio.Semaphore:
         assert self._loop is not None
@@ -1346,7 +832,7 @@ class FileCache:
             state.file = os.fdopen(fd, "w+b", buffering=0)  # chunks are large: no copy into a buffer
         else:
             if info.size > self.budget:
-                log.info("%s (%s) is larger than the cache: not cached", redact_url(url), _human(info.size))
+                log.info("%s (%s) is larger than the cache: not cached", redact_url(url), human_size(info.size))
             state.private = lease._private_path(url, ext)
             state.file = open(state.private, "w+b", buffering=0)  # noqa: SIM115 - closed by the caller
         return state.file
@@ -1493,7 +979,7 @@ class Lease:
                     with cache._lock:
                         self._hand_out_locked(url)
                 if not bar.disable:
-                    bar.set_postfix_str(_human(counter.total), refresh=False)
+                    bar.set_postfix_str(human_size(counter.total), refresh=False)
                     bar.update(1)
                 self._warn_if_thrashing()
                 yield item
@@ -1695,9 +1181,9 @@ class Lease:
         self._warned = True
         cache = self._cache
         needed = sum(self._seen.values())
-        suggested = _round_size(max(int(needed * 1.25), cache.budget * 2))
+        suggested = round_size(max(int(needed * 1.25), cache.budget * 2))
         message = (
-            f"the file cache ({_human(cache.budget)}) is too small for this operation: it downloaded "
+            f"the file cache ({human_size(cache.budget)}) is too small for this operation: it downloaded "
             f"{self._thrashed} file(s) again after evicting them itself. Set cache_size to at least "
             f"{suggested} (env MEDIATABLE_CACHE_SIZE, or mt.init(cache_size=...))."
         )
@@ -1749,55 +1235,3 @@ def _same_version(entry: _Entry, info: ObjectInfo) -> bool:
 
 def _digest(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _lock_range(kind: int, digest: str) -> bytes:
-    """A `struct flock` for the one byte of an entry in the shared lock file (l_pid 0, as OFD locks need)."""
-    return struct.pack("hhqqi4x", kind, os.SEEK_SET, int(digest[:15], 16), 1, 0)
-
-
-def _try_flock(path: Path, create: bool = False) -> int | None:
-    """An exclusive lock on ``path`` if nobody holds one (descriptor), else None."""
-    try:
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.stat(path).st_ino == os.fstat(fd).st_ino
-    except OSError:
-        return False
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def _round_size(size: int) -> str:
-    """A size rounded up to a friendly setting value, e.g. ``'3GiB'``, ``'700MiB'``."""
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= factor:
-            return f"{math.ceil(size / factor)}{unit}"
-    return str(size)

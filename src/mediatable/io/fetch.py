@@ -63,6 +63,8 @@ class Stores(Protocol):
 
     def head(self, url: MediaUrl) -> ObjectInfo: ...
 
+    async def head_async(self, url: MediaUrl) -> ObjectInfo: ...
+
 
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
@@ -226,17 +228,7 @@ async def head_async(stores: Stores, url: MediaUrl, *, policy: RetryPolicy) -> O
     Examples:
         >>> info = await head_async(stores, parse_url("s3://bucket/a.jpg"), policy=RetryPolicy())  # doctest: +SKIP
     """
-
-    async def once() -> ObjectInfo:
-        try:
-            store, path = stores.resolve(url)
-            return _info(await obstore.head_async(store, path))
-        except MediaError:
-            raise
-        except (ObstoreError, OSError) as exc:
-            raise translate_error(exc, url.url) from exc
-
-    return await _with_retries_async(once, policy)
+    return await _with_retries_async(lambda: stores.head_async(url), policy)
 
 
 async def fetch_async(

@@ -233,12 +233,20 @@ class ObjectStores:
             meta = obstore.head(store, path)
         except Exception as exc:
             raise translate_error(exc, url.url) from exc
-        return ObjectInfo(
-            size=int(meta["size"]),
-            etag=meta.get("e_tag"),
-            last_modified=meta.get("last_modified"),
-            version=meta.get("version"),
-        )
+        return _head_info(meta)
+
+    async def head_async(self, url: MediaUrl) -> ObjectInfo:
+        """:meth:`head` for event loops (obstore's async API).
+
+        Examples:
+            >>> info = await stores.head_async(parse_url("s3://bucket/a.jpg"))  # doctest: +SKIP
+        """
+        store, path = self.resolve(url)
+        try:
+            meta = await obstore.head_async(store, path)
+        except Exception as exc:
+            raise translate_error(exc, url.url) from exc
+        return _head_info(meta)
 
     def put_file(
         self, url: MediaUrl, local_path: str | os.PathLike[str], *, content_type: str | None = None
@@ -666,6 +674,16 @@ _XML_CODE = re.compile(r"<Code>\s*([^<]{1,100}?)\s*</Code>")
 _XML_MESSAGE = re.compile(r"<Message>\s*([^<\n]{1,300})")
 _JSON_MESSAGE = re.compile(r'"message"\s*:\s*"([^"]{1,300})"')
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+def _head_info(meta: Mapping[str, Any]) -> ObjectInfo:
+    """The :class:`ObjectInfo` of obstore's object metadata (a HEAD answer)."""
+    return ObjectInfo(
+        size=int(meta["size"]),
+        etag=meta.get("e_tag"),
+        last_modified=meta.get("last_modified"),
+        version=meta.get("version"),
+    )
 
 
 def translate_error(exc: BaseException, url: str) -> MediaError:
