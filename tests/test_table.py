@@ -259,3 +259,14 @@ def test_concurrent_inserts_from_two_processes_lose_nothing(session: mt.Session,
     for worker in (1, 2):
         values = sorted(t.where(t.worker == worker).select(t.n).collect()["n"])
         assert values == list(range(100))
+
+
+def test_progress_bar_on_request(db_url: str, clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mt.init(home=clean_env, db_url=db_url, quiet=True, progress=True)
+    t = mt.create_table("bar", {"x": mt.Int})
+    t.insert([{"x": i} for i in range(3)], quiet=True)
+    err = capsys.readouterr().err
+    assert "Inserting rows into `bar`: 3 rows [" in err and "rows/s]" in err
+    mt.init(home=clean_env, db_url=db_url, quiet=True)  # default: only when stderr is a terminal
+    mt.get_table("bar").insert([{"x": 3}], quiet=True)
+    assert "Inserting" not in capsys.readouterr().err
