@@ -10,6 +10,7 @@ import pytest
 from mediatable.config import Settings, load_settings
 from mediatable.errors import MediaAccessDenied, MediaFetchError, MediaFetchTimeout, MediaNotFound
 from mediatable.io import fetch as fetch_mod
+from mediatable.io.cache import FileCache
 from mediatable.io.fetch import RetryPolicy, fetch_to_path, head, parse_retry_after
 from mediatable.io.objects import ObjectStores
 from mediatable.io.urls import parse_url
@@ -86,7 +87,8 @@ def test_a_known_retry_after_replaces_the_backoff() -> None:
             raise exc
         return "done"
 
-    assert fetch_mod._with_retries(call, FAST, slept.append) == "done"
+    url = parse_url("https://example.com/a.jpg")  # the error's own value wins: no probe is sent
+    assert fetch_mod._with_retries(call, FAST, slept.append, url) == "done"
     assert slept == [2.0, 2.0]
 
 
@@ -107,7 +109,7 @@ def test_streams_to_file_and_returns_metadata(http_server: FaultServer, stores: 
 
 def test_5xx_is_retried_then_succeeds(http_server: FaultServer, stores: ObjectStores, out: Path) -> None:
     url = http_server.put("fetch/flaky.bin", b"payload")
-    http_server.set_fault("fetch/flaky.bin", status=503, times=2)
+    http_server.set_fault("fetch/flaky.bin", status=503, times=2, methods=("GET",))
     assert _fetch(stores, url, out / "f") == b"payload"
     assert http_server.count("fetch/flaky.bin") == 3
 
@@ -142,11 +144,31 @@ def test_missing_object_is_media_not_found(http_server: FaultServer, stores: Obj
 
 def test_429_is_retried_after_a_throttle_pause(http_server: FaultServer, stores: ObjectStores, out: Path) -> None:
     url = http_server.put("fetch/busy.bin", b"payload")
-    http_server.set_fault("fetch/busy.bin", status=429, retry_after=1, times=1)
+    http_server.set_fault("fetch/busy.bin", status=429, times=1, methods=("GET",))  # no Retry-After
     assert _fetch(stores, url, out / "f") == b"payload"
-    first, second = http_server.requests("fetch/busy.bin")
-    # obstore hides the Retry-After header, so the policy's throttle floor (0.3 s here) applies.
+    first, probe, second = http_server.requests("fetch/busy.bin")
+    assert (first.method, probe.method, second.method) == ("GET", "HEAD", "GET")
+    # the server named no wait: the policy's throttle floor (0.3 s here) applies
     assert second.at - first.at >= FAST.throttle_backoff
+
+
+def test_429_honors_retry_after(http_server: FaultServer, stores: ObjectStores, out: Path) -> None:
+    url = http_server.put("fetch/slow-down.bin", b"payload")
+    # the GET and the HEAD that asks again for the header (obstore does not pass it on) are throttled
+    http_server.set_fault("fetch/slow-down.bin", status=429, retry_after=1.2, times=2)
+    assert _fetch(stores, url, out / "f") == b"payload"
+    first, probe, second = http_server.requests("fetch/slow-down.bin")
+    assert probe.method == "HEAD" and second.at - first.at >= 1.2
+
+
+def test_retry_after_is_probed_for_cache_downloads(http_server: FaultServer, clean_env: Path) -> None:
+    url = http_server.put("fetch/cached-slow.bin", b"payload")
+    http_server.set_fault("fetch/cached-slow.bin", status=429, retry_after=1.2, times=2)
+    settings = load_settings(clean_env, environ={}, progress=False, retry_backoff=0.01)
+    with FileCache(settings) as cache, cache.lease() as lease:
+        assert lease.get(url).read_bytes() == b"payload"
+    first, _, second = http_server.requests("fetch/cached-slow.bin")
+    assert second.at - first.at >= 1.2
 
 
 @pytest.mark.parametrize("fault", [{"short_body": 5000}, {"reset_after": 5000}])

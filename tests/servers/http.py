@@ -272,7 +272,10 @@ class FaultServer:
         self._counts: dict[tuple[str, str], int] = {}
         self._etags: dict[str, str] = {}
         self._log: list[RequestRecord] = []
-        self._in_flight = 0
+        # In-flight requests per reset generation: a request a previous test left hanging (a client
+        # that timed out on a slow body) must not count toward this test's peak.
+        self._generation = 0
+        self._in_flight: dict[int, int] = {}
         self._peak = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -370,13 +373,14 @@ class FaultServer:
     @contextlib.contextmanager
     def _active(self) -> Iterator[None]:
         with self._lock:
-            self._in_flight += 1
-            self._peak = max(self._peak, self._in_flight)
+            generation = self._generation
+            self._in_flight[generation] = self._in_flight.get(generation, 0) + 1
+            self._peak = max(self._peak, self._in_flight[generation])
         try:
             yield
         finally:
             with self._lock:
-                self._in_flight -= 1
+                self._in_flight[generation] -= 1
 
     def _arrive(self, record: RequestRecord) -> Fault:
         record = dataclasses.replace(record, at=time.monotonic())
@@ -429,7 +433,8 @@ class FaultServer:
             self._faults.clear()
             self._counts.clear()
             self._log.clear()
-            self._peak = self._in_flight
+            self._generation += 1
+            self._peak = 0
             if files:
                 self._etags.clear()
         if files:

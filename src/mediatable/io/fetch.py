@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import email.utils
+import http.client
 import os
 import random
 import tempfile
@@ -31,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
+from urllib.parse import urlsplit
 
 import obstore
 from obstore.exceptions import BaseError as ObstoreError
@@ -49,6 +51,7 @@ __all__ = [
     "head",
     "head_async",
     "parse_retry_after",
+    "probe_retry_after",
 ]
 
 # Chunks handed from the transport to Python: big enough that the per-chunk cost vanishes, small
@@ -179,12 +182,46 @@ def _info(meta: Any) -> ObjectInfo:
     )
 
 
-def _pause(error: MediaError, retries: int, policy: RetryPolicy) -> float:
+def _pause(error: MediaError, retries: int, policy: RetryPolicy, retry_after: float | None) -> float:
     throttled = getattr(error, "status", None) == 429
-    return policy.delay(retries, _retry_after_of(error), throttled=throttled)
+    return policy.delay(retries, retry_after, throttled=throttled)
 
 
-def _with_retries(call: Callable[[], Any], policy: RetryPolicy, sleep: Callable[[float], None]) -> Any:
+def _asks_to_wait(error: MediaError, url: MediaUrl) -> bool:
+    """An HTTP(S) answer that may carry Retry-After, which the transport did not pass on."""
+    return url.kind == "http" and getattr(error, "status", None) in (429, 503) and _retry_after_of(error) is None
+
+
+def probe_retry_after(url: MediaUrl, timeout: float = 5.0) -> float | None:
+    """Ask an HTTP(S) server that just answered 429/503 how long to wait: its Retry-After, in seconds.
+
+    obstore 0.12 does not expose the headers of a failed response, so the GET's Retry-After is lost;
+    rate limits apply per client, so a HEAD of the same URL is answered with the same advice. Any
+    failure of the probe gives None (the policy's own backoff applies).
+
+    Examples:
+        >>> from mediatable.io.urls import parse_url
+        >>> probe_retry_after(parse_url("s3://bucket/a.jpg")) is None  # only HTTP(S) servers send it
+        True
+    """
+    if url.kind != "http":
+        return None
+    parts = urlsplit(url.url)
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        connection.request("HEAD", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        response = connection.getresponse()
+        if response.status in (429, 503):
+            return parse_retry_after(response.getheader("Retry-After"))
+        return None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+def _with_retries(call: Callable[[], Any], policy: RetryPolicy, sleep: Callable[[float], None], url: MediaUrl) -> Any:
     retries = 0
     while True:
         try:
@@ -193,10 +230,11 @@ def _with_retries(call: Callable[[], Any], policy: RetryPolicy, sleep: Callable[
             if not policy.should_retry(error, retries):
                 raise
             retries += 1
-            sleep(_pause(error, retries, policy))
+            retry_after = probe_retry_after(url) if _asks_to_wait(error, url) else _retry_after_of(error)
+            sleep(_pause(error, retries, policy, retry_after))
 
 
-async def _with_retries_async(call: Callable[[], Awaitable[Any]], policy: RetryPolicy) -> Any:
+async def _with_retries_async(call: Callable[[], Awaitable[Any]], policy: RetryPolicy, url: MediaUrl) -> Any:
     retries = 0
     while True:
         try:
@@ -205,7 +243,11 @@ async def _with_retries_async(call: Callable[[], Awaitable[Any]], policy: RetryP
             if not policy.should_retry(error, retries):
                 raise
             retries += 1
-            await asyncio.sleep(_pause(error, retries, policy))
+            if _asks_to_wait(error, url):
+                retry_after = await asyncio.to_thread(probe_retry_after, url)
+            else:
+                retry_after = _retry_after_of(error)
+            await asyncio.sleep(_pause(error, retries, policy, retry_after))
 
 
 def head(
@@ -219,7 +261,7 @@ def head(
     Examples:
         >>> info = head(stores, parse_url("https://example.com/a.jpg"), policy=RetryPolicy())  # doctest: +SKIP
     """
-    return _with_retries(lambda: stores.head(url), policy, sleep)
+    return _with_retries(lambda: stores.head(url), policy, sleep, url)
 
 
 async def head_async(stores: Stores, url: MediaUrl, *, policy: RetryPolicy) -> ObjectInfo:
@@ -228,7 +270,7 @@ async def head_async(stores: Stores, url: MediaUrl, *, policy: RetryPolicy) -> O
     Examples:
         >>> info = await head_async(stores, parse_url("s3://bucket/a.jpg"), policy=RetryPolicy())  # doctest: +SKIP
     """
-    return await _with_retries_async(lambda: stores.head_async(url), policy)
+    return await _with_retries_async(lambda: stores.head_async(url), policy, url)
 
 
 async def fetch_async(
@@ -248,7 +290,7 @@ async def fetch_async(
         ...     return open("/tmp/a.part", "w+b")
         >>> info = await fetch_async(stores, parse_url("s3://b/a.jpg"), sink, policy=RetryPolicy())  # doctest: +SKIP
     """
-    return await _with_retries_async(lambda: _attempt_async(stores, url, sink, on_bytes), policy)
+    return await _with_retries_async(lambda: _attempt_async(stores, url, sink, on_bytes), policy, url)
 
 
 def fetch(
@@ -287,7 +329,7 @@ def fetch(
         >>> with open("/tmp/a.jpg.part", "wb") as f:  # doctest: +SKIP
         ...     info = fetch(stores, parse_url("s3://bucket/a.jpg"), lambda info: f, policy=RetryPolicy())
     """
-    return _with_retries(lambda: _attempt(stores, url, sink, on_bytes), policy, sleep)
+    return _with_retries(lambda: _attempt(stores, url, sink, on_bytes), policy, sleep, url)
 
 
 def fetch_to_path(
