@@ -16,6 +16,7 @@ import os
 import struct
 import sys
 from pathlib import Path
+from typing import cast
 
 __all__ = ["SHARED_LOCK", "EntryLocks", "try_flock"]
 
@@ -34,13 +35,7 @@ class EntryLocks:
     def acquire(self, digest: str) -> int:
         """Block until this process holds the lock of one entry; returns the lock's descriptor."""
         if _OFD_LOCKS:
-            fd = os.open(self._shared, os.O_CREAT | os.O_RDWR, 0o644)
-            try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _lock_range(fcntl.F_WRLCK, digest))
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
+            return cast(int, self._ofd_lock(digest, wait=True))  # waiting never gives None
         path = self._path(digest)
         while True:
             fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
@@ -65,13 +60,7 @@ class EntryLocks:
     def try_acquire(self, digest: str) -> int | None:
         """The lock of one entry if nobody holds it (no download of it is running), else None."""
         if _OFD_LOCKS:
-            fd = os.open(self._shared, os.O_CREAT | os.O_RDWR, 0o644)
-            try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _lock_range(fcntl.F_WRLCK, digest))
-            except OSError:
-                os.close(fd)
-                return None
-            return fd
+            return self._ofd_lock(digest, wait=False)
         path = self._path(digest)
         fd = try_flock(path, create=True)
         if fd is not None and not _same_file(fd, path):
@@ -91,6 +80,21 @@ class EntryLocks:
             if _same_file(fd, path):
                 os.unlink(path)
         os.close(fd)
+
+    def _ofd_lock(self, digest: str, wait: bool) -> int | None:
+        """Lock this entry's byte of the shared lock file; without `wait`, None when someone holds it."""
+        fd = os.open(self._shared, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _lock_range(fcntl.F_WRLCK, digest))
+        except OSError:
+            os.close(fd)
+            if wait:
+                raise
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _path(self, digest: str) -> Path:
         return self._folder / f"{digest}.lock"

@@ -373,9 +373,7 @@ def _attempt(
         raise
     except (ObstoreError, OSError) as exc:
         raise translate_error(exc, url.url) from exc
-    file = sink(info)
-    _rewind(file)
-    written = 0
+    body = _Body(sink(info), url, info.size, on_bytes)
     stream = result.stream(min_chunk_size=_CHUNK)
     while True:
         try:
@@ -383,15 +381,9 @@ def _attempt(
         except StopIteration:
             break
         except (ObstoreError, OSError) as exc:
-            raise _body_error(exc, url, written, info.size) from exc
-        # Local write errors (disk full) are not transfer failures: they propagate as OSError.
-        file.write(chunk)
-        written += len(chunk)
-        if on_bytes is not None:
-            on_bytes(len(chunk))
-    _check_length(url, written, info.size)
-    file.flush()
-    return info
+            raise body.error(exc) from exc
+        body.write(chunk)
+    return body.finish(info)
 
 
 async def _attempt_async(
@@ -408,35 +400,51 @@ async def _attempt_async(
         raise
     except (ObstoreError, OSError) as exc:
         raise translate_error(exc, url.url) from exc
-    file = await sink(info)
-    _rewind(file)
-    written = 0
+    body = _Body(await sink(info), url, info.size, on_bytes)
     if info.size <= _CHUNK:
         # A body that fits one chunk is one chunk anyway: one await instead of two on the stream.
         try:
-            body = await result.bytes_async()
+            body.write(await result.bytes_async())
         except (ObstoreError, OSError) as exc:
-            raise _body_error(exc, url, written, info.size) from exc
-        file.write(body)
-        written = len(body)
-        if on_bytes is not None:
-            on_bytes(written)
-    else:
-        stream = result.stream(min_chunk_size=_CHUNK)
-        while True:
-            try:
-                chunk = await stream.__anext__()
-            except StopAsyncIteration:
-                break
-            except (ObstoreError, OSError) as exc:
-                raise _body_error(exc, url, written, info.size) from exc
-            file.write(chunk)  # local write errors (disk full) propagate as OSError, as in _attempt
-            written += len(chunk)
-            if on_bytes is not None:
-                on_bytes(len(chunk))
-    _check_length(url, written, info.size)
-    file.flush()
-    return info
+            raise body.error(exc) from exc
+        return body.finish(info)
+    stream = result.stream(min_chunk_size=_CHUNK)
+    while True:
+        try:
+            chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            break
+        except (ObstoreError, OSError) as exc:
+            raise body.error(exc) from exc
+        body.write(chunk)
+    return body.finish(info)
+
+
+class _Body:
+    """One attempt's body on its way to disk: counts bytes, reports progress, checks the length.
+
+    Local write errors (disk full) are not transfer failures: `write` lets them propagate as OSError.
+    """
+
+    def __init__(self, file: BinaryIO, url: MediaUrl, size: int, on_bytes: Callable[[int], None] | None) -> None:
+        _rewind(file)
+        self.file, self.url, self.size, self.on_bytes = file, url, size, on_bytes
+        self.written = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        self.written += len(chunk)
+        if self.on_bytes is not None:
+            self.on_bytes(len(chunk))
+
+    def error(self, exc: BaseException) -> MediaError:
+        """The transfer failure `exc`, worded with how much of the body had arrived."""
+        return _body_error(exc, self.url, self.written, self.size)
+
+    def finish(self, info: ObjectInfo) -> ObjectInfo:
+        _check_length(self.url, self.written, self.size)
+        self.file.flush()
+        return info
 
 
 def _rewind(file: BinaryIO) -> None:

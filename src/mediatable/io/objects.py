@@ -488,19 +488,7 @@ class ObjectStores:
         endpoint = str(config.get("endpoint") or config.get("endpoint_url") or config.get("aws_endpoint") or "")
         allow_http = env.get("AWS_ALLOW_HTTP", "").lower() in _TRUE or endpoint.startswith("http://")
         client = self._client(client_overrides, allow_http=allow_http)
-        key = ("s3", f"s3://{bucket}", _freeze(config), _freeze(client), provider_key)
-
-        def build() -> ObjectStore:
-            _log.debug("new S3 store for s3://%s (%s)", bucket, _describe(config, provider_key))
-            return S3Store(
-                bucket,
-                config=config,
-                client_options=client,
-                retry_config=_NO_RETRIES,
-                credential_provider=provider,
-            )
-
-        return key, build
+        return _plan(S3Store, "S3", "s3", bucket, config, client, provider_key, credential_provider=provider)
 
     def _aws_profile(self) -> tuple[tuple[Any, ...], Any, str | None] | None:
         """The profile's (cache key, boto3 credential provider or None, region), or None without profile files.
@@ -578,13 +566,7 @@ class ObjectStores:
         config.update(overrides)
         allow_http = str(config.get("base_url", "")).startswith("http://")
         client = self._client(client_overrides, allow_http=allow_http)
-        key = ("gs", f"gs://{bucket}", _freeze(config), _freeze(client))
-
-        def build() -> ObjectStore:
-            _log.debug("new GCS store for gs://%s (%s)", bucket, _describe(config, ()))
-            return GCSStore(bucket, config=config, client_options=client, retry_config=_NO_RETRIES)
-
-        return key, build
+        return _plan(GCSStore, "GCS", "gs", bucket, config, client)
 
     # -- Azure ------------------------------------------------------------------------------------
 
@@ -640,13 +622,7 @@ class ObjectStores:
         endpoint = str(config.get("endpoint", ""))
         allow_http = endpoint.startswith("http://") or bool(config.get("use_emulator"))
         client = self._client(client_overrides, allow_http=allow_http)
-        key = ("azure", f"az://{container}", _freeze(config), _freeze(client))
-
-        def build() -> ObjectStore:
-            _log.debug("new Azure store for az://%s (%s)", container, _describe(config, ()))
-            return AzureStore(container, config=config, client_options=client, retry_config=_NO_RETRIES)
-
-        return key, build
+        return _plan(AzureStore, "Azure", "az", container, config, client)
 
     # -- instance credentials ---------------------------------------------------------------------
 
@@ -684,6 +660,26 @@ def _head_info(meta: Mapping[str, Any]) -> ObjectInfo:
         last_modified=meta.get("last_modified"),
         version=meta.get("version"),
     )
+
+
+def _plan(
+    store_class: Any,
+    label: str,
+    scheme: str,
+    bucket: str,
+    config: dict[str, Any],
+    client: dict[str, Any],
+    provider_key: tuple[Any, ...] = (),
+    **extra: Any,
+) -> tuple[tuple[Any, ...], Callable[[], ObjectStore]]:
+    """The cache key of a bucket's store (everything that makes two stores differ) and how to build it."""
+    key = (scheme, f"{scheme}://{bucket}", _freeze(config), _freeze(client), provider_key)
+
+    def build() -> ObjectStore:
+        _log.debug("new %s store for %s://%s (%s)", label, scheme, bucket, _describe(config, provider_key))
+        return store_class(bucket, config=config, client_options=client, retry_config=_NO_RETRIES, **extra)
+
+    return key, build
 
 
 def translate_error(exc: BaseException, url: str) -> MediaError:
