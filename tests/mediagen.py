@@ -31,7 +31,7 @@ import PIL.Image
 import pytest
 
 from mediatable import types as ts
-from mediatable.exprs.base import ColumnRef
+from mediatable.exprs import ColumnRef
 
 _LAYOUTS = {1: "mono", 2: "stereo"}
 

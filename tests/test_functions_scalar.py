@@ -11,7 +11,7 @@ import pytest
 import mediagen
 import mediatable.functions
 from mediatable import types as ts
-from mediatable.exprs.base import Literal
+from mediatable.exprs import Literal
 from mediatable.exprs.methods import lookup_method
 from mediatable.functions import json, math, string
 from mediatable.functions.udf import Function

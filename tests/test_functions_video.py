@@ -12,7 +12,7 @@ import pytest
 import mediagen
 from mediatable import types as ts
 from mediatable.errors import MediaDecodeError, MediaNotFound
-from mediatable.exprs.base import CellError, FunctionCall
+from mediatable.exprs import CellError, FunctionCall
 from mediatable.exprs.methods import lookup_method
 from mediatable.functions import audio, video
 from mediatable.functions.udf import Function

@@ -23,7 +23,6 @@ from mediatable.api import (
     list_dirs,
     list_tables,
 )
-from mediatable.catalog.table import Table
 from mediatable.config import Settings
 from mediatable.errors import (
     AlreadyExists,
@@ -50,10 +49,10 @@ from mediatable.errors import (
     TableNotFound,
     UnsupportedScheme,
 )
-from mediatable.exec.query import Query, ResultSet
 from mediatable.exec.status import UpdateStatus
 from mediatable.functions.udf import Function, udf
 from mediatable.session import Session
+from mediatable.table import Query, ResultSet, Table
 from mediatable.types import (
     Array,
     Audio,

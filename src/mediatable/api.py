@@ -6,11 +6,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mediatable.catalog.table import Table
 from mediatable.config import load_settings
-from mediatable.exprs.base import Coalesce as _Coalesce
-from mediatable.exprs.base import ColumnRef, Expr, IfElse
-from mediatable.session import IteratorSpec, Session, mask_password
+from mediatable.exprs import Coalesce as _Coalesce
+from mediatable.exprs import ColumnRef, Expr, IfElse
+from mediatable.session import Session, mask_password
+from mediatable.table import tables
+from mediatable.table.table import Table
+from mediatable.table.tables import IteratorSpec
 
 _current: list[Session] = []  # the current session; a list so tests and init() can replace it
 
@@ -57,14 +59,30 @@ def create_dir(path: str, if_exists: str = "error", parents: bool = False) -> No
     """Create a directory (`a.b.c` nests). Prints `Created directory 'path'.`
 
     Examples:
-        >>> # mt.create_dir('cloud_demo', if_exists='ignore')
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> mt.create_dir('cloud_demo', if_exists='ignore')
+        Created directory 'cloud_demo'.
+        >>> mt.create_dir('cloud_demo', if_exists='ignore')
+        >>> mt.list_dirs()
+        ['cloud_demo']
     """
     if _session().catalog.create_dir(path, if_exists=if_exists, parents=parents):
         print(f"Created directory {path!r}.")
 
 
 def drop_dir(path: str, force: bool = False) -> None:
-    """Drop a directory; with `force=True` also everything in it."""
+    """Drop a directory; with `force=True` also everything in it.
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> mt.create_dir('scratch')
+        Created directory 'scratch'.
+        >>> mt.drop_dir('scratch')
+        >>> mt.list_dirs()
+        []
+    """
     _session().catalog.drop_dir(path, force=force)
 
 
@@ -74,7 +92,18 @@ def list_dirs(parent: str | None = None) -> list[str]:
 
 
 def list_tables(dir: str | None = None) -> list[str]:
-    """Table and view paths (all, or those under directory `dir`)."""
+    """Table and view paths (all, or those under directory `dir`).
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> mt.create_dir('demo')
+        Created directory 'demo'.
+        >>> _ = mt.create_table('demo.pets', {'name': mt.String})
+        Created table 'pets'.
+        >>> mt.list_tables('demo')
+        ['demo.pets']
+    """
     return _session().catalog.list_tables(dir)
 
 
@@ -87,10 +116,15 @@ def create_table(path: str, schema: Mapping[str, Any], *, if_exists: str = "erro
         if_exists: 'error', 'ignore' (return the existing table) or 'replace' (drop it first).
 
     Examples:
-        >>> # images = mt.create_table('cloud_demo.images', {'image': mt.Image, 'label': mt.String})
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> images = mt.create_table('images', {'image': mt.Image, 'label': mt.String})
+        Created table 'images'.
+        >>> images.columns
+        ['image', 'label']
     """
     existed = path in _session().catalog.list_tables()
-    table = _session().create_table(path, schema, if_exists=if_exists)
+    table = tables.create_table(_session(), path, schema, if_exists=if_exists)
     if not existed or if_exists == "replace":
         print(f"Created table {table._meta.name!r}.")
     return table
@@ -100,21 +134,47 @@ def create_view(path: str, base: Table, *, iterator: IteratorSpec, if_exists: st
     """Create a view with one row per item an iterator yields from each base row (e.g. video frames).
 
     Examples:
-        >>> # frames = mt.create_view('demo.frames', videos, iterator=mt.frames(videos.video, fps=1))
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> videos = mt.create_table('videos', {'video': mt.Video}, if_exists='replace')
+        Created table 'videos'.
+        >>> frames = mt.create_view('frames', videos, iterator=mt.frames(videos.video, fps=1))
+        Created view 'frames' with 0 rows.
+        >>> frames.columns
+        ['video', 'pos', 'timestamp', 'frame']
     """
-    view = _session().create_view(path, base, iterator, if_exists=if_exists)
+    view = tables.create_view(_session(), path, base, iterator, if_exists=if_exists)
     print(f"Created view {view._meta.name!r} with {view.count()} rows.")
     return view
 
 
 def get_table(path: str) -> Table:
-    """The table or view at `path`. Raises TableNotFound."""
-    return _session().get_table(path)
+    """The table or view at `path`. Raises TableNotFound.
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> _ = mt.create_table('pets', {'name': mt.String})
+        Created table 'pets'.
+        >>> mt.get_table('pets').path
+        'pets'
+    """
+    return tables.get_table(_session(), path)
 
 
 def drop_table(path: str | Table, *, if_not_exists: str = "error", force: bool = False) -> None:
-    """Drop a table or view (`force=True` also drops views over it)."""
-    _session().drop_table(path, if_not_exists=if_not_exists, force=force)
+    """Drop a table or view (`force=True` also drops views over it).
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> _ = mt.create_table('pets', {'name': mt.String})
+        Created table 'pets'.
+        >>> mt.drop_table('pets')
+        >>> mt.list_tables()
+        []
+    """
+    tables.drop_table(_session(), path, if_not_exists=if_not_exists, force=force)
 
 
 def frames(
@@ -123,26 +183,69 @@ def frames(
     """Iterator over video frames: columns `pos`, `timestamp`, `frame` (Image).
 
     Examples:
-        >>> # mt.create_view('demo.frames', videos, iterator=mt.frames(videos.video, fps=1))
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> videos = mt.create_table('clips', {'video': mt.Video})
+        Created table 'clips'.
+        >>> mt.frames(videos.video, fps=1)
+        frames(clips.video, fps=1)
     """
     return IteratorSpec("frames", video, fps=fps, num_frames=num_frames, keyframes_only=keyframes_only or None)
 
 
 def audio_chunks(audio: ColumnRef, *, chunk_duration: float = 10.0, overlap: float = 0.0) -> IteratorSpec:
-    """Iterator over audio chunks: columns `pos`, `start_time`, `end_time`, `audio_chunk` (Audio)."""
+    """Iterator over audio chunks: columns `pos`, `start_time`, `end_time`, `audio_chunk` (Audio).
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> sounds = mt.create_table('sounds', {'audio': mt.Audio})
+        Created table 'sounds'.
+        >>> mt.audio_chunks(sounds.audio, chunk_duration=5.0)
+        audio_chunks(sounds.audio, chunk_duration=5.0)
+    """
     return IteratorSpec("audio_chunks", audio, chunk_duration=chunk_duration, overlap=overlap or None)
 
 
 def document_pages(document: ColumnRef) -> IteratorSpec:
-    """Iterator over PDF pages: columns `pos`, `page`, `text`."""
+    """Iterator over PDF pages: columns `pos`, `page`, `text`.
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> docs = mt.create_table('docs', {'pdf': mt.Document})
+        Created table 'docs'.
+        >>> mt.document_pages(docs.pdf)
+        document_pages(docs.pdf)
+    """
     return IteratorSpec("document_pages", document)
 
 
 def if_else(condition: Any, then: Any, otherwise: Any) -> Expr:
-    """`then` where `condition` is True, else `otherwise`. Example: `mt.if_else(t.w > 100, 'big', 'small')`."""
+    """`then` where `condition` is True, else `otherwise`.
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> t = mt.create_table('sizes', {'w': mt.Int})
+        Created table 'sizes'.
+        >>> _ = t.insert([{'w': 50}, {'w': 500}], quiet=True)
+        >>> t.select(size=mt.if_else(t.w > 100, 'big', 'small')).collect()['size']
+        ['small', 'big']
+    """
     return IfElse(condition, then, otherwise)
 
 
 def coalesce(*values: Any) -> Expr:
-    """The first value that is not None. Example: `mt.coalesce(t.title, t.filename)`."""
+    """The first value that is not None.
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> t = mt.create_table('files', {'title': mt.String, 'filename': mt.String})
+        Created table 'files'.
+        >>> _ = t.insert([{'title': None, 'filename': 'a.jpg'}, {'title': 'B', 'filename': 'b.jpg'}], quiet=True)
+        >>> t.select(name=mt.coalesce(t.title, t.filename)).collect()['name']
+        ['a.jpg', 'B']
+    """
     return _Coalesce(*values)

@@ -23,6 +23,7 @@ from mediatable.config import Settings, load_settings, parse_size
 from mediatable.errors import Error
 from mediatable.io.cache import FileCache
 from mediatable.session import Session
+from mediatable.table import tables
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Settings], int]]
 
@@ -63,7 +64,7 @@ def _ls(args: argparse.Namespace, settings: Settings) -> int:
         for path in session.catalog.list_dirs(args.dir):
             print(f"{path}/")
         for path in session.catalog.list_tables(args.dir):
-            table = session.get_table(path)
+            table = tables.get_table(session, path)
             kind = "view" if table._meta.is_view else "table"
             print(f"{path}  ({kind}, {table.count()} rows, columns: {', '.join(table.columns)})")
     finally:
@@ -79,7 +80,7 @@ def _show_arguments(parser: argparse.ArgumentParser) -> None:
 def _show(args: argparse.Namespace, settings: Settings) -> int:
     session = Session(settings)
     try:
-        table = session.get_table(args.table)
+        table = tables.get_table(session, args.table)
         print(table.describe())
         print(f"\n{table.count()} rows; the first {args.rows}:")
         stored = [table[name].fileurl if table[name].col_type.is_media else table[name] for name in table.columns]

@@ -28,7 +28,7 @@ import PIL.Image
 
 from mediatable import types as ts
 from mediatable.errors import ComputeError, DataError, MediaDecodeError, MediaError
-from mediatable.exprs.base import CellError, ColumnProperty, ColumnRef, Expr, FunctionCall
+from mediatable.exprs import CellError, ColumnProperty, ColumnRef, Expr, FunctionCall
 from mediatable.io.media_store import MediaStore
 from mediatable.io.urls import is_url_like, redact_url
 

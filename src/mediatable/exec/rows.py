@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from mediatable.catalog import schema
 from mediatable.catalog.model import Column, TableMeta
-from mediatable.exprs.base import CellError
+from mediatable.exprs import CellError
 
 ROWID = "_rowid"
 BASE_ROWID = "_base_rowid"

@@ -34,10 +34,10 @@ class UpdateStatus:
     operation: str = "updated"
 
     def __repr__(self) -> str:
-        text = f"{self.num_rows} {_plural(self.num_rows, 'row')} {self.operation}, "
-        text += f"{self.num_computed_values} {_plural(self.num_computed_values, 'value')} computed"
+        text = f"{plural(self.num_rows, 'row')} {self.operation}, "
+        text += f"{plural(self.num_computed_values, 'value')} computed"
         if self.num_excs:
-            text += f", {self.num_excs} {_plural(self.num_excs, 'error')} in {', '.join(self.cols_with_excs)}"
+            text += f", {plural(self.num_excs, 'error')} in {', '.join(self.cols_with_excs)}"
         return text + "."
 
     __str__ = __repr__
@@ -52,8 +52,14 @@ class UpdateStatus:
         )
 
 
-def _plural(n: int, word: str) -> str:
-    return word if n == 1 else word + "s"
+def plural(n: int, word: str) -> str:
+    """`n` and the word, in the plural unless `n` is 1.
+
+    Examples:
+        >>> plural(1, "row"), plural(0, "error"), plural(3, "value")
+        ('1 row', '0 errors', '3 values')
+    """
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def progress_enabled(settings: Settings) -> bool:

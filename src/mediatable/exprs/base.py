@@ -1,59 +1,25 @@
-"""The expression tree: column references, literals, operators and function calls.
+"""The expression tree's core: :class:`Expr` with its operators, literals, and operator nodes.
 
 Expressions are built by operator overloading on columns (`t.width > 600`, `t.image.rotate(90)`),
 typed at construction, and evaluated over batches of rows. Evaluation never raises for one bad row:
-a failed value is a :class:`CellError`, which flows upward, so a row's error costs that cell only.
-Filters on stored scalar columns also compile to SQL (`to_sql`) so the database does the work.
+a failed value is a :class:`~mediatable.exprs.cells.CellError`, which flows upward, so a row's error
+costs that cell only. Filters on stored scalar columns also compile to SQL (`to_sql`) so the database
+does the work. Column references live in :mod:`~mediatable.exprs.columns`, function calls and
+conditionals in :mod:`~mediatable.exprs.calls`.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 
 from mediatable import types as ts
 from mediatable.errors import ExprError
+from mediatable.exprs.cells import CellError, EvalEnv, first_error
 from mediatable.exprs.methods import lookup_method, method_names
-
-
-class CellError:
-    """A value that could not be computed, carried in place of the value.
-
-    Attributes:
-        errortype: short type name (`MediaNotFound`, `ZeroDivisionError`, ...).
-        errormsg: human message; names the URL (redacted) or the upstream cell.
-    """
-
-    __slots__ = ("errormsg", "errortype", "exc")
-
-    def __init__(self, errortype: str, errormsg: str, exc: BaseException | None = None) -> None:
-        self.errortype = errortype
-        self.errormsg = errormsg
-        self.exc = exc
-
-    @classmethod
-    def from_exception(cls, exc: BaseException, context: str = "") -> CellError:
-        message = str(exc) or type(exc).__name__
-        return cls(type(exc).__name__, f"{context}{message}", exc)
-
-    def __repr__(self) -> str:
-        return f"CellError({self.errortype}: {self.errormsg})"
-
-
-class EvalEnv(Protocol):
-    """What evaluation needs from the executor, one instance per row."""
-
-    def column_value(self, column: Any) -> Any:
-        """The row's stored (or already computed) value of `column`, or a CellError."""
-
-    def open_media(self, url: str, col_type: ts.ColumnType) -> Any:
-        """A readable local object for a media URL: PIL image for Image, local path str otherwise."""
-
-    def local_path(self, url: str) -> str:
-        """The local file path for a media URL (fetched through the cache when remote)."""
 
 
 class Expr:
@@ -76,6 +42,10 @@ class Expr:
             resolve: maps a catalog column to its SQL column (None if it is not a plain stored value).
         """
         return None
+
+    def sql_value(self, resolve: Callable[[Any], sa.ColumnElement[Any] | None]) -> sa.ColumnElement[Any] | None:
+        """The SQL expression of the stored value, also for media columns (their URL); for `is None` tests."""
+        return self.to_sql(resolve)
 
     def walk(self) -> list[Expr]:
         """This expression and all its descendants, depth first."""
@@ -184,9 +154,9 @@ class Expr:
             available = ", ".join(method_names(self.col_type.name)) or "none"
             raise AttributeError(f"{self.col_type!r} expressions have no attribute {name!r} (methods: {available})")
         function, is_property = found
-        if is_property:
-            return FunctionCall(function, (self,), {})
-        return lambda *args, **kwargs: FunctionCall(function, (self, *args), kwargs)
+        if is_property:  # a Function called on an expression builds the call expression
+            return function(self)
+        return lambda *args, **kwargs: function(self, *args, **kwargs)
 
 
 COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
@@ -212,13 +182,6 @@ def as_expr(value: Any) -> Expr:
     return value if isinstance(value, Expr) else Literal(value)
 
 
-def _first_error(values: Sequence[Any]) -> CellError | None:
-    for value in values:
-        if isinstance(value, CellError):
-            return value
-    return None
-
-
 class Literal(Expr):
     """A constant."""
 
@@ -237,80 +200,6 @@ class Literal(Expr):
 
     def to_sql(self, resolve: Callable[[Any], Any]) -> Any:
         return sa.literal(self.value) if isinstance(self.value, str | int | float | bool) else None
-
-
-class ColumnRef(Expr):
-    """A column of a table or view (`t.label`, `t['label']`).
-
-    Media columns have extra properties: `.localpath` (cached local file), `.fileurl` (stored URL);
-    computed columns have `.errortype` and `.errormsg`.
-    """
-
-    def __init__(self, column: Any) -> None:
-        self.column = column
-        self.col_type = column.col_type
-
-    def __repr__(self) -> str:
-        return f"{self.column.table_name}.{self.column.name}"
-
-    def default_name(self) -> str:
-        return str(self.column.name)
-
-    def eval_batch(self, envs: Sequence[EvalEnv]) -> list[Any]:
-        out = []
-        for env in envs:
-            value = env.column_value(self.column)
-            if isinstance(value, CellError):  # a value computed from a failed cell names that cell
-                value = CellError(value.errortype, f"upstream column {self.column.name!r} failed: {value.errormsg}")
-            out.append(value)
-        return out
-
-    def to_sql(self, resolve: Callable[[Any], Any]) -> Any:
-        return None if self.col_type.is_media else resolve(self.column)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("errortype", "errormsg"):
-            return ColumnProperty(self, name)
-        if name in ("localpath", "fileurl"):
-            if not self.col_type.is_media:
-                raise AttributeError(f"{name} exists only on media columns, not on {self.col_type!r}")
-            return ColumnProperty(self, name)
-        return super().__getattr__(name)
-
-
-class ColumnProperty(Expr):
-    """`col.errortype`, `col.errormsg`, `col.localpath` or `col.fileurl`."""
-
-    def __init__(self, ref: ColumnRef, prop: str) -> None:
-        self.ref = ref
-        self.prop = prop
-        self.col_type = ts.String
-
-    def __repr__(self) -> str:
-        return f"{self.ref!r}.{self.prop}"
-
-    def default_name(self) -> str:
-        return f"{self.ref.default_name()}_{self.prop}"
-
-    def children(self) -> Sequence[Expr]:
-        return (self.ref,)
-
-    def eval_batch(self, envs: Sequence[EvalEnv]) -> list[Any]:
-        out: list[Any] = []
-        for env in envs:
-            value = env.column_value(self.ref.column)
-            if self.prop in ("errortype", "errormsg"):
-                out.append(getattr(value, self.prop) if isinstance(value, CellError) else None)
-            elif value is None or isinstance(value, CellError):
-                out.append(None)
-            elif self.prop == "fileurl":
-                out.append(value)
-            else:
-                try:
-                    out.append(env.local_path(value))
-                except Exception as exc:
-                    out.append(CellError.from_exception(exc))
-        return out
 
 
 class Arithmetic(Expr):
@@ -337,7 +226,7 @@ class Arithmetic(Expr):
         fn = ARITHMETIC[self.op]
         out: list[Any] = []
         for a, b in zip(self.left.eval_batch(envs), self.right.eval_batch(envs), strict=True):
-            error = _first_error((a, b))
+            error = first_error((a, b))
             if error is not None or a is None or b is None:
                 out.append(error)
                 continue
@@ -373,7 +262,7 @@ class Compare(Expr):
         fn = COMPARISONS[self.op]
         out: list[Any] = []
         for a, b in zip(self.left.eval_batch(envs), self.right.eval_batch(envs), strict=True):
-            error = _first_error((a, b))
+            error = first_error((a, b))
             if error is not None or a is None or b is None:
                 out.append(error)
                 continue
@@ -408,7 +297,7 @@ class BoolOp(Expr):
         columns = [operand.eval_batch(envs) for operand in self.operands]
         out: list[Any] = []
         for values in zip(*columns, strict=True):
-            error = _first_error(values)
+            error = first_error(values)
             if error is not None:
                 out.append(error)
             elif self.op == "and":
@@ -462,9 +351,7 @@ class IsNull(Expr):
         return [v is None or isinstance(v, CellError) for v in self.operand.eval_batch(envs)]
 
     def to_sql(self, resolve: Callable[[Any], Any]) -> Any:
-        inner = self.operand.to_sql(resolve) if not self.operand.col_type.is_media else None
-        if inner is None and isinstance(self.operand, ColumnRef):
-            inner = resolve(self.operand.column)
+        inner = self.operand.sql_value(resolve)
         return None if inner is None else inner.is_(None)
 
 
@@ -515,149 +402,4 @@ class JsonPath(Expr):
                     out.append(value[self.key])
                 except (KeyError, IndexError, TypeError):
                     out.append(None)
-        return out
-
-
-class FunctionCall(Expr):
-    """A call of a :class:`~mediatable.functions.udf.Function` on expressions and constants.
-
-    A None argument gives None without calling; a CellError argument gives a CellError naming it.
-    Functions with `batch_size` are called once per chunk of rows with lists.
-    """
-
-    def __init__(self, function: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
-        self.function = function
-        self.args = [as_expr(a) for a in args]
-        self.kwargs = {k: as_expr(v) for k, v in kwargs.items()}
-        self.col_type = function.return_type
-        try:
-            bound = function.signature.bind(*self.args, **self.kwargs)
-        except TypeError as exc:
-            raise ExprError(f"{function.name}: {exc}") from exc
-        self._media_params = {
-            name for name, t in function.param_types.items() if t is not None and t.is_media and name in bound.arguments
-        }
-        # the parameter each positional argument binds to (a *args parameter takes all the rest)
-        positional = [
-            p for p in function.signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        var_positional = [p.name for p in function.signature.parameters.values() if p.kind == p.VAR_POSITIONAL]
-        self._param_names = [
-            positional[j].name if j < len(positional) else var_positional[0] for j in range(len(self.args))
-        ]
-
-    def __repr__(self) -> str:
-        args = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
-        return f"{self.function.name.rsplit('.', 1)[-1]}({', '.join(args)})"
-
-    def default_name(self) -> str:
-        return str(self.function.name.rsplit(".", 1)[-1])
-
-    def children(self) -> Sequence[Expr]:
-        return [*self.args, *self.kwargs.values()]
-
-    def eval_batch(self, envs: Sequence[EvalEnv]) -> list[Any]:
-        arg_columns = [a.eval_batch(envs) for a in self.args]
-        kwarg_columns = {k: v.eval_batch(envs) for k, v in self.kwargs.items()}
-        names = self._param_names
-        rows: list[tuple[list[Any], dict[str, Any]] | Any] = []
-        for i, env in enumerate(envs):
-            args = [column[i] for column in arg_columns]
-            kwargs = {k: column[i] for k, column in kwarg_columns.items()}
-            error = _first_error([*args, *kwargs.values()])
-            if error is not None:
-                rows.append(error)
-                continue
-            if any(a is None for a in args):  # keyword arguments may legitimately be None (defaults)
-                rows.append(None)
-                continue
-            try:
-                args = [self._open(names[j], a, env) for j, a in enumerate(args)]
-                kwargs = {k: self._open(k, v, env) for k, v in kwargs.items()}
-            except Exception as exc:
-                rows.append(CellError.from_exception(exc))
-                continue
-            rows.append((args, kwargs))
-        if self.function.batch_size:
-            return self._call_batched(rows)
-        out: list[Any] = []
-        for row in rows:
-            if not isinstance(row, tuple):
-                out.append(row)
-                continue
-            try:
-                out.append(self.function.fn(*row[0], **row[1]))
-            except Exception as exc:
-                out.append(CellError.from_exception(exc))
-        return out
-
-    def _open(self, param: str, value: Any, env: EvalEnv) -> Any:
-        if param in self._media_params and isinstance(value, str):
-            return env.open_media(value, self.function.param_types[param])
-        return value
-
-    def _call_batched(self, rows: list[Any]) -> list[Any]:
-        out = list(rows)
-        ready = [i for i, row in enumerate(rows) if isinstance(row, tuple)]
-        size = self.function.batch_size
-        for start in range(0, len(ready), size):
-            chunk = ready[start : start + size]
-            n_args = len(rows[chunk[0]][0])
-            args = [[rows[i][0][j] for i in chunk] for j in range(n_args)]
-            kwargs = {k: [rows[i][1][k] for i in chunk] for k in rows[chunk[0]][1]}
-            try:
-                results = list(self.function.fn(*args, **kwargs))
-                if len(results) != len(chunk):
-                    raise ExprError(f"{self.function.name} returned {len(results)} values for {len(chunk)} rows")
-            except Exception as exc:
-                results = [CellError.from_exception(exc)] * len(chunk)
-            for i, result in zip(chunk, results, strict=True):
-                out[i] = result
-        return out
-
-
-class IfElse(Expr):
-    """`mt.if_else(cond, then, otherwise)`."""
-
-    def __init__(self, condition: Any, then: Any, otherwise: Any) -> None:
-        self.condition, self.then, self.otherwise = as_expr(condition), as_expr(then), as_expr(otherwise)
-        self.col_type = (
-            self.then.col_type if not isinstance(self.then, Literal) or then is not None else self.otherwise.col_type
-        )
-
-    def __repr__(self) -> str:
-        return f"if_else({self.condition!r}, {self.then!r}, {self.otherwise!r})"
-
-    def children(self) -> Sequence[Expr]:
-        return (self.condition, self.then, self.otherwise)
-
-    def eval_batch(self, envs: Sequence[EvalEnv]) -> list[Any]:
-        conditions = self.condition.eval_batch(envs)
-        thens, others = self.then.eval_batch(envs), self.otherwise.eval_batch(envs)
-        return [
-            c if isinstance(c, CellError) else (t if c else o)
-            for c, t, o in zip(conditions, thens, others, strict=True)
-        ]
-
-
-class Coalesce(Expr):
-    """`mt.coalesce(a, b, ...)`: the first value that is not None (errors count as None)."""
-
-    def __init__(self, *operands: Any) -> None:
-        if not operands:
-            raise ExprError("coalesce() needs at least one argument")
-        self.operands = [as_expr(o) for o in operands]
-        self.col_type = self.operands[0].col_type
-
-    def __repr__(self) -> str:
-        return f"coalesce({', '.join(repr(o) for o in self.operands)})"
-
-    def children(self) -> Sequence[Expr]:
-        return self.operands
-
-    def eval_batch(self, envs: Sequence[EvalEnv]) -> list[Any]:
-        columns = [o.eval_batch(envs) for o in self.operands]
-        out: list[Any] = []
-        for values in zip(*columns, strict=True):
-            out.append(next((v for v in values if v is not None and not isinstance(v, CellError)), None))
         return out

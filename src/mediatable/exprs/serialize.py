@@ -14,16 +14,16 @@ from typing import Any
 import cloudpickle
 
 from mediatable.errors import ExprError
-from mediatable.exprs import base
+from mediatable.exprs import base, calls, columns
 
 
 def to_dict(expr: base.Expr) -> dict[str, Any]:
     """A JSON-able description of `expr`."""
     if isinstance(expr, base.Literal):
         return {"k": "lit", "v": _literal_value(expr.value)}
-    if isinstance(expr, base.ColumnRef):
+    if isinstance(expr, columns.ColumnRef):
         return {"k": "col", "name": expr.column.name}
-    if isinstance(expr, base.ColumnProperty):
+    if isinstance(expr, columns.ColumnProperty):
         return {"k": "prop", "ref": to_dict(expr.ref), "prop": expr.prop}
     if isinstance(expr, base.Arithmetic | base.Compare):
         kind = "arith" if isinstance(expr, base.Arithmetic) else "cmp"
@@ -36,11 +36,11 @@ def to_dict(expr: base.Expr) -> dict[str, Any]:
         return {"k": "isin", "arg": to_dict(expr.operand), "values": expr.values}
     if isinstance(expr, base.JsonPath):
         return {"k": "json", "base": to_dict(expr.base), "key": expr.key}
-    if isinstance(expr, base.IfElse):
+    if isinstance(expr, calls.IfElse):
         return {"k": "if", "args": [to_dict(e) for e in expr.children()]}
-    if isinstance(expr, base.Coalesce):
+    if isinstance(expr, calls.Coalesce):
         return {"k": "coalesce", "args": [to_dict(e) for e in expr.operands]}
-    if isinstance(expr, base.FunctionCall):
+    if isinstance(expr, calls.FunctionCall):
         return {
             "k": "call",
             "fn": function_ref(expr.function),
@@ -61,11 +61,11 @@ def from_dict(data: dict[str, Any], resolve_column: Callable[[str], Any]) -> bas
         value = data["v"]
         return base.Literal(tuple(value["tuple"]) if isinstance(value, dict) and "tuple" in value else value)
     if kind == "col":
-        return base.ColumnRef(resolve_column(data["name"]))
+        return columns.ColumnRef(resolve_column(data["name"]))
     if kind == "prop":
         ref = build(data["ref"])
-        assert isinstance(ref, base.ColumnRef)
-        return base.ColumnProperty(ref, data["prop"])
+        assert isinstance(ref, columns.ColumnRef)
+        return columns.ColumnProperty(ref, data["prop"])
     if kind == "arith":
         return base.Arithmetic(data["op"], build(data["l"]), build(data["r"]))
     if kind == "cmp":
@@ -81,12 +81,12 @@ def from_dict(data: dict[str, Any], resolve_column: Callable[[str], Any]) -> bas
     if kind == "json":
         return base.JsonPath(build(data["base"]), data["key"])
     if kind == "if":
-        return base.IfElse(*(build(a) for a in data["args"]))
+        return calls.IfElse(*(build(a) for a in data["args"]))
     if kind == "coalesce":
-        return base.Coalesce(*(build(a) for a in data["args"]))
+        return calls.Coalesce(*(build(a) for a in data["args"]))
     if kind == "call":
         function = load_function(data["fn"])
-        return base.FunctionCall(
+        return calls.FunctionCall(
             function, [build(a) for a in data["args"]], {k: build(v) for k, v in data["kwargs"].items()}
         )
     raise ExprError(f"unknown stored expression kind {kind!r}")

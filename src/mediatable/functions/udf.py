@@ -21,7 +21,7 @@ import PIL.Image
 
 from mediatable import types as ts
 from mediatable.errors import ExprError
-from mediatable.exprs.base import Expr, FunctionCall
+from mediatable.exprs import Expr, FunctionCall
 from mediatable.exprs.methods import register_method
 
 

@@ -1,0 +1,6 @@
+"""The catalog: directories, tables, views and columns, persisted with SQLAlchemy (SQLite or PostgreSQL).
+
+It knows nothing of execution or of the user-facing handles: :mod:`~mediatable.catalog.catalog`
+changes and loads descriptions, :mod:`~mediatable.catalog.model` holds them in memory, and
+:mod:`~mediatable.catalog.schema` defines the catalog's own SQL tables and the naming rules.
+"""

@@ -1,0 +1,71 @@
+"""Views with iterators: one base row -> many view rows (video frames, audio chunks, document pages)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mediatable.catalog.model import TableMeta
+from mediatable.errors import ComputeError
+from mediatable.exec import compute
+from mediatable.exec.rows import BASE_ROWID, ROWID, TableSql
+from mediatable.exec.status import UpdateStatus
+from mediatable.io.urls import redact_url
+from mediatable.iterators import AudioChunkIterator, DocumentPageIterator, FrameIterator
+from mediatable.session import Session
+
+ITERATORS: dict[str, Any] = {
+    "frames": FrameIterator,
+    "audio_chunks": AudioChunkIterator,
+    "document_pages": DocumentPageIterator,
+}
+log = logging.getLogger(__name__)
+
+
+def propagate(
+    session: Session, view: TableMeta, lease: Any, base_rows: list[dict[str, Any]], on_error: str | None
+) -> UpdateStatus:
+    """Run the view's iterator over new base rows, compute the view's own columns, insert the view rows.
+
+    Source files are prefetched concurrently; a base row whose file cannot be read or iterated
+    contributes no rows and counts as one error (or aborts, with `on_error='abort'`).
+    """
+    spec = view.iterator or {}
+    iterator_cls = ITERATORS[spec["name"]]
+    source, kwargs = spec["source"], spec.get("kwargs", {})
+    schema = iterator_cls.output_schema
+    sources = [(row, row.get(source)) for row in base_rows if isinstance(row.get(source), str)]
+    view_rows: list[dict[str, Any]] = []
+    failed = 0
+    for (base_row, url), local in zip(sources, lease.get_many([u for _, u in sources]), strict=True):
+        try:
+            if isinstance(local, BaseException):
+                raise local
+            produced = []
+            for item in iterator_cls(str(local), **kwargs):
+                row = {k: v for k, v in base_row.items() if k != ROWID}
+                row[BASE_ROWID] = base_row[ROWID]
+                for name, col_type in schema.items():
+                    value = item[name]
+                    if col_type.is_media and value is not None:
+                        value = session.media_store.save(value, view.id, name)
+                    row[name] = value
+                produced.append(row)
+        except Exception as exc:
+            reason = str(exc).replace(str(local), redact_url(url))  # name the URL, not the cache file
+            message = f"{spec['name']} over {view.base.path}.{source} (row {base_row[ROWID]}): {reason}"
+            if on_error == "abort":
+                raise ComputeError(message, table=view.path, column=source, row=base_row[ROWID]) from exc
+            log.warning("view %s: %s", view.path, message)
+            failed += 1
+            continue
+        view_rows.extend(produced)
+    computed = compute.computed_columns(view)
+    compute.compute(session, view, lease, view_rows, computed, on_error)
+    with session.engine.begin() as conn:
+        TableSql(view).insert(conn, view_rows, list(view.own_columns.values()))
+    status = compute.count(UpdateStatus(operation="inserted"), view_rows, computed, view.path)
+    if failed:
+        status.num_excs += failed
+        status.cols_with_excs = sorted({*status.cols_with_excs, f"{view.path} (iterator)"})
+    return status

@@ -1,0 +1,62 @@
+"""Values that failed, and what evaluation needs from the executor.
+
+A failed value is a :class:`CellError` carried in place of the value: it flows upward through
+the expressions that read it, so one bad row costs that cell only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from mediatable import types as ts
+
+
+class CellError:
+    """A value that could not be computed, carried in place of the value.
+
+    Attributes:
+        errortype: short type name (`MediaNotFound`, `ZeroDivisionError`, ...).
+        errormsg: human message; names the URL (redacted) or the upstream cell.
+    """
+
+    __slots__ = ("errormsg", "errortype", "exc")
+
+    def __init__(self, errortype: str, errormsg: str, exc: BaseException | None = None) -> None:
+        self.errortype = errortype
+        self.errormsg = errormsg
+        self.exc = exc
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, context: str = "") -> CellError:
+        message = str(exc) or type(exc).__name__
+        return cls(type(exc).__name__, f"{context}{message}", exc)
+
+    def __repr__(self) -> str:
+        return f"CellError({self.errortype}: {self.errormsg})"
+
+
+class EvalEnv(Protocol):
+    """What evaluation needs from the executor, one instance per row."""
+
+    def column_value(self, column: Any) -> Any:
+        """The row's stored (or already computed) value of `column`, or a CellError."""
+
+    def open_media(self, url: str, col_type: ts.ColumnType) -> Any:
+        """A readable local object for a media URL: PIL image for Image, local path str otherwise."""
+
+    def local_path(self, url: str) -> str:
+        """The local file path for a media URL (fetched through the cache when remote)."""
+
+
+def first_error(values: Sequence[Any]) -> CellError | None:
+    """The first CellError among `values`, or None.
+
+    Examples:
+        >>> first_error([1, CellError("ValueError", "bad"), None])
+        CellError(ValueError: bad)
+    """
+    for value in values:
+        if isinstance(value, CellError):
+            return value
+    return None

@@ -1,0 +1,139 @@
+"""Computed columns: `add_computed_column` (filled for existing rows, kept current for new ones) and
+`recompute_columns`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mediatable.catalog.catalog import check_choice
+from mediatable.catalog.model import Column
+from mediatable.errors import AlreadyExists, ColumnNotFound, ExprError, InvalidArgument
+from mediatable.exec import compute
+from mediatable.exec.status import UpdateStatus, plural
+from mediatable.exprs import ColumnRef, Expr, as_expr, serialize
+from mediatable.table.base import ON_ERROR, TableBase
+
+
+class ComputedColumns(TableBase):
+    """Computed-column operations of a :class:`~mediatable.table.Table`."""
+
+    def add_computed_column(
+        self,
+        *,
+        on_error: str = "ignore",
+        if_exists: str = "error",
+        destination: str | None = None,
+        quiet: bool = False,
+        **named: Any,
+    ) -> UpdateStatus:
+        """Add columns computed from others; fill them for existing rows and keep them current.
+
+        Args:
+            on_error: 'ignore' (default): a failing cell keeps its error, readable as
+                `t.col.errortype` / `t.col.errormsg`; 'abort': the first error undoes the whole call.
+            if_exists: 'error', 'ignore' or 'replace' when a column of that name exists.
+            destination: reserved for writing generated media to object storage (later); None writes
+                generated media under `<home>/media`.
+            quiet: do not print the per-column summary lines.
+            **named: `name=expression` pairs, e.g. `width=t.image.width`.
+
+        Returns:
+            An :class:`UpdateStatus`: `N rows updated, M values computed.`
+
+        Examples:
+            >>> import mediatable as mt, tempfile, PIL.Image
+            >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+            >>> PIL.Image.new('RGB', (64, 48)).save('cat.jpg')
+            >>> t = mt.create_table('pics', {'image': mt.Image})
+            Created table 'pics'.
+            >>> t.insert([{'image': 'cat.jpg'}], quiet=True)
+            1 row inserted, 1 value computed.
+            >>> t.add_computed_column(width=t.image.width)
+            Added 1 column value with 0 errors.
+            1 row updated, 1 value computed.
+            >>> t.select(t.width).collect()['width']
+            [64]
+        """
+        check_choice("on_error", on_error, ON_ERROR)
+        check_choice("if_exists", if_exists, ("error", "ignore", "replace"))
+        if not named:
+            raise InvalidArgument("add_computed_column() needs name=expression")
+        if destination is not None:
+            raise InvalidArgument("destination= is not supported yet: generated media is written under <home>/media")
+        total = UpdateStatus(operation="updated")
+        for name, value in named.items():
+            expr = as_expr(value)
+            self._check_expr(expr)
+            if name in self._meta.columns:
+                if if_exists == "ignore":
+                    continue
+                if if_exists == "error":
+                    raise AlreadyExists(f"column {name!r} already exists in {self.path!r}")
+            column = Column(
+                name=name,
+                col_type=expr.col_type,
+                table_name=self.path,
+                owner_id=self._meta.id,
+                position=0,
+                computed_spec=serialize.to_dict(expr),
+                on_error=on_error,
+            )
+            self._set_meta(self._session.catalog.add_column(self._meta, column, if_exists=if_exists))
+            new_column = self._meta.own_columns[name]
+            try:
+                status = compute.fill(
+                    self._session, self._meta, [new_column], on_error=on_error, desc=f"Computing `{name}`"
+                )
+            except BaseException:
+                self._set_meta(self._session.catalog.drop_column(self._meta, name))
+                raise
+            if not quiet:
+                print(
+                    f"Added {plural(status.num_computed_values, 'column value')} "
+                    f"with {plural(status.num_excs, 'error')}."
+                )
+            total = total + status
+            total.num_rows = status.num_rows
+        return total
+
+    def _check_expr(self, expr: Expr) -> None:
+        visible = self._meta.columns
+        for node in expr.walk():
+            if isinstance(node, ColumnRef) and visible.get(node.column.name) is None:
+                raise ExprError(f"{node!r} is not a column of {self.path!r}")
+            if isinstance(node, ColumnRef) and node.column.owner_id not in self._meta.owner_ids():
+                raise ExprError(f"{node!r} belongs to another table than {self.path!r}")
+        serialize.to_dict(expr)  # fails early if it cannot be stored
+
+    def recompute_columns(self, *names: str, errors_only: bool = False, quiet: bool = False) -> UpdateStatus:
+        """Compute the named computed columns again (and the columns that depend on them).
+
+        Args:
+            *names: computed column names.
+            errors_only: only rows where one of them currently holds an error.
+            quiet: do not print the summary line.
+
+        Examples:
+            >>> import mediatable as mt, tempfile
+            >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+            >>> t = mt.create_table('nums', {'n': mt.Int})
+            Created table 'nums'.
+            >>> _ = t.insert([{'n': 1}], quiet=True)
+            >>> _ = t.add_computed_column(double=t.n * 2, quiet=True)
+            >>> t.recompute_columns('double', errors_only=True)
+            Recomputed 0 values with 0 errors.
+            0 rows updated, 0 values computed.
+        """
+        chosen: set[str] = set()
+        for name in names:
+            column = self._meta.own_columns.get(name)
+            if column is None or not column.is_computed:
+                raise ColumnNotFound(f"{name!r} is not a computed column of {self.path!r}")
+            chosen.add(name)
+        columns = compute.dependents_of(self._meta, chosen, include=True)
+        status = compute.fill(
+            self._session, self._meta, columns, on_error=None, desc="Recomputing", errors_only=errors_only
+        )
+        if not quiet:
+            print(f"Recomputed {plural(status.num_computed_values, 'value')} with {plural(status.num_excs, 'error')}.")
+        return status

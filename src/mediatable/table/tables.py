@@ -1,0 +1,92 @@
+"""Creating, opening and dropping tables and views over a :class:`~mediatable.session.Session`;
+the module-level API (`mt.create_table`, ...) calls these with the current session."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mediatable import types as ts
+from mediatable.catalog.catalog import check_choice
+from mediatable.errors import AlreadyExists, InvalidArgument
+from mediatable.exec import query as run
+from mediatable.exec import views
+from mediatable.exprs import ColumnRef
+from mediatable.session import Session
+from mediatable.table.table import Table
+
+
+class IteratorSpec:
+    """What `mt.frames(videos.video, fps=1)` returns: which iterator, over which column, with which options."""
+
+    def __init__(self, name: str, source: ColumnRef, **kwargs: Any) -> None:
+        if not isinstance(source, ColumnRef):
+            raise InvalidArgument(f"{name}() takes a column of the base table, e.g. mt.{name}(videos.video)")
+        self.name = name
+        self.source = source
+        self.kwargs = {k: v for k, v in kwargs.items() if v is not None}
+
+    def __repr__(self) -> str:
+        options = "".join(f", {k}={v!r}" for k, v in self.kwargs.items())
+        return f"{self.name}({self.source!r}{options})"
+
+
+def create_table(session: Session, path: str, schema: Mapping[str, Any], if_exists: str = "error") -> Table:
+    """Create a table (see :func:`mediatable.create_table`)."""
+    if not isinstance(schema, Mapping) or not schema:
+        raise InvalidArgument("create_table() needs a schema: a dict of column name -> type, e.g. {'image': mt.Image}")
+    columns = {name: ts.as_column_type(t) for name, t in schema.items()}
+    existing = _existing(session, path, if_exists, "table")
+    return existing or Table(session, session.catalog.create_table(path, columns))
+
+
+def create_view(session: Session, path: str, base: Table, iterator: IteratorSpec, if_exists: str = "error") -> Table:
+    """Create a view with an iterator and fill it from the base table's rows (see :func:`mediatable.create_view`)."""
+    if not isinstance(iterator, IteratorSpec):
+        raise InvalidArgument("iterator= must be mt.frames(...), mt.audio_chunks(...) or mt.document_pages(...)")
+    if iterator.source.column.owner_id not in base._meta.owner_ids():
+        raise InvalidArgument(f"the iterator reads {iterator.source!r}, which is not a column of {base.path!r}")
+    existing = _existing(session, path, if_exists, "view")
+    if existing is not None:
+        return existing
+    iterator_cls = views.ITERATORS[iterator.name]
+    clashes = set(iterator_cls.output_schema) & set(base.columns)
+    if clashes:
+        raise AlreadyExists(f"the base table already has columns named {', '.join(sorted(clashes))}")
+    spec = {
+        "name": iterator.name,
+        "source": iterator.source.column.name,
+        "kwargs": iterator.kwargs,
+        "outputs": list(iterator_cls.output_schema),
+    }
+    meta = session.catalog.create_table(path, dict(iterator_cls.output_schema), base=base._meta, iterator=spec)
+    base_rows = run.matching_rows(session, base._query()._spec)
+    if base_rows:
+        with session.cache_lease() as lease:
+            views.propagate(session, meta, lease, base_rows, on_error=None)
+    return Table(session, meta)
+
+
+def get_table(session: Session, path: str) -> Table:
+    """A handle on the table or view at `path`. Raises TableNotFound."""
+    return Table(session, session.catalog.get_table(path))
+
+
+def drop_table(session: Session, path: str | Table, if_not_exists: str = "error", force: bool = False) -> None:
+    """Drop a table or view (see :func:`mediatable.drop_table`)."""
+    if isinstance(path, Table):
+        path = path.path
+    session.catalog.drop_table(path, if_not_exists=if_not_exists, force=force)
+
+
+def _existing(session: Session, path: str, if_exists: str, kind: str) -> Table | None:
+    """Apply `if_exists` to `path`: the existing table to keep, or None to create it (anew)."""
+    check_choice("if_exists", if_exists, ("error", "ignore", "replace"))
+    if path not in session.catalog.list_tables():
+        return None
+    if if_exists == "ignore":
+        return get_table(session, path)
+    if if_exists == "replace":
+        session.catalog.drop_table(path, force=True)
+        return None
+    raise AlreadyExists(f"{kind} {path!r} already exists (pass if_exists='ignore' or 'replace')")
