@@ -28,7 +28,6 @@ from mediatable.errors import (
     MediaFetchTimeout,
     MediaNotFound,
 )
-from mediatable.io import objects
 from mediatable.io.objects import ObjectInfo, ObjectStores, translate_error
 from mediatable.io.urls import parse_url
 from servers.cloud import SEED, AzureServer, GCSServer, S3Server
@@ -564,9 +563,8 @@ def test_store_cache(
     assert len(found) == 1
 
 
-def test_url_stores_are_bounded(http_server: FaultServer, monkeypatch: pytest.MonkeyPatch, clean_env: Path) -> None:
-    monkeypatch.setattr(objects, "_MAX_URL_STORES", 4)
-    stores = make_stores(clean_env)
+def test_url_stores_are_bounded(http_server: FaultServer, clean_env: Path) -> None:
+    stores = ObjectStores(Settings(home=clean_env), instance_credentials=False, max_url_stores=4)
     urls = [parse_url(http_server.url(f"u/{i}.jpg") + f"?token={i}") for i in range(10)]
     first = stores.resolve(urls[0])[0]
     assert stores.resolve(urls[0])[0] is first
@@ -706,7 +704,7 @@ def test_access_denied_to_unsigned_request_says_why(azure_server: AzureServer, c
     error = stores.translate_error(raised(read, stores, url), url)
     assert isinstance(error, MediaAccessDenied) and error.status == 403
     assert "AuthorizationFailure" in str(error)
-    assert str(error).endswith("the request was unsigned: no Azure credentials found")
+    assert "the request was unsigned: no Azure credentials found" in str(error)
     # With credentials there is nothing to add.
     wrong_key = {"account_name": azure_server.account, "account_key": "V3Jvbmcga2V5" * 4}
     signed = make_stores(clean_env, azure_settings(azure_server, **wrong_key))

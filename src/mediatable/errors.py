@@ -22,6 +22,7 @@ Every error the library raises on purpose derives from :class:`Error`::
     │   ├── MediaFetchTimeout        (also TimeoutError)
     │   ├── MediaFetchError          other transport failures; .status, .is_retryable
     │   ├── MediaDecodeError         the bytes arrived but are not a valid image/video/...
+    │   ├── MediaConfigError         (also ConfigError) the URL's store cannot be configured
     │   └── PresignError             a URL that cannot be turned into a presigned HTTPS URL
     ├── ComputeError                 a computed value failed; has .table, .column, .row
     └── CacheError                   the local file cache is unusable
@@ -142,6 +143,13 @@ class MediaFetchError(MediaError):
 
 class MediaDecodeError(MediaError):
     """The object was read but its bytes are not valid media of the expected kind."""
+
+
+class MediaConfigError(MediaError, ConfigError):
+    """The store of one media URL cannot be configured (no Azure account, a bad option or key).
+
+    It is that URL's error (one cell), and also a :class:`ConfigError`: the fix is a setting.
+    """
 
 
 class PresignError(MediaError):

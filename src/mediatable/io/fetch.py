@@ -68,6 +68,8 @@ class Stores(Protocol):
 
     async def head_async(self, url: MediaUrl) -> ObjectInfo: ...
 
+    def translate_error(self, exc: BaseException, url: str) -> MediaError: ...
+
 
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
@@ -372,7 +374,7 @@ def _attempt(
     except MediaError:
         raise
     except (ObstoreError, OSError) as exc:
-        raise translate_error(exc, url.url) from exc
+        raise stores.translate_error(exc, url.url) from exc
     body = _Body(sink(info), url, info.size, on_bytes)
     stream = result.stream(min_chunk_size=_CHUNK)
     while True:
@@ -399,7 +401,7 @@ async def _attempt_async(
     except MediaError:
         raise
     except (ObstoreError, OSError) as exc:
-        raise translate_error(exc, url.url) from exc
+        raise stores.translate_error(exc, url.url) from exc
     body = _Body(await sink(info), url, info.size, on_bytes)
     if info.size <= _CHUNK:
         # A body that fits one chunk is one chunk anyway: one await instead of two on the stream.
