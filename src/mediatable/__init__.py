@@ -21,6 +21,7 @@ from mediatable.api import (
     if_else,
     init,
     list_dirs,
+    list_objects,
     list_tables,
 )
 from mediatable.config import Settings
@@ -127,6 +128,7 @@ __all__ = [
     "if_else",
     "init",
     "list_dirs",
+    "list_objects",
     "list_tables",
     "udf",
 ]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mediatable.config import load_settings
+from mediatable.exec.status import plural
 from mediatable.exprs import Coalesce as _Coalesce
 from mediatable.exprs import ColumnRef, Expr, IfElse
+from mediatable.importers import ObjectListing
 from mediatable.session import Session, mask_password
 from mediatable.table import tables
 from mediatable.table.table import Table
@@ -107,27 +109,94 @@ def list_tables(dir: str | None = None) -> list[str]:
     return _session().catalog.list_tables(dir)
 
 
-def create_table(path: str, schema: Mapping[str, Any], *, if_exists: str = "error") -> Table:
-    """Create a table with typed columns.
+def create_table(
+    path: str,
+    schema: Mapping[str, Any] | None = None,
+    *,
+    source: Any = None,
+    schema_overrides: Mapping[str, Any] | None = None,
+    if_exists: str = "error",
+) -> Table:
+    """Create a table with typed columns, empty or from a source of rows.
 
     Args:
         path: `dir.name` (the directory must exist) or `name`.
-        schema: column name -> type (`mt.Image`, `mt.String`, ...).
-        if_exists: 'error', 'ignore' (return the existing table) or 'replace' (drop it first).
+        schema: column name -> type (`mt.Image`, `mt.String`, ...). With `source`, types for the
+            columns it names (like `schema_overrides`); the others are inferred.
+        source: rows to create the table from, their column types inferred: a `.csv` / `.tsv` /
+            `.parquet` file, a pandas DataFrame, a pyarrow Table, a list or iterable of dicts, or
+            :func:`list_objects`. Source column names that are not valid column names are converted
+            (`'Image URL'` -> `image_url`). The import is one transaction: if a row is rejected, no
+            table is left behind.
+        schema_overrides: column name -> type instead of the inferred one, e.g. `{'image': mt.Image}`
+            for a column of URLs (inferred as String).
+        if_exists: 'error', 'ignore' (return the existing table, import nothing) or 'replace' (drop it first).
+
+    Returns:
+        The new :class:`Table`.
+
+    Raises:
+        InvalidArgument: no schema and no source, or overrides for columns the source lacks.
+        DataError: the source cannot be read, or a value does not fit its column (names row and column).
 
     Examples:
-        >>> import mediatable as mt, tempfile
+        >>> import mediatable as mt, tempfile, pandas as pd
         >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
         >>> images = mt.create_table('images', {'image': mt.Image, 'label': mt.String})
         Created table 'images'.
         >>> images.columns
         ['image', 'label']
+        >>> frame = pd.DataFrame({'url': ['https://example.com/a.jpg'], 'n': [3]})
+        >>> t = mt.create_table('pics', source=frame, schema_overrides={'url': mt.Image})
+        Created table 'pics'.
+        Inserted 1 row with 0 errors.
+        >>> t.describe().splitlines()[1:]
+        ['  url     Image', '  n       Int']
     """
     existed = path in _session().catalog.list_tables()
-    table = tables.create_table(_session(), path, schema, if_exists=if_exists)
+    table = tables.create_table(
+        _session(), path, schema, if_exists=if_exists, source=source, schema_overrides=schema_overrides
+    )
     if not existed or if_exists == "replace":
         print(f"Created table {table._meta.name!r}.")
+        if source is not None:
+            print(f"Inserted {plural(table.count(), 'row')} with 0 errors.")
     return table
+
+
+def list_objects(
+    prefix: str | Path,
+    pattern: str | None = None,
+    *,
+    columns: Sequence[str] | Mapping[str, str] | None = None,
+) -> ObjectListing:
+    """The objects under a bucket prefix or local folder, as rows of `url, size, etag, last_modified`.
+
+    Lazy and streamed page by page: `t.insert(mt.list_objects(...))` inserts a bucket of any size
+    in bounded memory; iterating again lists again. Credentials and endpoints are those used for
+    reading (see the README). `http(s)://` URLs cannot be listed.
+
+    Args:
+        prefix: `s3://bucket/folder/`, `gs://...`, `az://container/...`, `https://<account>.blob.core.windows.net/...`,
+            `file://...` or a local folder; everything below it, at every depth.
+        pattern: a shell pattern matched against the path below the prefix (`'*.jpg'`; `*` also matches `/`).
+        columns: the fields to keep (`['url', 'size']`) or field -> column name (`{'url': 'image'}`).
+
+    Returns:
+        An iterable :class:`~mediatable.importers.listing.ObjectListing` of row dicts.
+
+    Raises:
+        UnsupportedScheme: an `http(s)://` or unknown prefix.
+        MediaNotFound, MediaAccessDenied, MediaFetchError: while iterating, when listing fails.
+
+    Examples:
+        >>> import mediatable as mt, tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / 'cat.jpg').write_bytes(b'not really a jpeg')
+        >>> [(row['url'].endswith('/cat.jpg'), row['size']) for row in mt.list_objects(folder, '*.jpg')]
+        [(True, 17)]
+    """
+    return ObjectListing(_session().stores, prefix, pattern=pattern, columns=columns)
 
 
 def create_view(path: str, base: Table, *, iterator: IteratorSpec, if_exists: str = "error") -> Table:

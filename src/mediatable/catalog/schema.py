@@ -74,6 +74,25 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
+def as_column_name(name: object) -> str:
+    """A valid column name for an imported column (a CSV header, a DataFrame column): the name itself
+    when valid, else lower case with other characters turned into `_`, and `c_` before a leading
+    digit, a keyword or a reserved name.
+
+    Examples:
+        >>> as_column_name("Image URL"), as_column_name("2nd-label"), as_column_name("class"), as_column_name("n")
+        ('image_url', 'c_2nd_label', 'c_class', 'n')
+    """
+    try:
+        return check_name(str(name), "column")
+    except InvalidName:
+        pass
+    text = re.sub(r"[^A-Za-z0-9_]+", "_", str(name)).strip("_").lower() or "column"
+    if not text[0].isalpha() or keyword.iskeyword(text) or text in RESERVED_COLUMN_NAMES:
+        text = "c_" + text
+    return text[:63]
+
+
 def check_path(path: str, what: str) -> str:
     """Validate a dotted catalog path like `dir.sub.table`.
 

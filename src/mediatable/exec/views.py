@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
+
+import sqlalchemy as sa
 
 from mediatable.catalog.model import TableMeta
 from mediatable.errors import ComputeError
@@ -23,9 +26,16 @@ log = logging.getLogger(__name__)
 
 
 def propagate(
-    session: Session, view: TableMeta, lease: Any, base_rows: list[dict[str, Any]], on_error: str | None
+    session: Session,
+    view: TableMeta,
+    lease: Any,
+    base_rows: list[dict[str, Any]],
+    on_error: str | None,
+    conn: sa.Connection | None = None,
 ) -> UpdateStatus:
     """Run the view's iterator over new base rows, compute the view's own columns, insert the view rows.
+
+    The rows are written on `conn` (the base table's insert transaction) or in a transaction of their own.
 
     Source files are prefetched concurrently; a base row whose file cannot be read or iterated
     contributes no rows and counts as one error (or aborts, with `on_error='abort'`).
@@ -62,7 +72,9 @@ def propagate(
         view_rows.extend(produced)
     computed = compute.computed_columns(view)
     compute.compute(session, view, lease, view_rows, computed, on_error)
-    with session.engine.begin() as conn:
+    with contextlib.ExitStack() as transaction:
+        if conn is None:
+            conn = transaction.enter_context(session.engine.begin())
         TableSql(view).insert(conn, view_rows, list(view.own_columns.values()))
     status = compute.count(UpdateStatus(operation="inserted"), view_rows, computed, view.path)
     if failed:

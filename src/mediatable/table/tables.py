@@ -8,10 +8,12 @@ from typing import Any
 
 from mediatable import types as ts
 from mediatable.catalog.catalog import check_choice
+from mediatable.catalog.schema import as_column_name
 from mediatable.errors import AlreadyExists, InvalidArgument
 from mediatable.exec import query as run
 from mediatable.exec import views
 from mediatable.exprs import ColumnRef
+from mediatable.importers import RowSource
 from mediatable.session import Session
 from mediatable.table.table import Table
 
@@ -31,13 +33,69 @@ class IteratorSpec:
         return f"{self.name}({self.source!r}{options})"
 
 
-def create_table(session: Session, path: str, schema: Mapping[str, Any], if_exists: str = "error") -> Table:
-    """Create a table (see :func:`mediatable.create_table`)."""
-    if not isinstance(schema, Mapping) or not schema:
-        raise InvalidArgument("create_table() needs a schema: a dict of column name -> type, e.g. {'image': mt.Image}")
-    columns = {name: ts.as_column_type(t) for name, t in schema.items()}
+def create_table(
+    session: Session,
+    path: str,
+    schema: Mapping[str, Any] | None = None,
+    if_exists: str = "error",
+    *,
+    source: Any = None,
+    schema_overrides: Mapping[str, Any] | None = None,
+) -> Table:
+    """Create a table, empty or filled from `source` (see :func:`mediatable.create_table`)."""
+    if source is None:
+        if schema_overrides:
+            raise InvalidArgument("schema_overrides= needs source=: it overrides the types inferred from a source")
+        if not isinstance(schema, Mapping) or not schema:
+            raise InvalidArgument(
+                "create_table() needs a schema: a dict of column name -> type, e.g. {'image': mt.Image}"
+            )
+        columns = {name: ts.as_column_type(t) for name, t in schema.items()}
+        existing = _existing(session, path, if_exists, "table")
+        return existing or Table(session, session.catalog.create_table(path, columns))
+    rows = RowSource(source)
+    columns, renames = _source_schema(rows, {**(schema or {}), **(schema_overrides or {})})
     existing = _existing(session, path, if_exists, "table")
-    return existing or Table(session, session.catalog.create_table(path, columns))
+    if existing is not None:
+        return existing
+    table = Table(session, session.catalog.create_table(path, columns))
+    try:
+        table.insert(rows.renamed(renames), quiet=True)
+    except BaseException:
+        session.catalog.drop_table(path, if_not_exists="ignore", force=True)  # no half-imported table is left
+        raise
+    return table
+
+
+def _source_schema(rows: RowSource, overrides: Mapping[str, Any]) -> tuple[dict[str, ts.ColumnType], dict[str, str]]:
+    """The columns of a table created from `rows` (inferred types, then `overrides`), and source name -> column name.
+
+    Source names that are not valid column names are converted (`'Image URL'` -> `image_url`);
+    `overrides` may use either spelling.
+    """
+    inferred = rows.infer_schema()
+    renames = {name: as_column_name(name) for name in inferred}
+    by_column: dict[str, str] = {}
+    for name, column in renames.items():
+        if column in by_column:
+            raise InvalidArgument(f"source columns {by_column[column]!r} and {name!r} both become column {column!r}")
+        by_column[column] = name
+    columns = {renames[name]: kind for name, kind in inferred.items()}
+    unknown = []
+    for name, kind in overrides.items():
+        column = renames.get(name, name)
+        if column not in columns:
+            unknown.append(name)
+            continue
+        columns[column] = ts.as_column_type(kind)
+    if unknown:
+        raise InvalidArgument(
+            f"schema_overrides names columns that {rows.description} does not have: {', '.join(map(repr, unknown))} "
+            f"(its columns: {', '.join(inferred) or 'none'})"
+        )
+    if not columns:
+        raise InvalidArgument(f"{rows.description} has no columns to create a table from")
+    return columns, {name: column for name, column in renames.items() if name != column}
 
 
 def create_view(session: Session, path: str, base: Table, iterator: IteratorSpec, if_exists: str = "error") -> Table:
