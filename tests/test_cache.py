@@ -1,4 +1,4 @@
-"""io/cache.py (FileCache, Lease) and the `mediatable cache` CLI, against real local servers.
+"""io/cache/ (FileCache, Lease) and the `mediatable cache` CLI, against real local servers.
 
 Every download goes to the fault-injecting HTTP server (tests/servers/http.py), which counts the
 requests it sees; cross-process behaviour runs real processes (multiprocessing 'spawn').
@@ -23,6 +23,7 @@ import pytest
 from mediatable.cli import main
 from mediatable.config import Settings, load_settings
 from mediatable.errors import CacheError, MediaError, MediaFetchError, MediaNotFound
+from mediatable.exec.status import TransferBars
 from mediatable.io.cache import CacheThrashingWarning, FileCache
 from servers.cloud import S3Server
 from servers.http import FaultServer
@@ -198,7 +199,7 @@ def test_not_found_fails_fast_and_is_not_cached(http_server: FaultServer, cache:
 
 
 def test_get_many_yields_in_order_with_errors_in_place(
-    http_server: FaultServer, cache: FileCache, capfd: pytest.CaptureFixture[str]
+    http_server: FaultServer, home: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     objects = _put_many(http_server, "many", 30, 2 * KB)
     urls = list(objects)
@@ -209,7 +210,7 @@ def test_get_many_yields_in_order_with_errors_in_place(
     urls[3] += secret
     urls[11] += secret
     wanted = [*urls, urls[0], urls[5]]  # duplicates are fetched once
-    with cache.lease() as lease:
+    with FileCache(_settings(home), progress_bars=TransferBars(_settings(home))) as shown, shown.lease() as lease:
         results = list(lease.get_many(wanted, progress=True))
     assert len(results) == len(wanted)
     for i, result in enumerate(results):

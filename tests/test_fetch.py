@@ -9,10 +9,10 @@ import pytest
 
 from mediatable.config import Settings, load_settings
 from mediatable.errors import MediaAccessDenied, MediaFetchError, MediaFetchTimeout, MediaNotFound
-from mediatable.io import fetch as fetch_mod
 from mediatable.io.cache import FileCache
-from mediatable.io.fetch import RetryPolicy, fetch_to_path, head, parse_retry_after
+from mediatable.io.fetch import fetch_to_path, head
 from mediatable.io.objects import ObjectStores
+from mediatable.io.transfer import RetryPolicy, parse_retry_after, retrying_sync
 from mediatable.io.urls import parse_url
 from servers.cloud import S3Server
 from servers.http import FaultServer
@@ -88,7 +88,7 @@ def test_a_known_retry_after_replaces_the_backoff() -> None:
         return "done"
 
     url = parse_url("https://example.com/a.jpg")  # the error's own value wins: no probe is sent
-    assert fetch_mod._with_retries(call, FAST, slept.append, url) == "done"
+    assert retrying_sync(call, FAST, slept.append, url) == "done"
     assert slept == [2.0, 2.0]
 
 

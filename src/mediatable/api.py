@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mediatable.config import load_settings
-from mediatable.exec.status import plural
+from mediatable.exec.status import TransferBars, plural
 from mediatable.exprs import Coalesce as _Coalesce
 from mediatable.exprs import ColumnRef, Expr, IfElse
 from mediatable.importers import ObjectListing
@@ -42,7 +42,8 @@ def init(
         >>> import mediatable as mt, tempfile
         >>> session = mt.init(home=tempfile.mkdtemp(), quiet=True)
     """
-    session = Session(load_settings(home, db_url=db_url, **settings))
+    loaded = load_settings(home, db_url=db_url, **settings)
+    session = Session(loaded, progress_bars=TransferBars(loaded))
     while _current:
         _current.pop().close()
     _current.append(session)

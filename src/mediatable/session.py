@@ -18,6 +18,7 @@ from mediatable.config import Settings
 from mediatable.io.cache import FileCache
 from mediatable.io.media_store import MediaStore
 from mediatable.io.objects import ObjectStores
+from mediatable.io.transfer import ProgressBars, TransferStage
 
 
 def mask_password(url: str) -> str:
@@ -33,13 +34,16 @@ def mask_password(url: str) -> str:
 class Session:
     """Settings, catalog, cache and stores of one mediatable connection."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, progress_bars: ProgressBars | None = None) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(settings.catalog_url)
         self.catalog = Catalog(self.engine)
         self.stores = ObjectStores(settings)
-        self.cache = FileCache(settings, self.stores)
+        # One bounded stage for every download and upload of the session (DESIGN.md §3, io/transfer).
+        self.transfers = TransferStage.from_settings(settings)
+        self.progress_bars = progress_bars  # drawn by exec/status (above this layer); None: no bars
+        self.cache = FileCache(settings, self.stores, self.transfers, self.progress_bars)
         self.media_store = MediaStore(settings.media_dir)
 
     def __repr__(self) -> str:
@@ -47,6 +51,7 @@ class Session:
 
     def close(self) -> None:
         """Release database connections and cache resources."""
+        self.transfers.close()  # cancels transfers still running; then leases and the index close
         self.cache.close()
         self.engine.dispose()
 

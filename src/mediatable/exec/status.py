@@ -9,6 +9,7 @@ from typing import Any
 from tqdm import tqdm
 
 from mediatable.config import Settings
+from mediatable.io.cache.info import human_size
 
 
 @dataclasses.dataclass
@@ -81,3 +82,52 @@ def progress_bar(settings: Settings, desc: str, unit: str = "rows", total: int |
         dynamic_ncols=True,
         bar_format="{desc}: {n_fmt} " + unit + " [{elapsed}, {rate_fmt}]" if total is None else None,
     )
+
+
+class TransferBar:
+    """A tqdm bar of objects, with the bytes so far after it: what the transfer stage reports into.
+
+    Examples:
+        >>> bar = TransferBar("Fetching media", total=2, show=False)
+        >>> bar.advance(1, 2048)
+        >>> bar.close()
+    """
+
+    def __init__(self, description: str, total: int | None, show: bool) -> None:
+        self._bytes = 0
+        self._bar = tqdm(
+            total=total,
+            desc=description,
+            unit=" objects",
+            file=sys.stderr,
+            disable=not show,
+            mininterval=0.2,
+            dynamic_ncols=True,
+        )
+
+    def advance(self, objects: int, nbytes: int) -> None:
+        if self._bar.disable:
+            return
+        self._bytes += nbytes
+        self._bar.set_postfix_str(human_size(self._bytes), refresh=False)
+        self._bar.update(objects)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class TransferBars:
+    """Makes :class:`TransferBar` objects for one session's settings (what the file cache and uploads call).
+
+        Examples:
+            >>> from mediatable.config import Settings
+    from mediatable.io.cache.info import human_size
+            >>> bars = TransferBars(Settings(progress=False))
+            >>> bars("Fetching media", 10, None).close()
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def __call__(self, description: str, total: int | None, show: bool | None) -> TransferBar:
+        return TransferBar(description, total, progress_enabled(self._settings) if show is None else show)

@@ -1,57 +1,49 @@
-"""Download one object to a local file: streamed, length-checked, retried.
+"""Download one object to a local file: streamed, length-checked.
 
-This module is the one place where the retry policy lives (object stores are built with their own
-retries disabled). A transfer is retried with exponential backoff and jitter when the failure is
-transient — HTTP 5xx and 429, timeouts, connections reset or bodies cut short — and never for other
-4xx answers: a missing or forbidden object stays missing or forbidden.
+Retries come from :mod:`mediatable.io.transfer` (object stores are built with their own retries
+disabled): a GET is retried with exponential backoff and jitter when the failure is transient —
+HTTP 5xx and 429, timeouts, connections reset or bodies cut short — and never for other 4xx
+answers: a missing or forbidden object stays missing or forbidden.
 
 The body streams to disk in chunks; the whole object is never held in memory. After the last chunk
 the byte count is checked against the size the server announced (Content-Length / object size); a
 short body is a retryable :class:`~mediatable.errors.MediaFetchError`.
 
 Examples:
-    >>> policy = RetryPolicy(max_retries=3, backoff=0.5)
-    >>> policy.delay(1, rng=lambda a, b: b)   # first retry: up to 0.5 s
-    0.5
-    >>> policy.delay(3, retry_after=7.0)       # a server's Retry-After wins
-    7.0
+    >>> from mediatable.io.urls import parse_url
+    >>> info = fetch_to_path(stores, parse_url("https://example.com/a.jpg"), "/tmp/a.jpg",
+    ...                      policy=RetryPolicy())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
-import email.utils
-import http.client
 import os
-import random
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
-from urllib.parse import urlsplit
 
 import obstore
 from obstore.exceptions import BaseError as ObstoreError
 
-from mediatable.config import Settings
 from mediatable.errors import MediaAccessDenied, MediaError, MediaFetchError, MediaNotFound
 from mediatable.io.objects import ObjectInfo, translate_error
+from mediatable.io.transfer import RetryPolicy, retrying, retrying_sync
 from mediatable.io.urls import MediaUrl, redact_url
 
 __all__ = [
     "RetryPolicy",
     "Stores",
+    "download_attempt",
     "fetch",
     "fetch_async",
     "fetch_to_path",
     "head",
     "head_async",
-    "parse_retry_after",
-    "probe_retry_after",
+    "last_modified_timestamp",
 ]
 
 # Chunks handed from the transport to Python: big enough that the per-chunk cost vanishes, small
@@ -71,110 +63,6 @@ class Stores(Protocol):
     def translate_error(self, exc: BaseException, url: str) -> MediaError: ...
 
 
-@dataclasses.dataclass(frozen=True)
-class RetryPolicy:
-    """When and how long to wait before trying a transfer again.
-
-    Delays grow exponentially from ``backoff`` (doubling per retry, capped at ``max_backoff``) with
-    "equal jitter": a random delay between half and all of the step, so that many clients failing
-    together do not retry together. A server's ``Retry-After`` replaces the computed delay (capped
-    at ``max_retry_after``). A 429 without a known Retry-After waits at least ``throttle_backoff``.
-
-    Attributes:
-        max_retries: retries after the first attempt (0 disables retrying).
-        backoff: the first delay, seconds.
-        max_backoff: the longest computed delay, seconds.
-        throttle_backoff: the shortest delay after HTTP 429 when the server named none, seconds.
-        max_retry_after: the longest Retry-After honored, seconds.
-
-    Examples:
-        >>> RetryPolicy.from_settings(Settings(max_retries=2, retry_backoff=0.1)).max_retries
-        2
-    """
-
-    max_retries: int = 5
-    backoff: float = 0.2
-    max_backoff: float = 30.0
-    throttle_backoff: float = 1.0
-    max_retry_after: float = 120.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        """The policy of ``settings`` (`max_retries`, `retry_backoff`)."""
-        return cls(max_retries=max(settings.max_retries, 0), backoff=max(settings.retry_backoff, 0.0))
-
-    def should_retry(self, error: MediaError, retries_done: int) -> bool:
-        """Whether to try again after ``error`` when ``retries_done`` retries already happened.
-
-        Examples:
-            >>> RetryPolicy(max_retries=1).should_retry(MediaFetchError("x", retryable=True), 0)
-            True
-            >>> RetryPolicy().should_retry(MediaNotFound("gone"), 0)
-            False
-        """
-        return error.is_retryable and retries_done < self.max_retries
-
-    def delay(
-        self,
-        retry: int,
-        retry_after: float | None = None,
-        *,
-        throttled: bool = False,
-        rng: Callable[[float, float], float] = random.uniform,
-    ) -> float:
-        """Seconds to wait before retry number ``retry`` (1 for the first retry).
-
-        Args:
-            retry: which retry this is, starting at 1.
-            retry_after: the server's Retry-After in seconds, when it sent one.
-            throttled: the failure was HTTP 429 (too many requests).
-            rng: ``uniform(a, b)``; replaceable to make delays deterministic.
-
-        Examples:
-            >>> p = RetryPolicy(backoff=1.0, max_backoff=4.0)
-            >>> [p.delay(n, rng=lambda a, b: b) for n in (1, 2, 3, 4)]
-            [1.0, 2.0, 4.0, 4.0]
-        """
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_retry_after)
-        step = min(self.max_backoff, self.backoff * 2 ** max(retry - 1, 0))
-        wait = rng(step / 2, step)
-        return max(wait, self.throttle_backoff) if throttled else wait
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header value (delta seconds or an HTTP date).
-
-    Examples:
-        >>> parse_retry_after("3")
-        3.0
-        >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
-        10.0
-        >>> parse_retry_after("soon") is None
-        True
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        return max(float(text), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
-
-
-def _retry_after_of(error: MediaError) -> float | None:
-    """The Retry-After an error carries, when the transport exposed one (obstore 0.12 does not)."""
-    value = getattr(error, "retry_after", None)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return parse_retry_after(value) if isinstance(value, str) else None
-
-
 def _info(meta: Any) -> ObjectInfo:
     return ObjectInfo(
         size=int(meta["size"]),
@@ -182,74 +70,6 @@ def _info(meta: Any) -> ObjectInfo:
         last_modified=meta.get("last_modified"),
         version=meta.get("version"),
     )
-
-
-def _pause(error: MediaError, retries: int, policy: RetryPolicy, retry_after: float | None) -> float:
-    throttled = getattr(error, "status", None) == 429
-    return policy.delay(retries, retry_after, throttled=throttled)
-
-
-def _asks_to_wait(error: MediaError, url: MediaUrl) -> bool:
-    """An HTTP(S) answer that may carry Retry-After, which the transport did not pass on."""
-    return url.kind == "http" and getattr(error, "status", None) in (429, 503) and _retry_after_of(error) is None
-
-
-def probe_retry_after(url: MediaUrl, timeout: float = 5.0) -> float | None:
-    """Ask an HTTP(S) server that just answered 429/503 how long to wait: its Retry-After, in seconds.
-
-    obstore 0.12 does not expose the headers of a failed response, so the GET's Retry-After is lost;
-    rate limits apply per client, so a HEAD of the same URL is answered with the same advice. Any
-    failure of the probe gives None (the policy's own backoff applies).
-
-    Examples:
-        >>> from mediatable.io.urls import parse_url
-        >>> probe_retry_after(parse_url("s3://bucket/a.jpg")) is None  # only HTTP(S) servers send it
-        True
-    """
-    if url.kind != "http":
-        return None
-    parts = urlsplit(url.url)
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
-    try:
-        connection.request("HEAD", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
-        response = connection.getresponse()
-        if response.status in (429, 503):
-            return parse_retry_after(response.getheader("Retry-After"))
-        return None
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        connection.close()
-
-
-def _with_retries(call: Callable[[], Any], policy: RetryPolicy, sleep: Callable[[float], None], url: MediaUrl) -> Any:
-    retries = 0
-    while True:
-        try:
-            return call()
-        except MediaError as error:
-            if not policy.should_retry(error, retries):
-                raise
-            retries += 1
-            retry_after = probe_retry_after(url) if _asks_to_wait(error, url) else _retry_after_of(error)
-            sleep(_pause(error, retries, policy, retry_after))
-
-
-async def _with_retries_async(call: Callable[[], Awaitable[Any]], policy: RetryPolicy, url: MediaUrl) -> Any:
-    retries = 0
-    while True:
-        try:
-            return await call()
-        except MediaError as error:
-            if not policy.should_retry(error, retries):
-                raise
-            retries += 1
-            if _asks_to_wait(error, url):
-                retry_after = await asyncio.to_thread(probe_retry_after, url)
-            else:
-                retry_after = _retry_after_of(error)
-            await asyncio.sleep(_pause(error, retries, policy, retry_after))
 
 
 def head(
@@ -263,7 +83,7 @@ def head(
     Examples:
         >>> info = head(stores, parse_url("https://example.com/a.jpg"), policy=RetryPolicy())  # doctest: +SKIP
     """
-    return _with_retries(lambda: stores.head(url), policy, sleep, url)
+    return retrying_sync(lambda: stores.head(url), policy, sleep, url)
 
 
 async def head_async(stores: Stores, url: MediaUrl, *, policy: RetryPolicy) -> ObjectInfo:
@@ -272,7 +92,7 @@ async def head_async(stores: Stores, url: MediaUrl, *, policy: RetryPolicy) -> O
     Examples:
         >>> info = await head_async(stores, parse_url("s3://bucket/a.jpg"), policy=RetryPolicy())  # doctest: +SKIP
     """
-    return await _with_retries_async(lambda: stores.head_async(url), policy, url)
+    return await retrying(lambda: stores.head_async(url), policy, url)
 
 
 async def fetch_async(
@@ -292,7 +112,7 @@ async def fetch_async(
         ...     return open("/tmp/a.part", "w+b")
         >>> info = await fetch_async(stores, parse_url("s3://b/a.jpg"), sink, policy=RetryPolicy())  # doctest: +SKIP
     """
-    return await _with_retries_async(lambda: _attempt_async(stores, url, sink, on_bytes), policy, url)
+    return await retrying(lambda: download_attempt(stores, url, sink, on_bytes), policy, url)
 
 
 def fetch(
@@ -331,7 +151,7 @@ def fetch(
         >>> with open("/tmp/a.jpg.part", "wb") as f:  # doctest: +SKIP
         ...     info = fetch(stores, parse_url("s3://bucket/a.jpg"), lambda info: f, policy=RetryPolicy())
     """
-    return _with_retries(lambda: _attempt(stores, url, sink, on_bytes), policy, sleep, url)
+    return retrying_sync(lambda: _attempt(stores, url, sink, on_bytes), policy, sleep, url)
 
 
 def fetch_to_path(
@@ -388,12 +208,17 @@ def _attempt(
     return body.finish(info)
 
 
-async def _attempt_async(
+async def download_attempt(
     stores: Stores,
     url: MediaUrl,
     sink: Callable[[ObjectInfo], Awaitable[BinaryIO]],
-    on_bytes: Callable[[int], None] | None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> ObjectInfo:
+    """One attempt of :func:`fetch_async`, without retries: what :meth:`TransferStage.run` retries.
+
+    Examples:
+        >>> info = await stage.run(url, lambda: download_attempt(stores, url, sink))  # doctest: +SKIP
+    """
     try:
         store, path = stores.resolve(url)
         result = await obstore.get_async(store, path)

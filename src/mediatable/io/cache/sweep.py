@@ -16,8 +16,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from mediatable.io.cache_index import CacheIndex
-from mediatable.io.cache_locks import SHARED_LOCK, EntryLocks, try_flock
+from mediatable.io.cache.index import CacheIndex
+from mediatable.io.cache.locks import SHARED_LOCK, EntryLocks, try_flock
 
 __all__ = ["alive", "drop_dead_owners", "forget_dead", "reconcile", "remove_leftovers"]
 

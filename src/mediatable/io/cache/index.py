@@ -3,7 +3,7 @@
 The index (``<cache_dir>/index.db``, WAL mode) is shared by every process using the folder. This
 module knows its tables and how to read and write them without the writers of 32 downloads queueing
 on one connection; what the rows mean (entries, pins, reservations, owners) is
-:class:`~mediatable.io.cache.FileCache`'s business, apart from the eviction query
+the business of the modules around it, apart from the eviction query
 (:func:`pick_victims`), which only needs the pins.
 """
 

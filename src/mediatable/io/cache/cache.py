@@ -1,0 +1,199 @@
+"""`FileCache`: open a cache folder, hand out leases, report, prune, close. The contract is in the package docstring."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+from mediatable.config import Settings
+from mediatable.errors import CacheError
+from mediatable.io import fetch
+from mediatable.io.cache.core import Core
+from mediatable.io.cache.download import Downloader
+from mediatable.io.cache.index import Victim, delete_rows, pick_victims
+from mediatable.io.cache.info import CacheInfo, Pruned
+from mediatable.io.cache.lease import Lease
+from mediatable.io.cache.sweep import reconcile
+from mediatable.io.objects import ObjectStores
+from mediatable.io.transfer import ProgressBars, TransferStage
+
+__all__ = ["FileCache"]
+
+
+class FileCache:
+    """Remote media as local files: one bounded, crash-safe cache shared by threads and processes.
+
+    The contract (key, eviction, what is safe across threads and processes, crashes) is in the
+    docstring of :mod:`mediatable.io.cache`.
+
+    Lifecycle: ``FileCache(settings)`` creates the folder and index and sweeps crash leftovers;
+    :meth:`lease` hands out leases (context managers) that fetch and pin files; :meth:`close` (or
+    leaving a ``with`` block) closes leases, writes pending index updates and stops the index
+    thread, and the transfer stage if the cache made its own. All methods are thread-safe. Do not
+    carry a FileCache across ``fork``.
+
+    Args:
+        settings: the cache folder, budget, validation, concurrency and retry settings.
+        stores: object stores to download from (default: built from ``settings``).
+        transfers: the transfer stage downloads run on (default: a stage of the cache's own);
+            a session shares one stage between downloads and uploads.
+        progress_bars: draws the ``get_many`` progress bar (default: none).
+
+    Examples:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from mediatable.config import load_settings
+        >>> home = Path(tempfile.mkdtemp())
+        >>> cache = FileCache(load_settings(home))
+        >>> _ = (home / "cat.jpg").write_bytes(b"...")
+        >>> with cache.lease() as lease:
+        ...     path = lease.get(str(home / "cat.jpg"))   # local files are read in place
+        >>> path == home / "cat.jpg"
+        True
+        >>> cache.info().entries
+        0
+        >>> cache.close()
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        stores: fetch.Stores | None = None,
+        transfers: TransferStage | None = None,
+        progress_bars: ProgressBars | None = None,
+    ) -> None:
+        self.settings = settings
+        self.directory = settings.cache_dir
+        self.budget = int(settings.cache_size)
+        self._own_stage = transfers is None
+        stage = TransferStage.from_settings(settings) if transfers is None else transfers
+        self.transfers = stage
+        self._lock = threading.Lock()
+        self._leases: set[Lease] = set()
+        self._closing = False
+        try:
+            self._core = Core(settings, stores if stores is not None else ObjectStores(settings), stage, progress_bars)
+        except (OSError, sqlite3.Error, CacheError) as exc:
+            raise CacheError(f"cannot open the file cache at {self.directory}: {exc}") from exc
+        self._downloader = Downloader(self._core)
+        self._core.sweep()
+
+    def lease(self) -> Lease:
+        """A new :class:`Lease`: fetch files through it; they stay pinned until it closes.
+
+        Examples:
+            >>> with cache.lease() as lease:  # doctest: +SKIP
+            ...     width = PIL.Image.open(lease.get("s3://bucket/a.jpg")).width
+        """
+        with self._lock:
+            if self._closing:
+                raise CacheError("the file cache is closed")
+            lease = Lease(self._core, self._downloader, self._forget_lease)
+            self._leases.add(lease)
+        return lease
+
+    def info(self) -> CacheInfo:
+        """Totals from the index plus this object's counters.
+
+        Examples:
+            >>> print(cache.info())  # doctest: +SKIP
+            cache:      /home/me/.mediatable/file_cache
+            entries:    1,000 ...
+        """
+        core = self._core
+        core.check_open()
+        core.flush()  # publishes pending access times and pins first
+        ((entries, size, reserved, pinned),) = core.index.read(
+            "SELECT entries, bytes, (SELECT COALESCE(SUM(size), 0) FROM reservations),"
+            " (SELECT COUNT(*) FROM entries WHERE EXISTS (SELECT 1 FROM pins WHERE pins.url = entries.url))"
+            " FROM totals WHERE id = 0"
+        )
+        stats = core.stats
+        return CacheInfo(
+            directory=self.directory,
+            budget=self.budget,
+            entries=entries,
+            bytes=size,
+            in_flight_bytes=reserved,
+            pinned=pinned,
+            hits=core.access.hits,
+            misses=stats.misses,
+            bytes_downloaded=stats.bytes_downloaded,
+            evictions=stats.evictions,
+        )
+
+    def prune(self, max_bytes: int | None = None) -> Pruned:
+        """Evict least recently used entries until the cache holds at most ``max_bytes``.
+
+        Also removes crash leftovers: entries whose file is gone, files no entry references, and the
+        temp files, locks and reservations of dead processes. Pinned entries and downloads in
+        progress are kept.
+
+        Args:
+            max_bytes: the target size; default the budget.
+
+        Returns:
+            What was removed.
+
+        Examples:
+            >>> cache.prune(max_bytes=10 * 1024**3)  # doctest: +SKIP
+            Pruned(entries=120, bytes=9876543, orphans=0)
+        """
+        core = self._core
+        core.check_open()
+        target = self.budget if max_bytes is None else max(int(max_bytes), 0)
+        core.sweep()
+        orphans = reconcile(self.directory, core.index)
+        removed = 0
+        freed = 0
+        pins = core.pins.counts
+
+        def evict(db: sqlite3.Connection) -> list[Victim]:
+            current = db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0]
+            if current <= target:
+                return []
+            victims = pick_victims(db, current - target, pins) or pick_victims(db, 1, pins, partial=True)
+            delete_rows(db, victims)
+            return victims
+
+        while True:
+            victims = core.index.write(evict)
+            if not victims:
+                break  # at the target, or only pinned entries remain
+            core.remove_files(victims)
+            removed += len(victims)
+            freed += sum(size for _, _, size in victims)
+        return Pruned(entries=removed, bytes=freed, orphans=orphans)
+
+    def clear(self) -> Pruned:
+        """Remove every entry that is not pinned and every crash leftover.
+
+        Examples:
+            >>> cache.clear()  # doctest: +SKIP
+            Pruned(entries=1000, bytes=81234567, orphans=0)
+        """
+        return self.prune(max_bytes=0)
+
+    def close(self) -> None:
+        """Close open leases, write pending index updates, stop the transfer stage (if the cache's own)."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True  # from here on no new lease; the leases below are all there are
+            leases = list(self._leases)
+        for lease in leases:
+            lease.close()
+        if self._own_stage:
+            self.transfers.close()
+        self._core.closed = True
+        self._core.close()
+
+    def _forget_lease(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.discard(lease)
+
+    def __enter__(self) -> FileCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

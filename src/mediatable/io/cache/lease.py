@@ -1,0 +1,277 @@
+"""Leases: the handle through which work reads cached files; what it fetched stays pinned until it closes."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator, Sized
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from mediatable.errors import CacheError, MediaError, MediaNotFound
+from mediatable.io.cache.core import Core
+from mediatable.io.cache.download import Downloader
+from mediatable.io.cache.entries import Entry
+from mediatable.io.cache.holding import Holding
+from mediatable.io.cache.info import CacheThrashingWarning, human_size, round_size
+from mediatable.io.urls import MediaUrl
+
+__all__ = ["Lease"]
+
+log = logging.getLogger("mediatable.io.cache")
+
+
+class Lease:
+    """Files fetched through a lease stay pinned (never evicted) until it closes.
+
+    Get one from :meth:`FileCache.lease <mediatable.io.cache.FileCache.lease>` and use it as a
+    context manager. All methods are thread-safe: the execution pipeline prefetches with
+    :meth:`get_many` on one thread while compute threads call :meth:`get`. A lease pins its most
+    recent files up to half the cache's budget and unpins older ones beyond that, so one lease can
+    stream over more data than the cache holds. Objects too big for the cache are kept in a folder
+    private to the lease and deleted when it closes.
+
+    Examples:
+        >>> with cache.lease() as lease:  # doctest: +SKIP
+        ...     for path in lease.get_many(["s3://b/1.jpg", "s3://b/2.jpg"]):
+        ...         print(path)
+    """
+
+    def __init__(self, core: Core, downloader: Downloader, on_close: Any) -> None:
+        self._core = core
+        self._downloader = downloader
+        self._on_close = on_close
+        self._holding = Holding(core.pins, core.directory, core.budget.budget // 2)
+        self._warned = False
+
+    def get(self, url: str | MediaUrl | os.PathLike[str]) -> Path:
+        """The local path of a media URL, downloading it on a miss.
+
+        Args:
+            url: any URL :func:`~mediatable.io.urls.parse_url` accepts, or a local path.
+
+        Returns:
+            A path that stays valid until the lease closes (local files: their own path).
+
+        Raises:
+            MediaError: the object cannot be fetched (MediaNotFound, MediaAccessDenied, ...).
+            UnsupportedScheme: ``url`` is not a media URL.
+            CacheError: the cache folder cannot be written.
+
+        Examples:
+            >>> with cache.lease() as lease:  # doctest: +SKIP
+            ...     lease.get("https://example.com/cat.jpg")
+            PosixPath('/home/me/.mediatable/file_cache/3f/3f0a....jpg')
+        """
+        holding = self._holding
+        if holding.closed:
+            raise CacheError("this cache lease is closed")
+        core = self._core
+        mu = core.parse(url)
+        if mu.kind == "file":
+            return _local(mu)
+        key = mu.url
+        if not core.validate or holding.validated(key):
+            entry = core.memo.get(key)
+            if entry is not None and os.path.exists(entry.name):
+                return core.hit(key, entry, holding)
+        self._check_open()
+        path = core.stage.submit(self._downloader.obtain(mu, holding)).result()
+        self._warn_if_thrashing()
+        return path
+
+    def get_many(
+        self, urls: Iterable[str | MediaUrl | os.PathLike[str]], *, progress: bool | None = None
+    ) -> Iterator[Path | MediaError]:
+        """Fetch many URLs with bounded concurrency; yield each result in input order as soon as it is ready.
+
+        Up to ``settings.max_concurrent_downloads`` downloads run at once on the transfer stage,
+        while the caller works on earlier results. A URL that appears twice is downloaded once. A
+        failure yields that position's :class:`~mediatable.errors.MediaError` (its message names the
+        redacted URL and the HTTP status) and the other URLs proceed.
+
+        Args:
+            urls: media URLs or local paths.
+            progress: show a progress bar (objects and bytes) on stderr; default ``settings.progress``,
+                and when that is None, only if stderr is a terminal. Needs a cache built with
+                ``progress_bars`` (the session's is).
+
+        Yields:
+            A local path, or the error of that URL.
+
+        Raises:
+            UnsupportedScheme: an item is not a media URL.
+            CacheError: the cache folder cannot be written.
+
+        Examples:
+            >>> with cache.lease() as lease:  # doctest: +SKIP
+            ...     widths = [PIL.Image.open(p).width for p in lease.get_many(urls)]
+        """
+        self._check_open()
+        core = self._core
+        bars = core.progress_bars
+        bar = None if bars is None else bars("Fetching media", len(urls) if isinstance(urls, Sized) else None, progress)
+        counter = _ByteCounter()
+        window: deque[tuple[str | None, Path | MediaError | Future[Path | MediaError]]] = deque()
+        limit = max(4 * core.stage.concurrency, 64)
+        source = iter(urls)
+        exhausted = False
+        try:
+            while True:
+                if not exhausted and len(window) <= limit // 2:
+                    batch = list(itertools.islice(source, limit - len(window)))
+                    exhausted = not batch
+                    window.extend(self._start(batch, counter))
+                if not window:
+                    break
+                url, item = window.popleft()
+                if isinstance(item, Future):
+                    item = item.result()
+                if url is not None and isinstance(item, Path):
+                    self._holding.hand_out(url)
+                if bar is not None:
+                    bar.advance(1, counter.take())
+                self._warn_if_thrashing()
+                yield item
+        finally:
+            for _, pending in window:
+                if isinstance(pending, Future):
+                    pending.cancel()
+            if bar is not None:
+                bar.close()
+
+    def release(self, url: str | MediaUrl | os.PathLike[str]) -> None:
+        """Unpin one URL before the lease closes (and delete it if it was too big to cache).
+
+        Examples:
+            >>> lease.release("s3://bucket/a.jpg")  # doctest: +SKIP
+        """
+        self._holding.release(self._core.parse(url).url)
+        self._core.maybe_flush()
+
+    def close(self) -> None:
+        """Unpin everything, delete the lease's private files, publish the unpinning to the index."""
+        if not self._holding.close():
+            return
+        self._on_close(self)
+        core = self._core
+        if not core.closed:
+            core.budget.return_credit()
+            core.flush()
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._holding.closed:
+            raise CacheError("this cache lease is closed")
+        self._core.check_open()
+
+    def _start(
+        self, batch: list[Any], counter: _ByteCounter
+    ) -> list[tuple[str | None, Path | MediaError | Future[Path | MediaError]]]:
+        """Resolve hits at once (one index query for the batch); send misses to the transfer stage.
+
+        Returns (remote url or None, result or future) in input order.
+        """
+        core = self._core
+        holding = self._holding
+        keys: list[str | None] = []
+        out: list[Path | MediaError | Future[Path | MediaError] | None] = []
+        misses: list[tuple[int, MediaUrl]] = []
+        hits: list[tuple[str, Entry]] = []
+        exists = os.path.exists
+        for raw in batch:
+            mu = core.parse(raw)
+            if mu.kind == "file":
+                keys.append(None)
+                try:
+                    out.append(_local(mu))
+                except MediaError as error:
+                    out.append(error)
+                continue
+            keys.append(mu.url)
+            entry = None if core.validate and not holding.validated(mu.url) else core.memo.get(mu.url)
+            if entry is not None and exists(entry.name):
+                hits.append((mu.url, entry))
+                out.append(entry.path)
+                continue
+            misses.append((len(out), mu))
+            out.append(None)
+        if misses and not core.validate:
+            found = core.lookup_many([mu.url for _, mu in misses])
+            still: list[tuple[int, MediaUrl]] = []
+            for index, mu in misses:
+                entry = found.get(mu.url)
+                if entry is not None:
+                    hits.append((mu.url, entry))
+                    out[index] = entry.path
+                else:
+                    still.append((index, mu))
+            misses = still
+        if hits:  # one round for the whole batch: this is the warm path
+            core.access.hit((url for url, _ in hits), time.time())
+            holding.hold_many((url, entry.size) for url, entry in hits)
+            core.maybe_flush()
+        if misses:  # one hand-over to the transfer stage for the whole batch
+            futures = core.stage.submit_many([self._fetch_one(mu, counter, not core.validate) for _, mu in misses])
+            for (index, _), future in zip(misses, futures, strict=True):
+                out[index] = future
+        return [(key, item) for key, item in zip(keys, out, strict=True) if item is not None]
+
+    async def _fetch_one(self, mu: MediaUrl, counter: _ByteCounter, missing: bool) -> Path | MediaError:
+        try:
+            return await self._downloader.obtain(mu, self._holding, counter.add, prefetch=True, missing=missing)
+        except MediaError as error:
+            return error
+
+    def _warn_if_thrashing(self) -> None:
+        holding = self._holding
+        if not holding.thrashed or self._warned:
+            return
+        self._warned = True
+        budget = self._core.budget.budget
+        needed = sum(holding.seen.values())
+        suggested = round_size(max(int(needed * 1.25), budget * 2))
+        message = (
+            f"the file cache ({human_size(budget)}) is too small for this operation: it downloaded "
+            f"{holding.thrashed} file(s) again after evicting them itself. Set cache_size to at least "
+            f"{suggested} (env MEDIATABLE_CACHE_SIZE, or mt.init(cache_size=...))."
+        )
+        log.warning(message)
+        warnings.warn(message, CacheThrashingWarning, stacklevel=3)
+
+
+class _ByteCounter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self._total += n
+
+    def take(self) -> int:
+        """Bytes added since the last call."""
+        with self._lock:
+            total, self._total = self._total, 0
+            return total
+
+
+def _local(mu: MediaUrl) -> Path:
+    path = mu.local_path
+    assert path is not None
+    if not os.path.isfile(path):
+        raise MediaNotFound(f"no such file: {path}", url=str(path))
+    return path
