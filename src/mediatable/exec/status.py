@@ -121,7 +121,6 @@ class TransferBars:
 
         Examples:
             >>> from mediatable.config import Settings
-    from mediatable.io.cache.info import human_size
             >>> bars = TransferBars(Settings(progress=False))
             >>> bars("Fetching media", 10, None).close()
     """
