@@ -19,6 +19,8 @@ Examples:
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -109,6 +111,20 @@ def make_truncated_jpeg(path: str | os.PathLike[str], size: tuple[int, int] = (1
     make_jpeg(path, size, noise=True)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def make_png_bomb(path: str | os.PathLike[str], size: tuple[int, int] = (50000, 50000)) -> Path:
+    """Write a tiny PNG whose header declares `size` (a decompression bomb: Pillow refuses to open it)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", size[0], size[1], 1, 0, 0, 0, 0)  # 1-bit grayscale
+    path = Path(path)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
     return path
 
 

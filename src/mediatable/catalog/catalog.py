@@ -28,6 +28,19 @@ from mediatable.errors import (
 )
 from mediatable.exprs import serialize
 
+READ_ONLY = "mediatable_read_only"
+
+
+def read_only(engine: Engine) -> sa.Connection:
+    """A connection for reading only: on SQLite it never takes the write lock.
+
+    Examples:
+        >>> with read_only(create_engine("sqlite://")) as conn:
+        ...     conn.execute(sa.text("select 1")).scalar_one()
+        1
+    """
+    return engine.connect().execution_options(**{READ_ONLY: True})
+
 
 def create_engine(url: str) -> Engine:
     """An engine for the catalog URL, tuned for concurrent use by several processes.
@@ -48,7 +61,10 @@ def create_engine(url: str) -> Engine:
         @sa.event.listens_for(engine, "begin")
         def _sqlite_begin_immediate(conn: Any) -> None:
             # Take the write lock at BEGIN: avoids deadlock-style SQLITE_BUSY on read->write upgrades.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A connection marked read-only (see `read_only`) begins deferred: in WAL mode it reads a
+            # snapshot and never blocks writers, so a query can stream while its consumer writes.
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):

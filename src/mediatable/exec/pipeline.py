@@ -27,8 +27,9 @@ from typing import Any, Protocol
 import PIL.Image
 
 from mediatable import types as ts
-from mediatable.errors import ComputeError, DataError, MediaDecodeError, MediaError
+from mediatable.errors import ComputeError, DataError, MediaError
 from mediatable.exprs import CellError, ColumnProperty, ColumnRef, Expr, FunctionCall
+from mediatable.functions._errors import decode_errors
 from mediatable.io.media_store import MediaStore
 from mediatable.io.urls import is_url_like, redact_url
 
@@ -79,15 +80,13 @@ class MediaAccess:
         for local, url in self.urls_of_paths.items():
             if local in message:
                 message = message.replace(local, url)
-        return error if message == error.errormsg else CellError(error.errortype, message, error.exc)
+        return error if message == error.errormsg else error.reworded(message)
 
     def open(self, url: str, col_type: ts.ColumnType) -> Any:
         path = self.path(url)
         if col_type == ts.Image:
-            try:
+            with decode_errors("image", url=redact_url(url)):
                 return PIL.Image.open(path)
-            except (OSError, PIL.Image.DecompressionBombError, ValueError) as exc:
-                raise MediaDecodeError(f"cannot decode image {redact_url(url)}: {exc}", url=redact_url(url)) from exc
         return str(path)
 
 

@@ -2,26 +2,31 @@
 (functions over media, computed-on-the-fly expressions) runs through the same pipeline as computed columns.
 
 A :class:`QuerySpec` says what to compute; the user-facing :class:`~mediatable.table.query.Query`
-builds one and calls :func:`collect`, :func:`count` or :func:`matching_rows`.
+builds one and calls :func:`run_batches`, :func:`count` or :func:`matching_rows`. Rows stream from
+SQL in batches, so memory is bounded by the batch (unless a sort key must be computed in Python,
+which needs every matching row's inputs, never their media). Failed values follow
+:mod:`~mediatable.exec.failures`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-import PIL.Image
 import sqlalchemy as sa
 
 from mediatable import types as ts
+from mediatable.catalog.catalog import read_only
 from mediatable.catalog.model import Column, TableMeta
+from mediatable.exec.failures import Failures
+from mediatable.exec.media_cells import MediaCell
 from mediatable.exec.pipeline import Pipeline, Target
-from mediatable.exec.rows import TableSql
+from mediatable.exec.rows import ROWID, TableSql
 from mediatable.exprs import BoolOp, CellError, ColumnProperty, ColumnRef, Expr
 from mediatable.session import Session
+
+BATCH_SIZE = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,122 +54,184 @@ class QuerySpec:
         return [(name, ColumnRef(column)) for name, column in self.meta.columns.items()]
 
 
+@dataclasses.dataclass
+class _Plan:
+    """How a spec runs: what SQL reads, filters, sorts and limits, and what is left for the pipeline."""
+
+    sql: TableSql
+    columns: list[Column]
+    sql_where: Any
+    py_where: Expr | None
+    sql_order: list[Any] | None  # None: some sort key must be computed in Python
+    sql_limit: int | None
+
+
+def _plan(spec: QuerySpec) -> _Plan:
+    sql = TableSql(spec.meta)
+    needed: list[Expr] = [e for _, e in spec.outputs()]
+    if spec.where is not None:
+        needed.append(spec.where)
+    needed += [k.expr for k in spec.order]
+    parts = conjuncts(spec.where)
+    compiled = [p.to_sql(sql.value_column) for p in parts]
+    pushed = [c for c in compiled if c is not None]
+    left = [p for p, c in zip(parts, compiled, strict=True) if c is None]
+    order_sql = [k.expr.to_sql(sql.value_column) for k in spec.order]
+    sql_order = None
+    if all(o is not None for o in order_sql):
+        sql_order = [
+            o.asc().nulls_last() if k.asc else o.desc().nulls_last() for k, o in zip(spec.order, order_sql, strict=True)
+        ]
+    return _Plan(
+        sql=sql,
+        columns=referenced_columns(needed, spec.meta),
+        sql_where=sa.and_(*pushed) if pushed else None,
+        py_where=(left[0] if len(left) == 1 else BoolOp("and", left)) if left else None,
+        sql_order=sql_order,
+        sql_limit=spec.limit if not left and sql_order is not None else None,
+    )
+
+
 def count(session: Session, spec: QuerySpec) -> int:
     """Number of rows matching the filter (counted by the database when the filter runs in SQL)."""
-    sql = TableSql(spec.meta)
-    parts = [p.to_sql(sql.value_column) for p in conjuncts(spec.where)] if spec.where is not None else []
-    if all(p is not None for p in parts):
-        query = sa.select(sa.func.count()).select_from(sql.from_clause())
-        if parts:
-            query = query.where(sa.and_(*parts))
-        with session.engine.connect() as conn:
+    plan = _plan(spec)
+    if plan.py_where is None:
+        query = sa.select(sa.func.count()).select_from(plan.sql.from_clause())
+        if plan.sql_where is not None:
+            query = query.where(plan.sql_where)
+        with read_only(session.engine) as conn:
             total = int(conn.execute(query).scalar_one())
         return total if spec.limit is None else min(total, spec.limit)
     return len(matching_rows(session, dataclasses.replace(spec, select=(), order=())))
 
 
-def collect(session: Session, spec: QuerySpec) -> tuple[list[str], list[ts.ColumnType], list[list[Any]]]:
-    """Run the query: output names, output types and one list of values per row.
-
-    Image cells are PIL images opened lazily from the file cache; Video/Audio/Document cells are
-    local file paths; cells that failed are None.
-    """
-    select = spec.outputs()
+def matching_rows(session: Session, spec: QuerySpec, on_error: str = "abort") -> list[dict[str, Any]]:
+    """Matching rows (with every column any part of the query reads), filtered, ordered and limited."""
+    failures = Failures(on_error, spec.meta.path)
     with session.cache_lease() as lease:
-        rows = matching_rows(session, spec, lease)
-        targets = [
-            Target(name=f"__out{i}", expr=_readable(expr), col_type=expr.col_type, save_media=False)
-            for i, (_, expr) in enumerate(select)
-        ]
         pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers)
-        pipeline.run(rows, targets)
-        out_rows = []
-        for row in rows:
-            values = []
-            for i, (_, expr) in enumerate(select):
-                value = row[f"__out{i}"]
-                if isinstance(value, CellError):
-                    value = None
-                elif expr.col_type == ts.Image and isinstance(value, str):
-                    value = _lazy_image(value)
-                values.append(value)
-            out_rows.append(values)
-    return [name for name, _ in select], [expr.col_type for _, expr in select], out_rows
+        return [row for batch in _row_batches(session, spec, pipeline, failures, BATCH_SIZE) for row in batch]
 
 
-def matching_rows(session: Session, spec: QuerySpec, lease: Any = None) -> list[dict[str, Any]]:
-    """Matching rows with every column any part of the query reads, filtered and ordered."""
-    sql = TableSql(spec.meta)
-    needed_exprs: list[Expr] = [e for _, e in spec.outputs()]
-    if spec.where is not None:
-        needed_exprs.append(spec.where)
-    needed_exprs += [k.expr for k in spec.order]
-    columns = referenced_columns(needed_exprs, spec.meta)
+def run_batches(
+    session: Session, spec: QuerySpec, *, batch_size: int = BATCH_SIZE, on_error: str = "abort"
+) -> Iterator[list[list[Any]]]:
+    """The query's output rows (lists of values, media as :class:`MediaCell`), `batch_size` rows at a time.
 
-    sql_where, py_where = None, []
-    if spec.where is not None:
-        parts = [p.to_sql(sql.value_column) for p in conjuncts(spec.where)]
-        pushed = [p for p in parts if p is not None]
-        py_where = [c for c, p in zip(conjuncts(spec.where), parts, strict=True) if p is None]
-        if pushed:
-            sql_where = sa.and_(*pushed)
-    sql_order = [k.expr.to_sql(sql.value_column) for k in spec.order]
-    order_in_sql = all(o is not None for o in sql_order)
-    order_clauses = []
-    if order_in_sql:
-        for key, clause in zip(spec.order, sql_order, strict=True):
-            order_clauses.append(clause.asc().nulls_last() if key.asc else clause.desc().nulls_last())
-    limit_in_sql = spec.limit if not py_where and order_in_sql else None
+    With `on_error='ignore'`, failed values are None and a summary line is printed at the end.
 
-    with session.engine.connect() as conn:
-        rows = list(sql.read(conn, columns, sql_where, order_clauses, limit_in_sql))
-    if not py_where and order_in_sql:
-        return rows
-
-    if lease is None:
-        with session.cache_lease() as own_lease:
-            return _filter_and_sort(session, spec, rows, py_where, order_in_sql, own_lease)
-    return _filter_and_sort(session, spec, rows, py_where, order_in_sql, lease)
-
-
-def _filter_and_sort(
-    session: Session,
-    spec: QuerySpec,
-    rows: list[dict[str, Any]],
-    py_where: list[Expr],
-    order_in_sql: bool,
-    lease: Any,
-) -> list[dict[str, Any]]:
-    pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers)
-    if py_where:
-        predicate = py_where[0] if len(py_where) == 1 else BoolOp("and", py_where)
-        pipeline.run(rows, [Target(name="__where", expr=predicate, col_type=ts.Bool, save_media=False)])
-        rows = [r for r in rows if r["__where"] is True]
-    if not order_in_sql:
-        keys = [
-            Target(name=f"__key{i}", expr=k.expr, col_type=k.expr.col_type, save_media=False)
-            for i, k in enumerate(spec.order)
-        ]
-        pipeline.run(rows, keys)
-        for i in reversed(range(len(spec.order))):
-            name, asc = f"__key{i}", spec.order[i].asc
-            present = [r for r in rows if r[name] is not None and not isinstance(r[name], CellError)]
-            missing = [r for r in rows if r[name] is None or isinstance(r[name], CellError)]
-            present.sort(key=lambda r, n=name: r[n], reverse=not asc)
-            rows = present + missing
-    return rows[: spec.limit] if spec.limit is not None else rows
-
-
-def _lazy_image(path: str) -> PIL.Image.Image | None:
-    """Open an image for the user: decoded on first pixel access, holding no open file handle.
-
-    The compressed bytes are read into memory (cheap from the page cache), so a result of
-    millions of images never exhausts file descriptors and needs no close().
+    Raises:
+        ComputeError: a value computed by the query failed (unless `on_error='ignore'`).
     """
-    try:
-        return PIL.Image.open(io.BytesIO(Path(path).read_bytes()))
-    except (OSError, ValueError):
-        return None  # not decodable: like any failed cell, the value is None
+    outputs = spec.outputs()
+    failures = Failures(on_error, spec.meta.path)
+    targets = [
+        Target(name=f"__out{i}", expr=_readable(expr), col_type=expr.col_type, save_media=False)
+        for i, (_, expr) in enumerate(outputs)
+    ]
+    with session.cache_lease() as lease:
+        pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers)
+        for rows in _row_batches(session, spec, pipeline, failures, batch_size):
+            pipeline.run(rows, targets)
+            yield [_output_row(row, outputs, failures) for row in rows]
+            for name, _ in outputs:
+                failures.seen(repr(name), len(rows))
+    for line in failures.summary():
+        print(line)
+
+
+def _output_row(row: dict[str, Any], outputs: list[tuple[str, Expr]], failures: Failures) -> list[Any]:
+    values = []
+    for i, (name, expr) in enumerate(outputs):
+        value = row[f"__out{i}"]
+        if isinstance(expr, ColumnRef) and expr.col_type.is_media and isinstance(value, str):
+            cell = MediaCell(row.get(expr.column.name), value, expr.col_type)
+            try:
+                cell.check()
+                value = cell
+            except Exception as exc:
+                value = CellError.from_exception(exc)
+        if isinstance(value, CellError):
+            failures.failed(repr(name), row.get(ROWID), value)
+            value = None
+        values.append(value)
+    return values
+
+
+def _row_batches(
+    session: Session, spec: QuerySpec, pipeline: Pipeline, failures: Failures, batch_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Matching rows in batches: filtered, then (in SQL or after all are read) ordered and limited."""
+    plan = _plan(spec)
+    left = spec.limit if plan.sql_order is not None else None
+    kept_all: list[dict[str, Any]] = []
+    with read_only(session.engine) as conn:
+        batch: list[dict[str, Any]] = []
+        source = plan.sql.read(conn, plan.columns, plan.sql_where, plan.sql_order or (), plan.sql_limit)
+        for row in source:
+            batch.append(row)
+            if len(batch) < batch_size:
+                continue
+            kept = _filter(batch, plan.py_where, pipeline, failures)
+            batch = []
+            if plan.sql_order is None:
+                kept_all.extend(kept)
+                continue
+            if left is not None:
+                kept, left = kept[:left], left - len(kept[:left])
+            if kept:
+                yield kept
+            if left == 0:
+                return
+        kept = _filter(batch, plan.py_where, pipeline, failures)
+    if plan.sql_order is not None:
+        if left is not None:
+            kept = kept[:left]
+        if kept:
+            yield kept
+        return
+    kept_all.extend(kept)
+    ordered = _sort(kept_all, spec.order, pipeline, failures)
+    if spec.limit is not None:
+        ordered = ordered[: spec.limit]
+    for start in range(0, len(ordered), batch_size):
+        yield ordered[start : start + batch_size]
+
+
+def _filter(
+    rows: list[dict[str, Any]], predicate: Expr | None, pipeline: Pipeline, failures: Failures
+) -> list[dict[str, Any]]:
+    if predicate is None or not rows:
+        return rows
+    pipeline.run(rows, [Target(name="__where", expr=predicate, col_type=ts.Bool, save_media=False)])
+    label = "the where() filter"
+    failures.seen(label, len(rows))
+    for row in rows:
+        if isinstance(row["__where"], CellError):
+            failures.failed(label, row.get(ROWID), row["__where"], "those rows are left out")
+    return [r for r in rows if r["__where"] is True]
+
+
+def _sort(
+    rows: list[dict[str, Any]], order: Sequence[OrderKey], pipeline: Pipeline, failures: Failures
+) -> list[dict[str, Any]]:
+    keys = [
+        Target(name=f"__key{i}", expr=k.expr, col_type=k.expr.col_type, save_media=False) for i, k in enumerate(order)
+    ]
+    pipeline.run(rows, keys)
+    for i, key in enumerate(order):
+        label = f"the sort key {key.expr!r}"
+        failures.seen(label, len(rows))
+        for row in rows:
+            if isinstance(row[f"__key{i}"], CellError):
+                failures.failed(label, row.get(ROWID), row[f"__key{i}"], "those rows sort last")
+    for i in reversed(range(len(order))):
+        name, asc = f"__key{i}", order[i].asc
+        present = [r for r in rows if r[name] is not None and not isinstance(r[name], CellError)]
+        missing = [r for r in rows if r[name] is None or isinstance(r[name], CellError)]
+        present.sort(key=lambda r, n=name: r[n], reverse=not asc)
+        rows = present + missing
+    return rows
 
 
 def _readable(expr: Expr) -> Expr:

@@ -87,7 +87,8 @@ class TableSql:
             for column in columns:
                 errortype = record.get(schema.error_columns(column.name)[0]) if column.is_computed else None
                 if errortype is not None:
-                    row[column.name] = CellError(errortype, record[schema.error_columns(column.name)[1]] or "")
+                    errormsg = record[schema.error_columns(column.name)[1]] or ""
+                    row[column.name] = CellError(errortype, errormsg, stored=True)
                 else:
                     row[column.name] = column.col_type.from_sql(record[column.sql_name])
             yield row

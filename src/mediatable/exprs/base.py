@@ -149,6 +149,8 @@ class Expr:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name == "col_type":
             raise AttributeError(name)
+        if name in ("errortype", "errormsg"):
+            return ErrorProperty(self, name)
         found = lookup_method(self.col_type.name, name)
         if found is None:
             available = ", ".join(method_names(self.col_type.name)) or "none"
@@ -403,3 +405,26 @@ class JsonPath(Expr):
                 except (KeyError, IndexError, TypeError):
                     out.append(None)
         return out
+
+
+class ErrorProperty(Expr):
+    """`expr.errortype` / `expr.errormsg`: why `expr` failed in a row, None where it did not fail."""
+
+    def __init__(self, operand: Expr, prop: str, subject: Expr | None = None) -> None:
+        if prop not in ("errortype", "errormsg"):
+            raise ExprError(f"unknown error property {prop!r} (errortype or errormsg)")
+        self.operand, self.prop = operand, prop
+        self.subject = subject if subject is not None else operand  # what users wrote before `.errortype` (for names)
+        self.col_type = ts.String
+
+    def __repr__(self) -> str:
+        return f"{self.subject!r}.{self.prop}"
+
+    def default_name(self) -> str:
+        return f"{self.subject.default_name()}_{self.prop}"
+
+    def children(self) -> Sequence[Expr]:
+        return (self.operand,)
+
+    def eval_batch(self, envs: Sequence[EvalEnv]) -> list[Any]:
+        return [getattr(v, self.prop) if isinstance(v, CellError) else None for v in self.operand.eval_batch(envs)]

@@ -18,14 +18,24 @@ class CellError:
     Attributes:
         errortype: short type name (`MediaNotFound`, `ZeroDivisionError`, ...).
         errormsg: human message; names the URL (redacted) or the upstream cell.
+        exc: the exception, when it happened in this process.
+        stored: the error was read back from a stored computed column (it happened when the column
+            was computed, not now); queries return such cells as None without raising.
     """
 
-    __slots__ = ("errormsg", "errortype", "exc")
+    __slots__ = ("errormsg", "errortype", "exc", "stored")
 
-    def __init__(self, errortype: str, errormsg: str, exc: BaseException | None = None) -> None:
+    def __init__(
+        self, errortype: str, errormsg: str, exc: BaseException | None = None, *, stored: bool = False
+    ) -> None:
         self.errortype = errortype
         self.errormsg = errormsg
         self.exc = exc
+        self.stored = stored
+
+    def reworded(self, errormsg: str) -> CellError:
+        """The same error with another message (keeps type, exception and origin)."""
+        return CellError(self.errortype, errormsg, self.exc, stored=self.stored)
 
     @classmethod
     def from_exception(cls, exc: BaseException, context: str = "") -> CellError:

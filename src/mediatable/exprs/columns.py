@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mediatable import types as ts
-from mediatable.exprs.base import Expr
+from mediatable.exprs.base import ErrorProperty, Expr
 from mediatable.exprs.cells import CellError, EvalEnv
 
 
@@ -14,7 +14,8 @@ class ColumnRef(Expr):
     """A column of a table or view (`t.label`, `t['label']`).
 
     Media columns have extra properties: `.localpath` (cached local file), `.fileurl` (stored URL);
-    computed columns have `.errortype` and `.errormsg`.
+    `.errortype` and `.errormsg` say why a computed column's cell failed, or why a media file cannot
+    be fetched.
     """
 
     def __init__(self, column: Any) -> None:
@@ -32,7 +33,7 @@ class ColumnRef(Expr):
         for env in envs:
             value = env.column_value(self.column)
             if isinstance(value, CellError):  # a value computed from a failed cell names that cell
-                value = CellError(value.errortype, f"upstream column {self.column.name!r} failed: {value.errormsg}")
+                value = value.reworded(f"upstream column {self.column.name!r} failed: {value.errormsg}")
             out.append(value)
         return out
 
@@ -44,6 +45,8 @@ class ColumnRef(Expr):
 
     def __getattr__(self, name: str) -> Any:
         if name in ("errortype", "errormsg"):
+            if self.col_type.is_media and not self.column.is_computed:  # why its file cannot be fetched
+                return ErrorProperty(ColumnProperty(self, "localpath"), name, subject=self)
             return ColumnProperty(self, name)
         if name in ("localpath", "fileurl"):
             if not self.col_type.is_media:

@@ -32,6 +32,8 @@ def to_dict(expr: base.Expr) -> dict[str, Any]:
         return {"k": "bool", "op": expr.op, "args": [to_dict(o) for o in expr.operands]}
     if isinstance(expr, base.Not | base.IsNull):
         return {"k": "not" if isinstance(expr, base.Not) else "isnull", "arg": to_dict(expr.operand)}
+    if isinstance(expr, base.ErrorProperty):
+        return {"k": "errprop", "arg": to_dict(expr.operand), "prop": expr.prop}
     if isinstance(expr, base.IsIn):
         return {"k": "isin", "arg": to_dict(expr.operand), "values": expr.values}
     if isinstance(expr, base.JsonPath):
@@ -76,6 +78,8 @@ def from_dict(data: dict[str, Any], resolve_column: Callable[[str], Any]) -> bas
         return base.Not(build(data["arg"]))
     if kind == "isnull":
         return base.IsNull(build(data["arg"]))
+    if kind == "errprop":
+        return base.ErrorProperty(build(data["arg"]), data["prop"])
     if kind == "isin":
         return base.IsIn(build(data["arg"]), data["values"])
     if kind == "json":

@@ -16,14 +16,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import av
+import PIL.Image
 import pypdf.errors
 
 from mediatable.errors import MediaAccessDenied, MediaDecodeError, MediaError, MediaNotFound
 
 # OSError covers Pillow's UnidentifiedImageError and "image file is truncated"; Pillow raises
-# SyntaxError for broken PNG chunks; EOFError comes from some Pillow plugins on short files.
+# SyntaxError for broken PNG chunks; EOFError comes from some Pillow plugins on short files;
+# DecompressionBombError (not an OSError) for a header declaring more pixels than Pillow's limit.
 _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
+    PIL.Image.DecompressionBombError,
     SyntaxError,
     EOFError,
     av.FFmpegError,
@@ -32,12 +35,13 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @contextmanager
-def decode_errors(kind: str, source: str | os.PathLike[str] | None = None) -> Iterator[None]:
+def decode_errors(kind: str, source: str | os.PathLike[str] | None = None, *, url: str | None = None) -> Iterator[None]:
     """Translate backend exceptions raised inside the block into mediatable media errors.
 
     Args:
         kind: what is being read, for the message (`"image"`, `"video"`, ...).
         source: the local path being read, when known, for the message.
+        url: the (redacted) URL the file came from: named instead of `source`, and set as `.url`.
 
     Raises:
         MediaNotFound: the file does not exist.
@@ -51,17 +55,18 @@ def decode_errors(kind: str, source: str | os.PathLike[str] | None = None) -> It
         ...
         mediatable.errors.MediaDecodeError: cannot decode image 'cat.jpg': image file is truncated
     """
-    where = f" {os.fspath(source)!r}" if source is not None else ""
+    named = url if url is not None else source
+    where = f" {os.fspath(named)!r}" if named is not None else ""
     try:
         yield
     except MediaError:
         raise
     except FileNotFoundError as exc:
-        raise MediaNotFound(f"{kind} file not found{where}") from exc
+        raise MediaNotFound(f"{kind} file not found{where}", url=url) from exc
     except PermissionError as exc:
-        raise MediaAccessDenied(f"no permission to read {kind}{where}") from exc
+        raise MediaAccessDenied(f"no permission to read {kind}{where}", url=url) from exc
     except _DECODE_ERRORS as exc:
-        raise MediaDecodeError(f"cannot decode {kind}{where}: {_reason(exc)}") from exc
+        raise MediaDecodeError(f"cannot decode {kind}{where}: {_reason(exc)}", url=url) from exc
 
 
 def _reason(exc: BaseException) -> str:

@@ -7,13 +7,18 @@ which hands a :class:`~mediatable.exec.query.QuerySpec` to :mod:`mediatable.exec
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from mediatable import types as ts
+from mediatable.catalog.catalog import check_choice
 from mediatable.errors import ExprError, InvalidArgument
 from mediatable.exec import query as run
+from mediatable.exec.ahead import ahead
+from mediatable.exec.failures import ON_ERROR
 from mediatable.exec.query import OrderKey, QuerySpec
 from mediatable.exprs import BoolOp, ColumnRef, Expr, as_expr
 from mediatable.session import Session
@@ -74,27 +79,74 @@ class Query:
             raise InvalidArgument(f"limit must be a non-negative int, not {n!r}")
         return self._copy(limit=n)
 
-    def head(self, n: int = 10) -> ResultSet:
+    def head(self, n: int = 10, *, on_error: str = "abort") -> ResultSet:
         """The first `n` rows."""
-        return self.limit(n).collect()
+        return self.limit(n).collect(on_error=on_error)
 
     def count(self) -> int:
         """Number of rows matching the filter (counted by the database when the filter runs in SQL)."""
         return run.count(self._session, self._spec)
 
-    def to_pandas(self) -> pd.DataFrame:
-        """Shortcut for `collect().to_pandas()`."""
-        return self.collect().to_pandas()
-
-    def collect(self) -> ResultSet:
+    def collect(self, *, on_error: str = "abort") -> ResultSet:
         """Run the query.
+
+        Args:
+            on_error: 'abort' (default): a value computed by the query that fails (an expression over
+                media, a UDF, a file fetched for the result) raises, naming row, output, URL and cause;
+                'ignore': such a value is None and one line per output sums up what failed. Cells
+                that failed when a stored computed column was computed are None either way, and
+                `.errortype` / `.errormsg` say why.
 
         Returns:
             A :class:`ResultSet`. Image cells are PIL images opened lazily from the file cache;
-            Video/Audio/Document cells are local file paths; cells that failed are None.
+            Video/Audio/Document cells are local file paths.
+
+        Raises:
+            ComputeError: a value computed by the query failed (with `on_error='abort'`).
         """
-        names, types, rows = run.collect(self._session, self._spec)
+        check_choice("on_error", on_error, ON_ERROR)
+        names, types = self._output_names_and_types()
+        rows = [row for batch in run.run_batches(self._session, self._spec, on_error=on_error) for row in batch]
         return ResultSet(names, types, rows)
+
+    def iter_batches(self, batch_size: int = 1000, *, on_error: str = "abort") -> Iterator[ResultSet]:
+        """Stream the result, `batch_size` rows at a time; memory is bounded by the batch.
+
+        Media of the next batch is fetched while the consumer works on the current one.
+
+        Examples:
+            >>> import mediatable as mt, tempfile
+            >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+            >>> t = mt.create_table('nums', {'n': mt.Int})
+            Created table 'nums'.
+            >>> _ = t.insert([{'n': i} for i in range(5)], quiet=True)
+            >>> [len(batch) for batch in t.select(t.n).iter_batches(batch_size=2)]
+            [2, 2, 1]
+        """
+        check_choice("on_error", on_error, ON_ERROR)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgument(f"batch_size must be a positive int, not {batch_size!r}")
+        names, types = self._output_names_and_types()
+        batches = run.run_batches(self._session, self._spec, batch_size=batch_size, on_error=on_error)
+        for rows in ahead(batches):
+            yield ResultSet(names, types, rows)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Rows as dicts, streamed in batches (see :meth:`iter_batches`)."""
+        for batch in self.iter_batches():
+            yield from batch
+
+    def to_pandas(self, *, media: str = "url", on_error: str = "abort") -> pd.DataFrame:
+        """The result as a pandas DataFrame with real dtypes (see :meth:`ResultSet.to_pandas`)."""
+        return self.collect(on_error=on_error).to_pandas(media=media)
+
+    def to_arrow(self, *, media: str = "url", on_error: str = "abort") -> pa.Table:
+        """The result as a `pyarrow.Table` (see :meth:`ResultSet.to_arrow`)."""
+        return self.collect(on_error=on_error).to_arrow(media=media)
+
+    def _output_names_and_types(self) -> tuple[list[str], list[ts.ColumnType]]:
+        outputs = self._spec.outputs()
+        return [name for name, _ in outputs], [expr.col_type for _, expr in outputs]
 
     def _check(self, value: Any) -> Expr:
         expr = as_expr(value)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from mediatable.table.base import TableBase
 from mediatable.table.query import Query
@@ -40,18 +42,26 @@ class Reads(TableBase):
         """Start a query returning at most `n` rows."""
         return self._query().limit(n)
 
-    def collect(self) -> ResultSet:
-        """All rows, all columns."""
-        return self._query().collect()
+    def collect(self, *, on_error: str = "abort") -> ResultSet:
+        """All rows, all columns. See :meth:`Query.collect`."""
+        return self._query().collect(on_error=on_error)
 
-    def head(self, n: int = 10) -> ResultSet:
+    def head(self, n: int = 10, *, on_error: str = "abort") -> ResultSet:
         """The first `n` rows."""
-        return self._query().head(n)
+        return self._query().head(n, on_error=on_error)
 
     def count(self) -> int:
         """Number of rows."""
         return self._query().count()
 
-    def to_pandas(self) -> pd.DataFrame:
-        """All rows as a pandas DataFrame."""
-        return self.collect().to_pandas()
+    def iter_batches(self, batch_size: int = 1000, *, on_error: str = "abort") -> Iterator[ResultSet]:
+        """All rows, streamed `batch_size` at a time. See :meth:`Query.iter_batches`."""
+        return self._query().iter_batches(batch_size, on_error=on_error)
+
+    def to_pandas(self, *, media: str = "url", on_error: str = "abort") -> pd.DataFrame:
+        """All rows as a pandas DataFrame with real dtypes. See :meth:`ResultSet.to_pandas`."""
+        return self._query().to_pandas(media=media, on_error=on_error)
+
+    def to_arrow(self, *, media: str = "url", on_error: str = "abort") -> pa.Table:
+        """All rows as a `pyarrow.Table`. See :meth:`ResultSet.to_arrow`."""
+        return self._query().to_arrow(media=media, on_error=on_error)

@@ -1,15 +1,22 @@
-"""`ResultSet`: the rows a query returned — iterate for dicts, index by position or column name."""
+"""`ResultSet`: the rows a query returned — iterate for dicts, index by position or column name.
+
+Media cells are held as references (URL + cached file) and opened when a row is read: Image cells
+as lazily decoded `PIL.Image.Image` objects, Video/Audio/Document cells as local file paths.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pandas as pd
 import PIL.Image
+import pyarrow as pa
 
 from mediatable import types as ts
+from mediatable.exec.media_cells import MediaCell, user_value
 from mediatable.io.urls import is_url_like, redact_url
+from mediatable.table import convert
 
 
 class ResultSet:
@@ -19,31 +26,68 @@ class ResultSet:
         >>> rs = ResultSet(["a", "b"], [ts.Int, ts.String], [[1, "x"], [2, "y"]])
         >>> len(rs), rs[0], rs["a"]
         (2, {'a': 1, 'b': 'x'}, [1, 2])
+        >>> rs.to_pandas().dtypes.to_dict()
+        {'a': Int64Dtype(), 'b': dtype('O')}
     """
 
-    def __init__(self, columns: list[str], col_types: list[ts.ColumnType], rows: list[list[Any]]) -> None:
+    def __init__(self, columns: list[str], col_types: list[ts.ColumnType], rows: Sequence[Sequence[Any]]) -> None:
         self.columns = columns
         self.col_types = col_types
         self._rows = rows
+        self._media = [i for i, t in enumerate(col_types) if t.is_media]
 
     def __len__(self) -> int:
         return len(self._rows)
 
+    def _user_row(self, row: Sequence[Any]) -> dict[str, Any]:
+        if not self._media:
+            return dict(zip(self.columns, row, strict=True))
+        return {name: user_value(value) for name, value in zip(self.columns, row, strict=True)}
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for row in self._rows:
-            yield dict(zip(self.columns, row, strict=True))
+            yield self._user_row(row)
 
     def __getitem__(self, key: int | str) -> Any:
         if isinstance(key, str):
             if key not in self.columns:
                 raise KeyError(f"no column {key!r} in result (columns: {', '.join(self.columns)})")
             index = self.columns.index(key)
+            if index in self._media:
+                return [user_value(row[index]) for row in self._rows]
             return [row[index] for row in self._rows]
-        return dict(zip(self.columns, self._rows[key], strict=True))
+        return self._user_row(self._rows[key])
 
-    def to_pandas(self) -> pd.DataFrame:
-        """The rows as a pandas DataFrame (one column per output)."""
-        return pd.DataFrame(self._rows, columns=self.columns)
+    def _column(self, index: int) -> list[Any]:
+        return [row[index] for row in self._rows]
+
+    def to_pandas(self, *, media: str = "url") -> pd.DataFrame:
+        """The rows as a pandas DataFrame with real dtypes (nullable `Int64`, `float64`, `bool`, UTC timestamps).
+
+        Args:
+            media: media columns as their stored `'url'` or the cached file's local `'path'`.
+        """
+        series = {
+            name: convert.pandas_series(self._column(i), t, media, name)
+            for i, (name, t) in enumerate(zip(self.columns, self.col_types, strict=True))
+        }
+        return pd.DataFrame(series, columns=self.columns, index=pd.RangeIndex(len(self._rows)))
+
+    def to_arrow(self, *, media: str = "url") -> pa.Table:
+        """The rows as a `pyarrow.Table` (int64, float64, bool, string, timestamp[us, UTC]; JSON as text).
+
+        Args:
+            media: media columns as their stored `'url'` or the cached file's local `'path'`.
+
+        Examples:
+            >>> ResultSet(["n"], [ts.Int], [[1], [None]]).to_arrow().column("n").to_pylist()
+            [1, None]
+        """
+        arrays = [
+            convert.arrow_array(self._column(i), t, media, name)
+            for i, (name, t) in enumerate(zip(self.columns, self.col_types, strict=True))
+        ]
+        return pa.Table.from_arrays(arrays, names=self.columns)
 
     def __repr__(self) -> str:
         shown = self._rows[:20]
@@ -60,6 +104,10 @@ class ResultSet:
 
 
 def _cell_text(value: Any) -> str:
+    if isinstance(value, MediaCell) and value.col_type == ts.Image:
+        value = value.value()
+    elif isinstance(value, MediaCell):
+        value = value.path
     if isinstance(value, PIL.Image.Image):
         return f"<Image {value.width}x{value.height} {value.mode}>"
     if isinstance(value, str) and is_url_like(value):

@@ -1,0 +1,68 @@
+"""Media values in query results: a reference (stored URL + local cached file), opened when used.
+
+A result of 100k image rows holds 100k small references, not 100k decoded (or even compressed)
+images: an Image cell becomes a `PIL.Image.Image` only when the row is read, from the bytes of the
+cached file, so it holds no open file handle either.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+
+from mediatable import types as ts
+from mediatable.functions._errors import decode_errors
+from mediatable.io.urls import redact_url
+
+
+class MediaCell:
+    """One media value of a result: where it is stored (`url`) and its local file (`path`).
+
+    Examples:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "red.png")
+        >>> PIL.Image.new("RGB", (4, 3), "red").save(path)
+        >>> cell = MediaCell("s3://bucket/red.png?X-Amz-Signature=abc", path, ts.Image)
+        >>> cell.value().size, cell.redacted_url
+        ((4, 3), 's3://bucket/red.png?…')
+    """
+
+    __slots__ = ("col_type", "path", "url")
+
+    def __init__(self, url: str | None, path: str, col_type: ts.ColumnType) -> None:
+        self.url = url
+        self.path = path
+        self.col_type = col_type
+
+    @property
+    def redacted_url(self) -> str | None:
+        """The stored URL without secrets (query strings, userinfo), for display."""
+        return redact_url(self.url) if self.url is not None else None
+
+    def check(self) -> None:
+        """Read an image's header now, so a file that is not an image (or a decompression bomb) fails here.
+
+        Raises:
+            MediaDecodeError: the file is not a readable image; names the redacted URL.
+        """
+        if self.col_type == ts.Image:
+            with decode_errors("image", url=self.redacted_url), PIL.Image.open(self.path):
+                pass
+
+    def value(self) -> Any:
+        """What users get: a lazily decoded `PIL.Image.Image` for Image, the local path for other media."""
+        if self.col_type != ts.Image:
+            return self.path
+        with decode_errors("image", url=self.redacted_url):
+            return PIL.Image.open(io.BytesIO(Path(self.path).read_bytes()))
+
+    def __repr__(self) -> str:
+        return f"<{self.col_type!r} {self.redacted_url or self.path}>"
+
+
+def user_value(value: Any) -> Any:
+    """A result cell as users see it (media references opened, everything else as is)."""
+    return value.value() if isinstance(value, MediaCell) else value
