@@ -14,7 +14,7 @@ setup: $(STAMP) $(NODE_STAMP) pg-binaries
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,ai]'
 	touch $(STAMP)
 
 # Azurite (Azure Blob emulator) for the tests.

@@ -21,7 +21,7 @@ pytest_plugins = [
     "servers.postgres",
 ]
 
-_CLEARED_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "MEDIATABLE_", "STORAGE_EMULATOR")
+_CLEARED_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "MEDIATABLE_", "STORAGE_EMULATOR", "OPENAI_")
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,9 @@ Every error the library raises on purpose derives from :class:`Error`::
     │   ├── MediaConfigError         (also ConfigError) the URL's store cannot be configured
     │   └── PresignError             a URL that cannot be turned into a presigned HTTPS URL
     ├── ComputeError                 a computed value failed; has .table, .column, .row
-    └── CacheError                   the local file cache is unusable
+    ├── CacheError                   the local file cache is unusable
+    ├── MissingDependency            (also ImportError) an optional extra is not installed
+    └── ProviderError                an AI provider's API refused or failed a request; .provider, .status
 
 Context lives in attributes, never only in the message. URLs stored on errors are
 always redacted (no query strings, no userinfo), so printing an error never leaks a secret.
@@ -176,3 +178,23 @@ class ComputeError(Error):
 
 class CacheError(Error):
     """The local file cache cannot be used (unwritable folder, corrupt index)."""
+
+
+class MissingDependency(Error, ImportError):
+    """A feature needs an optional package that is not installed; the message names the pip command."""
+
+
+class ProviderError(Error):
+    """A request to an AI provider (OpenAI or a compatible server) failed.
+
+    Attributes:
+        provider: the provider's name in the config (`openai`, ...).
+        status: the HTTP status code when there was one.
+        is_retryable: whether trying again later may succeed (429, 5xx, timeouts).
+    """
+
+    def __init__(self, message: str, *, provider: str, status: int | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status = status
+        self.is_retryable = retryable

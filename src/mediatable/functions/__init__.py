@@ -10,7 +10,34 @@ Examples:
     (Int, 'A')
 """
 
-from mediatable.functions import audio, document, image, json, math, string, video
+from mediatable.functions import ai, audio, document, image, json, math, string, video
+from mediatable.functions.ai import (
+    detect_faces,
+    embed_image,
+    embed_text,
+    hamming_distance,
+    near_duplicates,
+    ocr,
+    phash,
+)
 from mediatable.functions.udf import Function, udf
 
-__all__ = ["Function", "audio", "document", "image", "json", "math", "string", "udf", "video"]
+__all__ = [
+    "Function",
+    "ai",
+    "audio",
+    "detect_faces",
+    "document",
+    "embed_image",
+    "embed_text",
+    "hamming_distance",
+    "image",
+    "json",
+    "math",
+    "near_duplicates",
+    "ocr",
+    "phash",
+    "string",
+    "udf",
+    "video",
+]
