@@ -9,7 +9,7 @@ Every error the library raises on purpose derives from :class:`Error`::
     │   ├── NotFoundError            (also LookupError)
     │   │   ├── DirNotFound
     │   │   ├── TableNotFound
-    │   │   └── ColumnNotFound
+    │   │   └── ColumnNotFound    (also AttributeError)
     │   ├── AlreadyExists
     │   ├── InvalidName
     │   └── DependencyError          dropping something others depend on
@@ -64,8 +64,8 @@ class TableNotFound(NotFoundError):
     """The table or view does not exist."""
 
 
-class ColumnNotFound(NotFoundError):
-    """The column does not exist in the table."""
+class ColumnNotFound(NotFoundError, AttributeError):
+    """The column does not exist in the table (also an AttributeError: `hasattr(t, 'x')` is False)."""
 
 
 class AlreadyExists(CatalogError):

@@ -203,6 +203,7 @@ class Catalog:
                         table_id=table_id, name=name, position=position, col_type=col_type.to_dict()
                     )
                 )
+            self._bump_schema_version(conn, table_id)
             meta = self._load(conn, path)
             meta.sql_table().create(conn)
         return meta
@@ -261,6 +262,7 @@ class Catalog:
             for sql_column in column.sql_columns():
                 col_sql = sa.schema.CreateColumn(sql_column).compile(dialect=conn.dialect)
                 conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(table_name)} ADD COLUMN {col_sql}")
+            self._bump_schema_version(conn, meta.id)
             return self._load(conn, meta.path)
 
     def drop_column(self, meta: TableMeta, name: str) -> TableMeta:
@@ -289,6 +291,7 @@ class Catalog:
         for sql_column in column.sql_columns():
             conn.exec_driver_sql(f"ALTER TABLE {table_name} DROP COLUMN {preparer.quote(sql_column.name)}")
         conn.execute(schema.columns.delete().where(schema.columns.c.table_id == meta.id, schema.columns.c.name == name))
+        self._bump_schema_version(conn, meta.id)
 
     def dependents(self, conn: sa.Connection, meta: TableMeta, name: str) -> list[str]:
         """Names (`table.column`) of computed columns and views that read column `name` of `meta`."""
@@ -348,11 +351,40 @@ class Catalog:
             for c in column_rows
         }
         meta = TableMeta(id=row.id, path=row.path, kind=row.kind, own_columns=own, base=base, iterator=row.iterator)
+        meta.schema_version = self._schema_version(conn, meta.owner_id_list())
         visible = meta.columns
         for column in own.values():
             if column.computed_spec is not None:
                 column.computed = _LazyExpr(column.computed_spec, visible)
         return meta
+
+    def schema_version(self, meta: TableMeta) -> tuple[int, ...]:
+        """The current schema version of `meta`'s table and its bases: one cheap query.
+
+        A handle whose `meta.schema_version` differs is out of date (another handle or process
+        added or dropped a column) and reloads its description.
+        """
+        with read_only(self.engine) as conn:
+            return self._schema_version(conn, meta.owner_id_list())
+
+    def _schema_version(self, conn: sa.Connection, table_ids: list[int]) -> tuple[int, ...]:
+        """Versions of the tables `table_ids`: -1 for a table that no longer exists."""
+        tables, versions = schema.tables, schema.schema_versions
+        rows = conn.execute(
+            sa.select(tables.c.id, versions.c.version)
+            .select_from(tables.outerjoin(versions, versions.c.table_id == tables.c.id))
+            .where(tables.c.id.in_(table_ids))
+        )
+        found = {table_id: version or 0 for table_id, version in rows}
+        return tuple(found.get(i, -1) for i in table_ids)
+
+    def _bump_schema_version(self, conn: sa.Connection, table_id: int) -> None:
+        """Stamp `table_id` with a version above every version handed out so far (ids can be reused)."""
+        versions = schema.schema_versions
+        stamp = conn.execute(sa.select(sa.func.coalesce(sa.func.max(versions.c.version), 0) + 1)).scalar_one()
+        changed = conn.execute(versions.update().where(versions.c.table_id == table_id).values(version=stamp))
+        if changed.rowcount == 0:
+            conn.execute(versions.insert().values(table_id=table_id, version=stamp))
 
     def _drop_table_rows(self, conn: sa.Connection, table_id: int) -> None:
         preparer = conn.dialect.identifier_preparer

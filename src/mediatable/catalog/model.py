@@ -66,6 +66,7 @@ class TableMeta:
     own_columns: dict[str, Column]
     base: TableMeta | None = None
     iterator: dict[str, Any] | None = None
+    schema_version: tuple[int, ...] = ()  # per owner table (see owner_ids), as loaded
 
     @property
     def is_view(self) -> bool:
@@ -81,6 +82,10 @@ class TableMeta:
         if self.base is None:
             return dict(self.own_columns)
         return {**self.base.columns, **self.own_columns}
+
+    def owner_id_list(self) -> list[int]:
+        """Ids of the tables whose columns are visible here, this one first."""
+        return [self.id] + (self.base.owner_id_list() if self.base is not None else [])
 
     def owner_ids(self) -> set[int]:
         """Ids of the tables whose columns are visible here (itself and its bases)."""

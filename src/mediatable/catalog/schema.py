@@ -17,7 +17,7 @@ from mediatable.errors import InvalidName
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 RESERVED_COLUMN_NAMES = frozenset({"rowid", "errortype", "errormsg", "localpath", "fileurl"})
-"""Names of column properties; columns that shadow a Table method stay reachable as `t['name']`."""
+"""Names of column properties. (Names of `Table` methods are refused by the table handles.)"""
 
 metadata = sa.MetaData()
 
@@ -49,6 +49,15 @@ columns = sa.Table(
     sa.Column("computed", sa.JSON, nullable=True),  # serialized expression for computed columns
     sa.Column("on_error", sa.String(8), nullable=True),
     sa.Column("destination", sa.Text, nullable=True),
+)
+
+schema_versions = sa.Table(
+    "mt_schema_versions",
+    metadata,
+    sa.Column("table_id", sa.Integer, primary_key=True),
+    # a fresh stamp (above all earlier ones) when the table is created and on every column added or dropped;
+    # rows outlive their tables, so a re-created table with a reused id never matches an old handle
+    sa.Column("version", sa.Integer, nullable=False),
 )
 
 

@@ -119,10 +119,10 @@ class TransferBar:
 class TransferBars:
     """Makes :class:`TransferBar` objects for one session's settings (what the file cache and uploads call).
 
-        Examples:
-            >>> from mediatable.config import Settings
-            >>> bars = TransferBars(Settings(progress=False))
-            >>> bars("Fetching media", 10, None).close()
+    Examples:
+        >>> from mediatable.config import Settings
+        >>> bars = TransferBars(Settings(progress=False))
+        >>> bars("Fetching media", 10, None).close()
     """
 
     def __init__(self, settings: Settings) -> None:

@@ -1,17 +1,20 @@
 """What every part of the :class:`~mediatable.table.Table` handle shares: the session, the table's
 description, and column access as attributes (`t.image`, `t['image']`).
 
-Lifecycle: a handle is cheap; it describes the table as of when it was obtained and reloads that
-description after each of its own schema changes. Rows live in the database, so every process
-sees every committed change. Writes are one transaction per operation: all or nothing.
+Lifecycle: a handle is cheap. It keeps the table's description and, before each operation, checks
+with one small query whether the catalog's schema version of the table changed (another handle or
+process added or dropped a column); if so it reloads the description. Rows live in the database, so
+every process sees every committed change. Writes are one transaction per operation: all or nothing.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 from mediatable.catalog.model import TableMeta
-from mediatable.errors import ColumnNotFound
+from mediatable.errors import ColumnNotFound, InvalidName
 from mediatable.exec.query import QuerySpec
 from mediatable.exprs import ColumnRef
 from mediatable.session import Session
@@ -38,7 +41,7 @@ class TableBase:
     @property
     def columns(self) -> list[str]:
         """Column names in order (for views: base columns, iterator outputs, own computed columns)."""
-        return list(self._meta.columns)
+        return list(self._fresh().columns)
 
     def __getattr__(self, name: str) -> ColumnRef:
         if name.startswith("_"):
@@ -51,16 +54,49 @@ class TableBase:
     def __getitem__(self, name: str) -> ColumnRef:
         column = self._meta.columns.get(name)
         if column is None:
+            column = self._fresh().columns.get(name)
+        if column is None:
+            methods = [n for n in dir(type(self)) if not n.startswith("_")]
+            close = difflib.get_close_matches(name, [*methods, *self._meta.columns], n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
             raise ColumnNotFound(
-                f"column {name!r} does not exist in {self._meta.path!r} (columns: {', '.join(self.columns)})"
+                f"{self._meta.path!r} has no column or method {name!r} ({hint}columns: {', '.join(self._meta.columns)})"
             )
         return ColumnRef(column)
 
     def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | set(self.columns))
+        return sorted(set(super().__dir__()) | set(self._meta.columns))
 
     def _set_meta(self, meta: TableMeta) -> None:
         object.__setattr__(self, "_meta", meta)
 
+    def _fresh(self) -> TableMeta:
+        """The table's description, reloaded first if the catalog's schema version moved on.
+
+        A handle follows its path: after `if_exists='replace'` it describes the new table.
+        """
+        catalog = self._session.catalog
+        if catalog.schema_version(self._meta) != self._meta.schema_version:
+            self._set_meta(catalog.get_table(self._meta.path))  # TableNotFound if it was dropped
+        return self._meta
+
     def _query(self) -> Query:
-        return Query(self._session, QuerySpec(self._meta))
+        return Query(self._session, QuerySpec(self._fresh()))
+
+    def _check_new_column_names(self, names: Iterable[str]) -> None:
+        check_column_names(type(self), names)
+
+
+def check_column_names(handle: type, names: Iterable[str]) -> None:
+    """Refuse column names that would hide a method or property of the handle (`count`, `path`, ...).
+
+    Raises:
+        InvalidName: names the clashing column and says what it would hide.
+    """
+    taken = {n for n in dir(handle) if not n.startswith("_")}
+    clashes = [n for n in names if n in taken]
+    if clashes:
+        raise InvalidName(
+            f"column name {clashes[0]!r} is taken by the table method or property of that name "
+            f"(t.{clashes[0]} must keep working); choose another name, e.g. {clashes[0] + '_'!r}"
+        )

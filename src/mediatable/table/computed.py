@@ -58,6 +58,8 @@ class ComputedColumns(TableBase):
         check_choice("if_exists", if_exists, ("error", "ignore", "replace"))
         if not named:
             raise InvalidArgument("add_computed_column() needs name=expression")
+        self._check_new_column_names(named)
+        self._fresh()
         if destination is not None:
             raise InvalidArgument("destination= is not supported yet: generated media is written under <home>/media")
         total = UpdateStatus(operation="updated")
@@ -124,6 +126,7 @@ class ComputedColumns(TableBase):
             Recomputed 0 values with 0 errors.
             0 rows updated, 0 values computed.
         """
+        self._fresh()
         chosen: set[str] = set()
         for name in names:
             column = self._meta.own_columns.get(name)

@@ -69,6 +69,7 @@ class Inserts(TableBase):
         """
         if on_error is not None:
             check_choice("on_error", on_error, ON_ERROR)
+        self._fresh()  # compute what the catalog says now, whatever this handle saw before
         if self._meta.is_view:
             raise InvalidArgument(f"{self.path!r} is a view: insert into its base table {self._meta.base.path!r}")
         if rows is not None and values:

@@ -21,7 +21,7 @@ class SchemaOps(TableBase):
               name    String
               age     Int
         """
-        kind = "view" if self._meta.is_view else "table"
+        kind = "view" if self._fresh().is_view else "table"
         lines = [f"{kind} {self._meta.path!r}"]
         if self._meta.is_view and self._meta.base is not None:
             lines[0] += f" over {self._meta.base.path!r}"
@@ -48,4 +48,4 @@ class SchemaOps(TableBase):
             >>> t.columns
             ['name']
         """
-        self._set_meta(self._session.catalog.drop_column(self._meta, name))
+        self._set_meta(self._session.catalog.drop_column(self._fresh(), name))

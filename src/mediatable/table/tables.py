@@ -15,6 +15,7 @@ from mediatable.exec import views
 from mediatable.exprs import ColumnRef
 from mediatable.importers import RowSource
 from mediatable.session import Session
+from mediatable.table.base import check_column_names
 from mediatable.table.table import Table
 
 
@@ -51,10 +52,12 @@ def create_table(
                 "create_table() needs a schema: a dict of column name -> type, e.g. {'image': mt.Image}"
             )
         columns = {name: ts.as_column_type(t) for name, t in schema.items()}
+        check_column_names(Table, columns)
         existing = _existing(session, path, if_exists, "table")
         return existing or Table(session, session.catalog.create_table(path, columns))
     rows = RowSource(source)
     columns, renames = _source_schema(rows, {**(schema or {}), **(schema_overrides or {})})
+    check_column_names(Table, columns)
     existing = _existing(session, path, if_exists, "table")
     if existing is not None:
         return existing

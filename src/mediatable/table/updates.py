@@ -30,7 +30,7 @@ class Updates(TableBase):
             Updated 1 row with 0 errors.
             1 row updated, 1 value computed.
         """
-        if self._meta.is_view:
+        if self._fresh().is_view:
             raise InvalidArgument(f"{self.path!r} is a view: update its base table")
         own = self._meta.own_columns
         new_values: dict[str, Any] = {}
@@ -75,7 +75,7 @@ class Updates(TableBase):
             Deleted 1 row.
             1 row deleted, 0 values computed.
         """
-        if self._meta.is_view:
+        if self._fresh().is_view:
             raise InvalidArgument(f"{self.path!r} is a view: delete from its base table")
         rowids = self._matching_rowids(where)
         sql = TableSql(self._meta)
