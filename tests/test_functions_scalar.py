@@ -169,11 +169,11 @@ def test_literal_arguments_build_calls() -> None:
 
 
 def test_package_exports_every_module() -> None:
-    names = ["ai", "audio", "document", "image", "json", "math", "string", "video"]
+    names = ["ai", "audio", "document", "image", "json", "math", "net", "string", "video"]
     for name in names:
         assert isinstance(getattr(mediatable.functions, name), ModuleType)
     ai = set(mediatable.functions.ai.__all__)  # the model functions are also reachable directly: mt.functions.ocr
-    assert set(mediatable.functions.__all__) == {*names, *ai, "Function", "udf"}
+    assert set(mediatable.functions.__all__) == {*names, *ai, "Function", "presigned_url", "udf"}
 
 
 @pytest.mark.parametrize("module", [mediatable.functions, string, json, math], ids=lambda m: m.__name__)

@@ -18,6 +18,7 @@ from mediatable.config import Settings
 from mediatable.io.cache import FileCache
 from mediatable.io.media_store import MediaStore
 from mediatable.io.objects import ObjectStores
+from mediatable.io.presign import Presigner
 from mediatable.io.transfer import ProgressBars, TransferStage
 
 
@@ -44,6 +45,7 @@ class Session:
         self.transfers = TransferStage.from_settings(settings)
         self.progress_bars = progress_bars  # drawn by exec/status (above this layer); None: no bars
         self.cache = FileCache(settings, self.stores, self.transfers, self.progress_bars)
+        self.presigner = Presigner(self.stores)
         self.media_store = MediaStore(settings.media_dir)
 
     def __repr__(self) -> str:

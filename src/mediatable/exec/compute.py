@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mediatable.catalog.model import Column, TableMeta
-from mediatable.exec.pipeline import Pipeline, Target
+from mediatable.exec.pipeline import Pipeline, Target, preflight
 from mediatable.exec.rows import TableSql
 from mediatable.exec.status import UpdateStatus, progress_bar
 from mediatable.exprs import CellError, ColumnRef
@@ -49,7 +49,9 @@ def compute(
     """Compute `columns` for `rows` in place (values or CellErrors)."""
     if not columns or not rows:
         return
-    pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers, progress)
+    pipeline = Pipeline(
+        lease, session.media_store, session.settings.compute_workers, progress, presigner=session.presigner
+    )
     pipeline.run(rows, targets(meta, columns, on_error))
 
 
@@ -73,6 +75,7 @@ def fill(
         rows = list(sql.read(conn, inputs + list(columns), rowids=rowids))
     if errors_only:
         rows = [r for r in rows if any(isinstance(r.get(c.name), CellError) for c in columns)]
+    preflight(rows, [(c.name, c.computed.get()) for c in columns])
     bar = progress_bar(session.settings, desc, total=len(rows))
     try:
         with session.cache_lease() as lease:

@@ -27,8 +27,9 @@ from typing import Any, Protocol
 import PIL.Image
 
 from mediatable import types as ts
-from mediatable.errors import ComputeError, DataError, MediaError
+from mediatable.errors import ComputeError, DataError, MediaError, PresignError
 from mediatable.exprs import CellError, ColumnProperty, ColumnRef, Expr, FunctionCall
+from mediatable.exprs.presign import PresignedUrl
 from mediatable.functions._errors import decode_errors
 from mediatable.io.media_store import MediaStore
 from mediatable.io.urls import is_url_like, redact_url
@@ -40,6 +41,12 @@ class Lease(Protocol):
     def get(self, url: str) -> Path: ...
 
     def get_many(self, urls: Sequence[str]) -> Iterator[Path | MediaError]: ...
+
+
+class Presigner(Protocol):
+    """The part of :class:`~mediatable.io.presign.Presigner` the pipeline uses."""
+
+    def presign(self, urls: Sequence[str], expiration_seconds: int) -> list[str | MediaError]: ...
 
 
 @dataclasses.dataclass
@@ -93,11 +100,12 @@ class MediaAccess:
 class RowEnv:
     """One row's values during evaluation (implements :class:`~mediatable.exprs.base.EvalEnv`)."""
 
-    __slots__ = ("media", "opened", "values")
+    __slots__ = ("media", "opened", "presigner", "values")
 
-    def __init__(self, values: dict[str, Any], media: MediaAccess) -> None:
+    def __init__(self, values: dict[str, Any], media: MediaAccess, presigner: Presigner | None = None) -> None:
         self.values = values
         self.media = media
+        self.presigner = presigner
         self.opened: list[Any] = []
 
     def column_value(self, column: Any) -> Any:
@@ -112,10 +120,35 @@ class RowEnv:
     def local_path(self, url: str) -> str:
         return str(self.media.path(url))
 
+    def presign(self, urls: Sequence[str], expiration_seconds: int) -> list[str | MediaError]:
+        if self.presigner is None:
+            return [PresignError("presigning needs a session's object stores", url=redact_url(u)) for u in urls]
+        return self.presigner.presign(urls, expiration_seconds)
+
     def close(self) -> None:
         for image in self.opened:
             image.close()
         self.opened.clear()
+
+
+def preflight(rows: Sequence[dict[str, Any]], outputs: Sequence[tuple[str, Expr]]) -> None:
+    """Raise, before any work, what the stored inputs already show cannot work for a whole column.
+
+    Today: a presigned URL whose expiration exceeds the maximum of a provider the source column holds
+    URLs of (S3 and GCS: 7 days).
+
+    Args:
+        rows: the rows about to be computed (their stored values).
+        outputs: (column or output name, expression) pairs, for the messages.
+
+    Raises:
+        InvalidArgument: names the column, the provider's maximum and one such URL (redacted).
+    """
+    for name, expr in outputs:
+        for node in expr.walk():
+            if isinstance(node, PresignedUrl) and isinstance(node.source, ColumnRef):
+                source = node.source.column.name
+                node.check_urls((row.get(source) for row in rows), name)
 
 
 def media_inputs(exprs: Sequence[Expr], computed_here: set[str]) -> list[str]:
@@ -148,8 +181,11 @@ class Pipeline:
         media_store: MediaStore,
         workers: int,
         progress: Callable[[int], None] | None = None,
+        *,
+        presigner: Presigner | None = None,
     ) -> None:
         self.media = MediaAccess(lease)
+        self.presigner = presigner
         self.media_store = media_store
         self.workers = max(1, workers)
         self.progress = progress
@@ -245,7 +281,7 @@ class Pipeline:
                 event.set()
 
     def _compute_chunk(self, rows: list[dict[str, Any]], chunk: range, targets: Sequence[Target]) -> None:
-        envs = [RowEnv(rows[i], self.media) for i in chunk]
+        envs = [RowEnv(rows[i], self.media, self.presigner) for i in chunk]
         try:
             for target in targets:
                 values = target.expr.eval_batch(envs)

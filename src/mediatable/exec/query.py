@@ -21,7 +21,7 @@ from mediatable.catalog.catalog import read_only
 from mediatable.catalog.model import Column, TableMeta
 from mediatable.exec.failures import Failures
 from mediatable.exec.media_cells import MediaCell
-from mediatable.exec.pipeline import Pipeline, Target
+from mediatable.exec.pipeline import Pipeline, Target, preflight
 from mediatable.exec.rows import ROWID, TableSql
 from mediatable.exprs import BoolOp, CellError, ColumnProperty, ColumnRef, Expr
 from mediatable.session import Session
@@ -109,7 +109,7 @@ def matching_rows(session: Session, spec: QuerySpec, on_error: str = "abort") ->
     """Matching rows (with every column any part of the query reads), filtered, ordered and limited."""
     failures = Failures(on_error, spec.meta.path)
     with session.cache_lease() as lease:
-        pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers)
+        pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers, presigner=session.presigner)
         return [row for batch in _row_batches(session, spec, pipeline, failures, BATCH_SIZE) for row in batch]
 
 
@@ -130,8 +130,9 @@ def run_batches(
         for i, (_, expr) in enumerate(outputs)
     ]
     with session.cache_lease() as lease:
-        pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers)
+        pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers, presigner=session.presigner)
         for rows in _row_batches(session, spec, pipeline, failures, batch_size):
+            preflight(rows, outputs)
             pipeline.run(rows, targets)
             yield [_output_row(row, outputs, failures) for row in rows]
             for name, _ in outputs:

@@ -58,6 +58,9 @@ class EvalEnv(Protocol):
     def local_path(self, url: str) -> str:
         """The local file path for a media URL (fetched through the cache when remote)."""
 
+    def presign(self, urls: Sequence[str], expiration_seconds: int) -> Sequence[Any]:
+        """Presigned HTTPS URLs for `urls` (an exception in place of each that cannot be signed)."""
+
 
 def first_error(values: Sequence[Any]) -> CellError | None:
     """The first CellError among `values`, or None.

@@ -15,6 +15,7 @@ import cloudpickle
 
 from mediatable.errors import ExprError
 from mediatable.exprs import base, calls, columns
+from mediatable.exprs.presign import PresignedUrl
 
 
 def to_dict(expr: base.Expr) -> dict[str, Any]:
@@ -42,6 +43,8 @@ def to_dict(expr: base.Expr) -> dict[str, Any]:
         return {"k": "if", "args": [to_dict(e) for e in expr.children()]}
     if isinstance(expr, calls.Coalesce):
         return {"k": "coalesce", "args": [to_dict(e) for e in expr.operands]}
+    if isinstance(expr, PresignedUrl):
+        return {"k": "presign", "arg": to_dict(expr.source), "expires": expr.expiration_seconds}
     if isinstance(expr, calls.FunctionCall):
         return {
             "k": "call",
@@ -88,6 +91,8 @@ def from_dict(data: dict[str, Any], resolve_column: Callable[[str], Any]) -> bas
         return calls.IfElse(*(build(a) for a in data["args"]))
     if kind == "coalesce":
         return calls.Coalesce(*(build(a) for a in data["args"]))
+    if kind == "presign":
+        return PresignedUrl(build(data["arg"]), data["expires"])
     if kind == "call":
         function = load_function(data["fn"])
         return calls.FunctionCall(

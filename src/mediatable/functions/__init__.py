@@ -10,7 +10,7 @@ Examples:
     (Int, 'A')
 """
 
-from mediatable.functions import ai, audio, document, image, json, math, string, video
+from mediatable.functions import ai, audio, document, image, json, math, net, string, video
 from mediatable.functions.ai import (
     detect_faces,
     embed_image,
@@ -20,6 +20,7 @@ from mediatable.functions.ai import (
     ocr,
     phash,
 )
+from mediatable.functions.net import presigned_url
 from mediatable.functions.udf import Function, udf
 
 __all__ = [
@@ -35,8 +36,10 @@ __all__ = [
     "json",
     "math",
     "near_duplicates",
+    "net",
     "ocr",
     "phash",
+    "presigned_url",
     "string",
     "udf",
     "video",

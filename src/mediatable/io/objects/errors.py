@@ -224,16 +224,3 @@ def _scrub_in_place(exc: BaseException, head: str, detail: str | None, http_kind
         cleaned += f" [{'; '.join(extras)}]"
     with contextlib.suppress(AttributeError, TypeError):  # exotic exception types with fixed args
         exc.args = (cleaned,)
-
-
-def with_hint(error: MediaError, hint: str) -> MediaError:
-    """A copy of `error` (same class, URL and status) whose message ends with `; hint`.
-
-    Examples:
-        >>> with_hint(MediaAccessDenied("access denied: s3://b/k", url="s3://b/k", status=403), "why").status
-        403
-    """
-    hinted = type(error).__new__(type(error))
-    hinted.__dict__.update(error.__dict__)
-    hinted.args = (f"{error}; {hint}",)
-    return hinted

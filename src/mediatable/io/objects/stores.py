@@ -20,7 +20,7 @@ from mediatable.config import Settings
 from mediatable.errors import Error, MediaAccessDenied, MediaConfigError, MediaError
 from mediatable.io.objects.aws import AwsProfiles, s3_plan
 from mediatable.io.objects.azure import azure_plan
-from mediatable.io.objects.errors import translate_error, with_hint
+from mediatable.io.objects.errors import translate_error
 from mediatable.io.objects.gcs import gcs_plan
 from mediatable.io.objects.http import http_plan
 from mediatable.io.objects.options import StoreContext, StorePlan, build_store
@@ -246,7 +246,10 @@ class ObjectStores:
         return ObjectInfo(size=size, etag=result.get("e_tag"), last_modified=None, version=result.get("version"))
 
     def translate_error(self, exc: BaseException, url: str) -> MediaError:
-        """:func:`translate_error`, plus why when access was denied to a request sent unsigned.
+        """:func:`translate_error`; access denied to a request sent unsigned says that no credentials were found.
+
+        A server's own words for an unsigned request are misleading (Azure speaks of a malformed
+        Authorization header), so they give way to where credentials were looked for.
 
         Args:
             exc: what obstore (or the OS) raised.
@@ -258,11 +261,8 @@ class ObjectStores:
         Examples:
             >>> from mediatable.config import Settings
             >>> stores = ObjectStores(Settings(buckets={"s3://private-bucket": {"anonymous": True}}))
-            >>> error = stores.translate_error(PermissionError("denied"), "s3://private-bucket/k.jpg")
-            >>> for part in str(error).split("; "):
-            ...     print(part)
-            access denied: s3://private-bucket/k.jpg
-            the request was unsigned: anonymous = true in [buckets."s3://private-bucket"]
+            >>> print(stores.translate_error(PermissionError("denied"), "s3://private-bucket/k.jpg"))
+            access denied: s3://private-bucket/k.jpg: the request was unsigned: anonymous = true in [buckets."s3://private-bucket"]
         """
         error = translate_error(exc, url)
         if not isinstance(error, MediaAccessDenied) or not is_url_like(url) or "request was unsigned" in str(error):
@@ -274,7 +274,9 @@ class ObjectStores:
             return error
         if credentials is None or credentials.signed:
             return error
-        return with_hint(error, f"the request was unsigned: {credentials.source}")
+        status = f" (HTTP {error.status})" if error.status else ""
+        message = f"access denied: {error.url}: the request was unsigned: {credentials.source}{status}"
+        return MediaAccessDenied(message, url=error.url, status=error.status)
 
     def __repr__(self) -> str:
         # Only kinds and bucket names: the cache keys hold credentials.
