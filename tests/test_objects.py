@@ -801,7 +801,10 @@ def test_a_url_whose_store_cannot_be_configured_is_that_cells_error(
     result = t.select(t.w, t.w.errortype, t.w.errormsg).collect()
     assert result["w"] == [64, None] and result["w_errortype"] == [None, "MediaConfigError"]
     assert "no Azure storage account for az://container/no-account.jpg" in result["w_errormsg"][1]
-    assert t.select(w=t.image.width).collect()["w"] == [64, None]  # a query does not abort either
+    # A query fails on that cell, naming it; with on_error='ignore' the other rows come back.
+    with pytest.raises(mt.ComputeError, match="MediaConfigError: no Azure storage account"):
+        t.select(w=t.image.width).collect()
+    assert t.select(w=t.image.width).collect(on_error="ignore")["w"] == [64, None]
     # A malformed key: the same, naming the URL.
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "acct")
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "not base64 at all!")
