@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 NODE_STAMP := node_modules/.installed
 PG_BIN := /usr/lib/postgresql/15/bin
 
@@ -25,8 +26,15 @@ $(NODE_STAMP): package.json
 pg-binaries:
 	@test -x $(PG_BIN)/initdb || (apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null)
 
-demo: $(STAMP)
-	$(PY) examples/quickstart.py
+# The demo needs only the package and its `demo` extra (moto, the local S3-compatible server).
+$(DEMO_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	$(VENV)/bin/mediatable demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples

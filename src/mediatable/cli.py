@@ -6,6 +6,7 @@ so adding one is one function and one line::
     mediatable cache info                 # entries, bytes, budget of the file cache
     mediatable cache prune --max-size 10GiB
     mediatable cache clear
+    mediatable demo [--cloud]             # the cloud-media recipe end to end, on local servers
     mediatable ls [DIR]                   # directories and tables, with row counts
     mediatable show TABLE [-n 10]         # schema and the first rows of a table or view
 
@@ -19,6 +20,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from mediatable import demo
 from mediatable.config import Settings, load_settings, parse_size
 from mediatable.errors import Error
 from mediatable.io.cache import FileCache
@@ -90,8 +92,23 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cloud", action="store_true", help="read public cloud buckets instead of local servers (needs internet)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=demo.servers.HTTP_PORT, help="port of the local web server (default %(default)s)"
+    )
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    demo.main(settings.home, cloud=args.cloud, http_port=args.port)
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "cache": ("inspect and trim the local file cache", _cache_arguments, _cache),
+    "demo": ("run the cloud-media recipe end to end (offline: local HTTP and S3 servers)", _demo_arguments, _demo),
     "ls": ("list directories and tables", _ls_arguments, _ls),
     "show": ("show a table's schema and first rows", _show_arguments, _show),
 }
