@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import mediatable as mt
-from mediatable.io.cache_info import human_size
+from mediatable.io.cache.info import human_size
 
 __all__ = ["Sources", "run"]
 
