@@ -35,6 +35,8 @@ FIRST_RUN = [
     "== Extract frames from videos",
     "Created view 'frames' with 5 rows.",
     "Added 5 column values with 0 errors.",
+    "== Generate presigned URLs for serving media",
+    "Added 2 column values with 0 errors.",
     "== Thumbnails",
     "Added 3 column values with 0 errors.",
     "== Import from CSV",
@@ -80,6 +82,9 @@ def test_demo_runs_the_recipe_offline_and_the_second_run_comes_from_the_cache(tm
         ["dog", "800", "600"],
         ["bird", "320", "240"],
     ]
+    fetched = [line for line in first if line.startswith("GET http://127.0.0.1:")]
+    assert len(fetched) == 1 and "/mediatable-demo/videos/" in fetched[0] and "-> HTTP 200, " in fetched[0]
+    assert "X-Amz-Signature" in first[first.index(fetched[0]) + 1]
     assert first[-1].startswith("This run downloaded 5 files (")  # 3 images over HTTP, 2 videos from S3
 
     second = run_demo(home, port)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
+import urllib.parse
+import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import mediatable as mt
 from mediatable.io.cache.info import human_size
+from mediatable.io.urls import redact_url
 
 __all__ = ["Sources", "run"]
 
@@ -42,6 +45,19 @@ def section(title: str, note: str = "") -> None:
     print(f"\n== {title}" + (f"\n   {note}" if note else ""))
 
 
+def fetch_one(videos: mt.Table) -> None:
+    """GET the first video's presigned URL with a plain HTTP client, as a browser or video player would."""
+    row = videos.select(videos.name, videos.url, error=videos.url.errormsg).limit(1).collect()[0]
+    if row["url"] is None:
+        print(f"No presigned URL for {row['name']}: {row['error']}")
+        return
+    with urllib.request.urlopen(row["url"], timeout=60) as response:
+        size = len(response.read())
+        print(f"GET {redact_url(row['url'])} -> HTTP {response.status}, {size:,} bytes of {row['name']}.mp4")
+    names = ", ".join(sorted(urllib.parse.parse_qs(urllib.parse.urlsplit(row["url"]).query)))
+    print(f"(signed with {names}; values hidden: a presigned URL is a secret until it expires)")
+
+
 def run(sources: Sources, home: str | Path | None = None) -> None:
     """Run the recipe against `sources` with the catalog and file cache in `home`."""
     session = mt.init(home=home, **sources.settings)
@@ -66,6 +82,10 @@ def run(sources: Sources, home: str | Path | None = None) -> None:
     section("Extract frames from videos", "A view with one row per frame (1 frame per second).")
     frames = mt.create_view("cloud_demo.frames", videos, iterator=mt.frames(videos.video, fps=1))
     print(frames.add_computed_column(entropy=frames.frame.entropy()))
+
+    section("Generate presigned URLs for serving media", "Time-limited links to the videos, signed on this machine.")
+    print(videos.add_computed_column(url=mt.functions.presigned_url(videos.video, expiration_seconds=3600)))
+    fetch_one(videos)
 
     section("Thumbnails", "Generated media is stored as files and referenced by URL.")
     print(images.add_computed_column(thumb=images.image.thumbnail((128, 128))))
