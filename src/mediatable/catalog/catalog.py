@@ -8,7 +8,7 @@ between threads. Every change is one transaction, so another process sees all of
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -57,6 +57,10 @@ def create_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=60000")
             cursor.close()
+            # Python's case mapping (SQLite's own lower/upper only know ASCII): filters pushed down to
+            # SQL give exactly what the same expression gives in Python.
+            dbapi_conn.create_function("lower", 1, _python_str(str.lower), deterministic=True)
+            dbapi_conn.create_function("upper", 1, _python_str(str.upper), deterministic=True)
 
         @sa.event.listens_for(engine, "begin")
         def _sqlite_begin_immediate(conn: Any) -> None:
@@ -70,6 +74,10 @@ def create_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _python_str(method: Callable[[str], str]) -> Callable[[Any], Any]:
+    return lambda value: method(value) if isinstance(value, str) else value
 
 
 def _now() -> dt.datetime:

@@ -92,6 +92,34 @@ def _plan(spec: QuerySpec) -> _Plan:
     )
 
 
+def explain(spec: QuerySpec) -> str:
+    """What the query computes and where each part runs (in SQL or in Python).
+
+    Examples:
+        >>> from mediatable.catalog.model import Column, TableMeta
+        >>> n = Column("n", ts.Int, "nums", owner_id=1, position=0)
+        >>> meta = TableMeta(id=1, path="nums", kind="table", own_columns={"n": n})
+        >>> print(explain(QuerySpec(meta, where=ColumnRef(n) % 10 == 0, limit=5)))
+        query over 'nums'
+          select  n
+          where   ((nums.n % 10) == 0)  in SQL
+          limit   5
+    """
+    sql = TableSql(spec.meta)
+    lines = [f"query over {spec.meta.path!r}"]
+    outputs = spec.outputs()
+    shown = [name if isinstance(e, ColumnRef) and e.column.name == name else f"{name}={e!r}" for name, e in outputs]
+    lines.append(f"  select  {', '.join(shown) if shown else '(row ids)'}")
+    for part in conjuncts(spec.where):
+        lines.append(f"  where   {part!r}  in {'SQL' if part.to_sql(sql.value_column) is not None else 'Python'}")
+    for key in spec.order:
+        where = "SQL" if key.expr.to_sql(sql.value_column) is not None else "Python"
+        lines.append(f"  order   {key.expr!r} {'asc' if key.asc else 'desc'}  in {where}")
+    if spec.limit is not None:
+        lines.append(f"  limit   {spec.limit}")
+    return "\n".join(lines)
+
+
 def count(session: Session, spec: QuerySpec) -> int:
     """Number of rows matching the filter (counted by the database when the filter runs in SQL)."""
     plan = _plan(spec)

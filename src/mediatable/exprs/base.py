@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from mediatable import types as ts
 from mediatable.errors import ExprError
+from mediatable.exprs import sql
 from mediatable.exprs.cells import CellError, EvalEnv, first_error
 from mediatable.exprs.methods import lookup_method, method_names
 
@@ -239,18 +240,48 @@ class Arithmetic(Expr):
         return out
 
     def to_sql(self, resolve: Callable[[Any], Any]) -> Any:
-        if self.op in ("//", "%", "/"):
-            return None  # integer-division semantics differ between SQLite, PostgreSQL and Python
         left, right = self.left.to_sql(resolve), self.right.to_sql(resolve)
         if left is None or right is None:
             return None
-        return ARITHMETIC[self.op](left, right)
+        if self.op not in ("/", "//", "%"):
+            return ARITHMETIC[self.op](left, right)
+        # Division runs in SQL only by a nonzero constant: dividing by zero raises in Python (a failed
+        # cell), gives NULL in SQLite and aborts the statement in PostgreSQL.
+        divisor = self.right.value if isinstance(self.right, Literal) else None
+        if isinstance(divisor, bool) or not isinstance(divisor, int | float) or divisor == 0:
+            return None
+        if self.op == "/":
+            return sa.cast(left, sa.Float) / right
+        if self.col_type != ts.Int:  # SQLite's % truncates floats to integers
+            return None
+        return sql.python_mod(left, divisor) if self.op == "%" else sql.python_floordiv(left, divisor)
+
+
+def comparable(left: ts.ColumnType, right: ts.ColumnType) -> bool:
+    """Whether values of the two types can be compared: same kind (numbers with numbers, media
+    URLs with strings); Json values compare with anything.
+
+    Examples:
+        >>> comparable(ts.Int, ts.Float), comparable(ts.Image, ts.String), comparable(ts.Int, ts.String)
+        (True, True, False)
+    """
+
+    def kind(t: ts.ColumnType) -> str:
+        return "number" if t in (ts.Int, ts.Float) else "String" if t.is_media else t.name
+
+    return ts.Json in (left, right) or kind(left) == kind(right)
 
 
 class Compare(Expr):
-    """`a < b`, `a == b`, ... (None when either side is None, as in SQL)."""
+    """`a < b`, `a == b`, ... (None when either side is None, as in SQL).
+
+    Raises:
+        ExprError: at construction, when the sides cannot be compared (`t.width > 'abc'`).
+    """
 
     def __init__(self, op: str, left: Expr, right: Expr) -> None:
+        if not comparable(left.col_type, right.col_type):
+            raise ExprError(f"cannot compare {left.col_type!r} with {right.col_type!r}: {left!r} {op} {right!r}")
         self.op, self.left, self.right = op, left, right
         self.col_type = ts.Bool
 
@@ -275,6 +306,10 @@ class Compare(Expr):
         return out
 
     def to_sql(self, resolve: Callable[[Any], Any]) -> Any:
+        if isinstance(self.left, JsonPath) and isinstance(self.right, Literal):
+            return self.left.equals_sql(self.op, self.right.value, resolve)
+        if ts.Json in (self.left.col_type, self.right.col_type):
+            return None
         left, right = self.left.to_sql(resolve), self.right.to_sql(resolve)
         if left is None or right is None:
             return None
@@ -361,6 +396,10 @@ class IsIn(Expr):
     """`expr.isin([...])`."""
 
     def __init__(self, operand: Expr, values: list[Any]) -> None:
+        for value in values:
+            kind = ts.infer_type(value)
+            if value is not None and (kind is None or not comparable(operand.col_type, kind)):
+                raise ExprError(f"{operand!r} is {operand.col_type!r}; isin() got {type(value).__name__} {value!r}")
         self.operand, self.values = operand, values
         self.col_type = ts.Bool
 
@@ -374,6 +413,8 @@ class IsIn(Expr):
         return [v if v is None or isinstance(v, CellError) else v in self.values for v in self.operand.eval_batch(envs)]
 
     def to_sql(self, resolve: Callable[[Any], Any]) -> Any:
+        if self.operand.col_type == ts.Json or None in self.values:
+            return None
         inner = self.operand.to_sql(resolve)
         return None if inner is None else inner.in_(self.values)
 
@@ -405,6 +446,23 @@ class JsonPath(Expr):
                 except (KeyError, IndexError, TypeError):
                     out.append(None)
         return out
+
+    def path(self) -> tuple[Expr, list[Any]]:
+        """The expression indexed and the keys, outermost last (`t.meta['a'][0]` -> t.meta, ['a', 0])."""
+        if isinstance(self.base, JsonPath):
+            root, keys = self.base.path()
+            return root, [*keys, self.key]
+        return self.base, [self.key]
+
+    def equals_sql(self, op: str, value: Any, resolve: Callable[[Any], Any]) -> Any:
+        """SQL for `self == value` with a string or number `value` (other comparisons stay in Python)."""
+        root, keys = self.path()
+        if op != "==" or isinstance(value, bool) or not isinstance(value, str | int | float):
+            return None
+        if not all(isinstance(k, str) for k in keys):  # PostgreSQL reads an int key of an object as a name
+            return None
+        column = root.to_sql(resolve)
+        return None if column is None else sql.JsonPathEquals(column, keys, value)
 
 
 class ErrorProperty(Expr):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mediatable.errors import ExprError
@@ -47,6 +47,12 @@ class FunctionCall(Expr):
 
     def children(self) -> Sequence[Expr]:
         return [*self.args, *self.kwargs.values()]
+
+    def to_sql(self, resolve: Callable[[Any], Any]) -> Any:
+        if self.function.sql is None or self.kwargs:
+            return None
+        args = [a.to_sql(resolve) for a in self.args]
+        return None if any(a is None for a in args) else self.function.sql(*args)
 
     def eval_batch(self, envs: Sequence[EvalEnv]) -> list[Any]:
         arg_columns = [a.eval_batch(envs) for a in self.args]

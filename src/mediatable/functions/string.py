@@ -13,11 +13,22 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+import sqlalchemy as sa
+
 from mediatable import types as ts
+from mediatable.exprs import sql
 from mediatable.functions.udf import udf
 
 
-@udf(light=True, method_of=ts.String)
+def _head(s: Any, n: Any) -> Any:
+    return sa.func.substr(s, 1, n)
+
+
+def _tail(s: Any, n: Any) -> Any:
+    return sa.func.substr(s, sa.func.length(s) - n + 1)  # n longer than s: a start <= 0, never equal
+
+
+@udf(light=True, method_of=ts.String, sql=lambda s: sa.func.length(s))
 def len(s: str) -> int:
     """Number of characters (code points).
 
@@ -28,7 +39,7 @@ def len(s: str) -> int:
     return builtins.len(s)  # plain `len` is this function
 
 
-@udf(light=True, method_of=ts.String)
+@udf(light=True, method_of=ts.String, sql=lambda s: sa.func.lower(s))
 def lower(s: str) -> str:
     """Lower-case copy.
 
@@ -39,7 +50,7 @@ def lower(s: str) -> str:
     return s.lower()
 
 
-@udf(light=True, method_of=ts.String)
+@udf(light=True, method_of=ts.String, sql=lambda s: sa.func.upper(s))
 def upper(s: str) -> str:
     """Upper-case copy.
 
@@ -63,7 +74,7 @@ def strip(s: str, chars: str | None = None) -> str:
     return s.strip(chars)
 
 
-@udf(light=True, method_of=ts.String)
+@udf(light=True, method_of=ts.String, sql=lambda s, sub: sql.StrPosition(s, sub) > 0)
 def contains(s: str, substring: str) -> bool:
     """Whether `substring` occurs in the string (case-sensitive).
 
@@ -74,7 +85,7 @@ def contains(s: str, substring: str) -> bool:
     return substring in s
 
 
-@udf(light=True, method_of=ts.String)
+@udf(light=True, method_of=ts.String, sql=lambda s, prefix: _head(s, sa.func.length(prefix)) == prefix)
 def startswith(s: str, prefix: str) -> bool:
     """Whether the string starts with `prefix`.
 
@@ -85,7 +96,11 @@ def startswith(s: str, prefix: str) -> bool:
     return s.startswith(prefix)
 
 
-@udf(light=True, method_of=ts.String)
+@udf(
+    light=True,
+    method_of=ts.String,
+    sql=lambda s, suffix: _tail(s, sa.func.length(suffix)) == suffix,
+)
 def endswith(s: str, suffix: str) -> bool:
     """Whether the string ends with `suffix`.
 

@@ -35,6 +35,8 @@ class Function:
         batch_size: when set, the function takes lists and returns a list of the same length.
         light: cheap per call (a header read, string work): the pipeline runs it on one thread,
             since Python-level work does not speed up on more threads and pays for switching.
+        sql: builds the same computation in SQL from the SQL forms of the positional arguments
+            (so filters using it run in the database); None when it only runs in Python.
     """
 
     def __init__(
@@ -45,9 +47,11 @@ class Function:
         return_type: ts.ColumnType | None = None,
         batch_size: int | None = None,
         light: bool = False,
+        sql: Callable[..., Any] | None = None,
     ) -> None:
         self.fn = fn
         self.light = light
+        self.sql = sql
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
         self.batch_size = batch_size
         self.signature = inspect.signature(fn)
@@ -79,6 +83,7 @@ def udf(
     method_of: ts.ColumnType | None = None,
     is_property: bool = False,
     light: bool = False,
+    sql: Callable[..., Any] | None = None,
 ) -> Any:
     """Decorate a function so it can be used in expressions and computed columns.
 
@@ -91,6 +96,8 @@ def udf(
             with the expression as first argument.
         is_property: with `method_of`, expose it as a property (`t.image.width`), not a method.
         light: the function is cheap and Python-bound (no decode, no I/O): run it without a thread pool.
+        sql: the same computation in SQL, from the SQL forms of the positional arguments (built-ins use it
+            so filters run in the database); it must give exactly what the function gives.
 
     Returns:
         A :class:`Function` (or a decorator, when called with keyword arguments only).
@@ -113,6 +120,7 @@ def udf(
             return_type=ts.as_column_type(returns) if returns is not None else None,
             batch_size=batch_size,
             light=light,
+            sql=sql,
         )
         if method_of is not None:
             register_method(method_of.name, f.__name__, function, is_property)

@@ -42,6 +42,10 @@ class Query:
         self._session = session
         self._spec = spec
 
+    def __repr__(self) -> str:
+        """What the query computes and where each part runs (in SQL or in Python)."""
+        return run.explain(self._spec)
+
     def _copy(self, **changes: Any) -> Query:
         return Query(self._session, dataclasses.replace(self._spec, **changes))
 
