@@ -19,6 +19,7 @@ pytest_plugins = [
     "servers.http",
     "servers.cloud",
     "servers.postgres",
+    "servers.openai_api",
 ]
 
 _CLEARED_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "MEDIATABLE_", "STORAGE_EMULATOR", "OPENAI_")

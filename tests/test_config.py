@@ -63,3 +63,36 @@ def test_bad_config_file(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text("colour = 1")
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         load_settings(tmp_path, environ={})
+
+
+def test_provider_sections_env_wins_and_keys_stay_out_of_reprs_and_errors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[openai]\napi_key = "sk-file"\nmax_concurrency = 3\n[local]\nbase_url = "http://127.0.0.1:1/v1"\n'
+    )
+    config.chmod(0o644)
+    s = load_settings(tmp_path, environ={"OPENAI_API_KEY": "sk-env", "LOCAL_API_KEY": "none-needed"})
+    assert s.providers["openai"].api_key == "sk-env" and s.providers["openai"].max_concurrency == 3
+    assert s.providers["local"].base_url == "http://127.0.0.1:1/v1" and s.providers["local"].api_key == "none-needed"
+    assert "sk-" not in repr(s) + repr(s.providers)
+    assert "holds an API key and other users can read it: chmod 600" in caplog.text
+    caplog.clear()
+    config.chmod(0o600)
+    assert load_settings(tmp_path, environ={}).providers["openai"].api_key == "sk-file" and not caplog.text
+    assert load_settings(tmp_path / "none", environ={}).providers["openai"].api_key is None
+
+
+def test_bad_provider_sections(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[openai]\napi_kee = "sk-typo"\n')
+    with pytest.raises(ConfigError, match=r"unknown setting 'api_kee' in \[openai\] \(known: api_key, base_url"):
+        load_settings(tmp_path, environ={})
+    config.write_text("[openai]\napi_key = 12345678\n")
+    with pytest.raises(ConfigError, match=r"api_key in \[openai\] must be a string") as err:
+        load_settings(tmp_path, environ={})
+    assert "12345678" not in str(err.value)
+    config.write_text("[openai]\nmax_concurrency = 0\n")
+    with pytest.raises(ConfigError, match="max_concurrency in"):
+        load_settings(tmp_path, environ={})

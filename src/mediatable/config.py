@@ -15,11 +15,16 @@ Example `config.toml`::
 
     [buckets."s3://open-data"]
     anonymous = true
+
+    [openai]                              # an AI provider (see ProviderSettings); any other [name]
+    api_key = "sk-..."                    # section is one more OpenAI-compatible server
+    base_url = "http://127.0.0.1:8000/v1"
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import tomllib
@@ -28,6 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mediatable.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 _SIZE_UNITS = {
     "": 1,
@@ -146,6 +153,9 @@ class Settings:
     buckets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
     """Per-bucket object-store options keyed by `scheme://bucket`, in obstore's key names. Config file only."""
 
+    providers: Mapping[str, ProviderSettings] = dataclasses.field(default_factory=dict, repr=False)
+    """AI providers by name (`openai` always; one more per `[name]` section of config.toml)."""
+
     @property
     def cache_dir(self) -> Path:
         """Folder of the file cache: `<home>/file_cache`."""
@@ -160,6 +170,67 @@ class Settings:
     def catalog_url(self) -> str:
         """The catalog's SQLAlchemy URL (`db_url`, or the embedded SQLite file)."""
         return self.db_url or f"sqlite:///{self.home / 'catalog.db'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderSettings:
+    """An AI provider: OpenAI, or a server speaking its API (vLLM, Ollama, ...), from `[name]` in config.toml.
+
+    The env vars `NAME_API_KEY` and `NAME_BASE_URL` (`OPENAI_API_KEY`, `OPENAI_BASE_URL` for `[openai]`)
+    win over the file. The key never appears in reprs, logs or error messages.
+    """
+
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    """The API key (`api_key`; env `NAME_API_KEY`). Required: servers that need none take any string."""
+
+    base_url: str | None = None
+    """The API's base URL (`base_url`; env `NAME_BASE_URL`); default OpenAI's for `openai`."""
+
+    max_concurrency: int = 8
+    """Requests in flight at once to this provider, per process (`max_concurrency`); default 8."""
+
+    max_retries: int = 5
+    """Retries of a 408/409/429/5xx, timeout or reset (`max_retries`); default 5."""
+
+    retry_backoff: float = 0.5
+    """First retry delay in seconds when the server names none (`retry_backoff`); doubles, with jitter."""
+
+    timeout: float = 120.0
+    """Seconds to wait for one response (`timeout`); default 120."""
+
+
+_PROVIDER_PARSERS: dict[str, Any] = {
+    "api_key": str,
+    "base_url": str,
+    "max_concurrency": int,
+    "max_retries": int,
+    "retry_backoff": parse_duration,
+    "timeout": parse_duration,
+}
+
+
+def _provider_settings(
+    sections: Mapping[str, Mapping[str, Any]], env: Mapping[str, str], source: str
+) -> dict[str, ProviderSettings]:
+    """`openai` and each `[name]` section, with `NAME_API_KEY` / `NAME_BASE_URL` from env winning."""
+    providers = {}
+    for name in sorted({"openai", *sections}):
+        fields: dict[str, Any] = {}
+        for key, raw in sections.get(name, {}).items():
+            if key not in _PROVIDER_PARSERS:
+                known = ", ".join(_PROVIDER_PARSERS)
+                raise ConfigError(f"{source}: unknown setting {key!r} in [{name}] (known: {known})")
+            if key == "api_key" and not isinstance(raw, str):
+                raise ConfigError(f"{source}: api_key in [{name}] must be a string")  # the value is never shown
+            fields[key] = raw if key == "api_key" else _convert(f"{name}.{key}", raw, _PROVIDER_PARSERS[key], source)
+        prefix = re.sub(r"\W", "_", name).upper()
+        for key in ("api_key", "base_url"):
+            if env.get(f"{prefix}_{key.upper()}"):
+                fields[key] = env[f"{prefix}_{key.upper()}"]
+        if int(fields.get("max_concurrency", 1)) < 1:
+            raise ConfigError(f"{source}: max_concurrency in [{name}] must be at least 1")
+        providers[name] = ProviderSettings(**fields)
+    return providers
 
 
 _ENV_FIELDS: dict[str, tuple[str, Any]] = {
@@ -217,6 +288,7 @@ def load_settings(
     values: dict[str, Any] = {"home": home_path}
 
     config_file = home_path / "config.toml"
+    provider_sections: dict[str, Mapping[str, Any]] = {}
     if config_file.is_file():
         try:
             data = tomllib.loads(config_file.read_text())
@@ -227,8 +299,13 @@ def load_settings(
                 values["buckets"] = {str(k).rstrip("/"): dict(v) for k, v in raw.items()}
             elif key in _FILE_PARSERS:
                 values[key] = _convert(key, raw, _FILE_PARSERS[key], str(config_file))
+            elif isinstance(raw, dict):  # any other section is an AI provider
+                provider_sections[key] = raw
             else:
                 raise ConfigError(f"{config_file}: unknown setting {key!r}")
+        if any("api_key" in section for section in provider_sections.values()) and config_file.stat().st_mode & 0o077:
+            log.warning("%s holds an API key and other users can read it: chmod 600 %s", config_file, config_file)
+    values["providers"] = _provider_settings(provider_sections, env, str(config_file))
 
     for var, (field, parser) in _ENV_FIELDS.items():
         if env.get(var):

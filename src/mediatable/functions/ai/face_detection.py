@@ -21,7 +21,7 @@ import PIL.Image
 
 from mediatable import types as ts
 from mediatable.errors import MissingDependency
-from mediatable.exprs.base import CellError
+from mediatable.exprs import CellError
 from mediatable.functions.ai._models import INSTALL_HINT, LazyModel, column, model_udf, per_cell, require
 from mediatable.functions.ai._pixels import upright_rgb
 
