@@ -8,9 +8,9 @@ DEMO_STAMP := $(VENV)/.demo-installed
 NODE_STAMP := node_modules/.installed
 PG_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench clean pg-binaries browser
 
-setup: $(STAMP) $(NODE_STAMP) pg-binaries
+setup: $(STAMP) $(NODE_STAMP) pg-binaries browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(NODE_STAMP): package.json
 
 pg-binaries:
 	@test -x $(PG_BIN)/initdb || (apt-get update -qq && apt-get install -y -qq postgresql-15 >/dev/null)
+
+# Headless Chromium renders the notebook HTML in the display tests.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 # The demo needs only the package and its `demo` extra (moto, the local S3-compatible server).
 $(DEMO_STAMP): pyproject.toml

@@ -54,7 +54,7 @@ def test_computed_columns_fetch_each_file_once(
     assert t.order_by(t.label).select(t.width, t.height).collect()["width"] == [64, 80, 120]
     assert t.where(t.width > 70).count() == 2
     assert http_server.count() == 3  # the second column was served from the file cache
-    assert "width" in t.describe() and "width(" in t.describe()
+    assert "width" in repr(t) and "width(" in repr(t)
 
 
 def test_new_rows_compute_on_insert_incrementally(home: Path, http_server: FaultServer, tmp_path: Path) -> None:

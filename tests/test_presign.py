@@ -348,7 +348,7 @@ def test_computed_column_method_form_and_string_urls(
     assert http_get(videos.select(videos.url).collect()["url"][3]) == (200, README)
     # The stored expression survives a new session.
     mt.init(home=clean_env, quiet=True)
-    assert "presigned_url(videos.video, expiration_seconds=3600)" in mt.get_table("videos").describe()
+    assert "presigned_url(videos.video, expiration_seconds=3600)" in repr(mt.get_table("videos"))
 
 
 def test_signatures_stay_out_of_reprs_errors_and_cli(

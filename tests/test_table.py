@@ -136,7 +136,7 @@ def test_types_roundtrip(session: mt.Session) -> None:
     assert all(v is None for v in rows[1].values())
     with pytest.raises(mt.DataError, match=r"shape \(3,\)"):
         t.insert([{"a": [1.0, 2.0]}], quiet=True)
-    assert "Array(Float, (3,))" in t.describe() and "Video" in repr(t)
+    assert "Array(Float, (3,))" in repr(t) and "Video" in repr(t)
 
 
 def test_queries_filters_order_limit(session: mt.Session) -> None:

@@ -151,7 +151,7 @@ def create_table(
         >>> t = mt.create_table('pics', source=frame, schema_overrides={'url': mt.Image})
         Created table 'pics'.
         Inserted 1 row with 0 errors.
-        >>> t.describe().splitlines()[1:]
+        >>> repr(t).splitlines()[1:]
         ['  url     Image', '  n       Int']
     """
     existed = path in _session().catalog.list_tables()

@@ -83,7 +83,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     session = Session(settings)
     try:
         table = tables.get_table(session, args.table)
-        print(table.describe())
+        table.describe()
         print(f"\n{table.count()} rows; the first {args.rows}:")
         stored = [table[name].fileurl if table[name].col_type.is_media else table[name] for name in table.columns]
         print(table.select(*stored).limit(args.rows).collect())

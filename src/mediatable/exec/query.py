@@ -142,11 +142,12 @@ def matching_rows(session: Session, spec: QuerySpec, on_error: str = "abort") ->
 
 
 def run_batches(
-    session: Session, spec: QuerySpec, *, batch_size: int = BATCH_SIZE, on_error: str = "abort"
+    session: Session, spec: QuerySpec, *, batch_size: int = BATCH_SIZE, on_error: str = "abort", quiet: bool = False
 ) -> Iterator[list[list[Any]]]:
     """The query's output rows (lists of values, media as :class:`MediaCell`), `batch_size` rows at a time.
 
-    With `on_error='ignore'`, failed values are None and a summary line is printed at the end.
+    With `on_error='ignore'`, failed values are None and a summary line is printed at the end
+    (unless `quiet`).
 
     Raises:
         ComputeError: a value computed by the query failed (unless `on_error='ignore'`).
@@ -165,7 +166,7 @@ def run_batches(
             yield [_output_row(row, outputs, failures) for row in rows]
             for name, _ in outputs:
                 failures.seen(repr(name), len(rows))
-    for line in failures.summary():
+    for line in [] if quiet else failures.summary():
         print(line)
 
 

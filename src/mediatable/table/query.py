@@ -83,15 +83,31 @@ class Query:
             raise InvalidArgument(f"limit must be a non-negative int, not {n!r}")
         return self._copy(limit=n)
 
-    def head(self, n: int = 10, *, on_error: str = "abort") -> ResultSet:
+    def head(self, n: int = 10, *, on_error: str = "abort", quiet: bool = False) -> ResultSet:
         """The first `n` rows."""
-        return self.limit(n).collect(on_error=on_error)
+        return self.limit(n).collect(on_error=on_error, quiet=quiet)
+
+    def show(self, n: int = 10) -> None:
+        """Print the first `n` rows (values that fail are shown as None, with the summary line).
+
+        Examples:
+            >>> import mediatable as mt, tempfile
+            >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+            >>> t = mt.create_table('pets', {'name': mt.String, 'age': mt.Int})
+            Created table 'pets'.
+            >>> _ = t.insert([{'name': 'Rex', 'age': 3}, {'name': 'Tom', 'age': 5}], quiet=True)
+            >>> t.where(t.age > 4).show()
+            name  age
+            ----  ---
+            Tom   5
+        """
+        print(repr(self.head(n, on_error="ignore")))
 
     def count(self) -> int:
         """Number of rows matching the filter (counted by the database when the filter runs in SQL)."""
         return run.count(self._session, self._spec)
 
-    def collect(self, *, on_error: str = "abort") -> ResultSet:
+    def collect(self, *, on_error: str = "abort", quiet: bool = False) -> ResultSet:
         """Run the query.
 
         Args:
@@ -100,6 +116,7 @@ class Query:
                 'ignore': such a value is None and one line per output sums up what failed. Cells
                 that failed when a stored computed column was computed are None either way, and
                 `.errortype` / `.errormsg` say why.
+            quiet: with `on_error='ignore'`, do not print the summary of failed values.
 
         Returns:
             A :class:`ResultSet`. Image cells are PIL images opened lazily from the file cache;
@@ -110,7 +127,8 @@ class Query:
         """
         check_choice("on_error", on_error, ON_ERROR)
         names, types = self._output_names_and_types()
-        rows = [row for batch in run.run_batches(self._session, self._spec, on_error=on_error) for row in batch]
+        batches = run.run_batches(self._session, self._spec, on_error=on_error, quiet=quiet)
+        rows = [row for batch in batches for row in batch]
         return ResultSet(names, types, rows)
 
     def iter_batches(self, batch_size: int = 1000, *, on_error: str = "abort") -> Iterator[ResultSet]:

@@ -8,9 +8,12 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from mediatable.table import display
 from mediatable.table.base import TableBase
 from mediatable.table.query import Query
 from mediatable.table.result import ResultSet
+
+_PREVIEW_ROWS = 5
 
 
 class Reads(TableBase):
@@ -46,9 +49,26 @@ class Reads(TableBase):
         """All rows, all columns. See :meth:`Query.collect`."""
         return self._query().collect(on_error=on_error)
 
-    def head(self, n: int = 10, *, on_error: str = "abort") -> ResultSet:
+    def head(self, n: int = 10, *, on_error: str = "abort", quiet: bool = False) -> ResultSet:
         """The first `n` rows."""
-        return self._query().head(n, on_error=on_error)
+        return self._query().head(n, on_error=on_error, quiet=quiet)
+
+    def show(self, n: int = 10) -> None:
+        """Print the first `n` rows. See :meth:`Query.show`."""
+        self._query().show(n)
+
+    def _repr_html_(self) -> str:
+        """The table for notebooks: its schema and first rows, with inline thumbnails."""
+        meta = self._fresh()
+        preview = self._query().head(_PREVIEW_ROWS, on_error="ignore", quiet=True)
+        kind = "view" if meta.is_view else "table"
+        return display.table_html(
+            preview.columns,
+            preview.col_types,
+            preview._rows,
+            caption=f"{kind} {meta.path!r}",
+            total=self._query().count(),
+        )
 
     def count(self) -> int:
         """Number of rows."""

@@ -16,7 +16,9 @@ import pyarrow as pa
 from mediatable import types as ts
 from mediatable.exec.media_cells import MediaCell, user_value
 from mediatable.io.urls import is_url_like, redact_url
-from mediatable.table import convert
+from mediatable.table import convert, display
+
+_SHOWN = 20
 
 
 class ResultSet:
@@ -89,8 +91,12 @@ class ResultSet:
         ]
         return pa.Table.from_arrays(arrays, names=self.columns)
 
+    def _repr_html_(self) -> str:
+        """An HTML table for notebooks: inline thumbnails, first video frames, folded long text."""
+        return display.table_html(self.columns, self.col_types, self._rows[:_SHOWN], total=len(self._rows))
+
     def __repr__(self) -> str:
-        shown = self._rows[:20]
+        shown = self._rows[:_SHOWN]
         cells = [[_cell_text(v) for v in row] for row in shown]
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
         lines = [

@@ -8,19 +8,24 @@ from mediatable.table.base import TableBase
 class SchemaOps(TableBase):
     """Schema inspection and changes of a :class:`~mediatable.table.Table`."""
 
-    def describe(self) -> str:
-        """A readable schema: one line per column with its type and, for computed ones, its expression.
+    def describe(self) -> None:
+        """Print the schema: one line per column with its type and, for computed ones, its expression.
+
+        `repr(t)` is the same text.
 
         Examples:
             >>> import mediatable as mt, tempfile
             >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
             >>> t = mt.create_table('pets', {'name': mt.String, 'age': mt.Int})
             Created table 'pets'.
-            >>> print(t.describe())
+            >>> t.describe()
             table 'pets'
               name    String
               age     Int
         """
+        print(self._schema_text())
+
+    def _schema_text(self) -> str:
         kind = "view" if self._fresh().is_view else "table"
         lines = [f"{kind} {self._meta.path!r}"]
         if self._meta.is_view and self._meta.base is not None:
@@ -34,7 +39,7 @@ class SchemaOps(TableBase):
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return self.describe()
+        return self._schema_text()
 
     def drop_column(self, name: str) -> None:
         """Drop a column; refuses while computed columns or views depend on it.
