@@ -199,7 +199,7 @@ def test_keys_never_appear_in_errors_logs_reprs_or_the_catalog(
     assert openai_server.calls() == 1  # 401 is not retried
     with session.engine.connect() as conn:
         catalog = " ".join(str(row) for row in conn.execute(sa.text("SELECT * FROM mt_columns")))
-    seen = [caplog.text, repr(session), repr(session.settings), repr(session.providers.get("openai")), t.describe()]
+    seen = [caplog.text, repr(session), repr(session.settings), repr(session.providers.get("openai")), repr(t)]
     seen += [repr(session.settings.providers), catalog, message]
     assert all(wrong not in text for text in seen)
     assert "answer" in catalog and os.stat(clean_env / "config.toml").st_mode & 0o077 == 0
