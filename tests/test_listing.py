@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import mediatable as mt
-from mediatable.importers.listing import ObjectListing
+from mediatable.importers.listing import ObjectListing, _object_url
+from mediatable.io.urls import parse_url
 from servers.cloud import AzureServer, GCSServer, S3Server
 from servers.http import FaultServer
 
@@ -120,3 +121,20 @@ def test_http_cannot_be_listed_and_columns_are_checked(session: mt.Session, http
         mt.list_objects(http_server.url("images/"))
     with pytest.raises(mt.InvalidArgument, match="'path'"):
         mt.list_objects("s3://bucket/", columns=["url", "path"])
+
+
+@pytest.mark.parametrize(
+    ("prefix", "path", "expected"),
+    [
+        ("s3://b/photos/", "photos/a b.jpg", "s3://b/photos/a%20b.jpg"),
+        ("s3://b", "x/y.jpg", "s3://b/x/y.jpg"),
+        ("az://c/p", "p/q.mp4", "az://c/p/q.mp4"),
+        ("https://acct.blob.core.windows.net/c/p/", "p/q.mp4", "https://acct.blob.core.windows.net/c/p/q.mp4"),
+        ("abfss://c@acct.dfs.core.windows.net/p/", "p/q.mp4", "abfss://c@acct.dfs.core.windows.net/p/q.mp4"),
+        ("/data/media", "data/media/caf\u00e9.jpg", "file:///data/media/caf%C3%A9.jpg"),
+    ],
+)
+def test_listed_urls_are_spelled_like_the_prefix(prefix: str, path: str, expected: str) -> None:
+    url = _object_url(parse_url(prefix), path)
+    assert url == expected
+    assert parse_url(url).url == expected  # already normalized: the cache key of the object
