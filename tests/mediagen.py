@@ -201,6 +201,79 @@ def make_mp4(
     return path
 
 
+def make_noise_mp4(
+    path: str | os.PathLike[str],
+    seconds: float = 4.0,
+    fps: int = 10,
+    size: tuple[int, int] = (320, 240),
+    *,
+    gop: int = 10,
+    unique_gops: int = 2,
+    with_audio: bool = False,
+    faststart: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Write an MP4 that is large for its length: noise frames (they do not compress) in closed GOPs.
+
+    Only `unique_gops` GOPs are encoded (libx264, ultrafast); the rest of the file repeats their
+    packets with later timestamps, so a file of any size is written in seconds. Frames differ
+    within a GOP (each also carries its index in gray in the top-left 16x16 corner), so decoding the
+    wrong frame gives another picture. Byte offsets then follow time: `extract_frame(t)` needs a
+    part of the file near `t * size / seconds`.
+
+    Args:
+        path: where to write (`.mp4`).
+        seconds: duration; `round(seconds * fps)` frames, frame `i` at `i / fps`.
+        fps: frame rate.
+        size: (width, height), even.
+        gop: frames per GOP (a keyframe every `gop` frames).
+        unique_gops: GOPs actually encoded.
+        with_audio: add an AAC 440 Hz mono tone of the same duration.
+        faststart: put the index first; else it is written last (PyAV's default).
+        seed: the noise's random seed.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    frames = round(seconds * fps)
+    options = {"movflags": "+faststart"} if faststart else {}
+    codec_options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0", "preset": "ultrafast"}
+    with av.open(str(path), "w", options=options) as container:
+        video = container.add_stream("libx264", rate=fps, options=codec_options)
+        video.width, video.height = size
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=44100, layout="mono") if with_audio else None
+        encoded: list[av.Packet] = []
+        for i in range(min(frames, gop * unique_gops)):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            pixels[:16, :16] = frame_level(i)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            encoded.extend(video.encode(frame))
+        encoded.extend(video.encode(None))
+        tones = iter(_tone_frames(frames / fps, 44100, 1) if audio is not None else [])
+        audio_until = 0.0
+        for i in range(frames):
+            packet = encoded[i % len(encoded)]
+            packet.pts = packet.dts = i
+            packet.time_base = Fraction(1, fps)
+            container.mux(packet)
+            while audio is not None and audio_until <= (i + 1) / fps:
+                tone = next(tones, None)
+                if tone is None:
+                    break
+                container.mux(audio.encode(tone))
+                audio_until = (tone.pts + tone.samples) / 44100
+        if audio is not None:
+            for tone in tones:
+                container.mux(audio.encode(tone))
+            container.mux(audio.encode(None))
+    return path
+
+
 def make_truncated_mp4(path: str | os.PathLike[str], seconds: float = 2.0) -> Path:
     """Write an MP4 whose second half is missing, index included: no demuxer can open it."""
     path = Path(path)
@@ -384,7 +457,7 @@ class LocalEnv:
     def column_value(self, column: Any) -> Any:
         return self.row[column.name]
 
-    def open_media(self, url: str, col_type: ts.ColumnType) -> Any:
+    def open_media(self, url: str, col_type: ts.ColumnType, ranged: bool = False) -> Any:
         if col_type != ts.Image:
             return url
         image = PIL.Image.open(url)

@@ -6,6 +6,7 @@ so adding one is one function and one line::
     mediatable cache info                 # entries, bytes, budget of the file cache
     mediatable cache prune --max-size 10GiB
     mediatable cache clear
+    mediatable cache warm TABLE --column video [--where "label == 'cat'"]   # download ahead of a job
     mediatable demo [--cloud]             # the cloud-media recipe end to end, on local servers
     mediatable ls [DIR]                   # directories and tables, with row counts
     mediatable show TABLE [-n 10]         # schema and the first rows of a table or view
@@ -17,12 +18,17 @@ Every command works on the home folder :func:`mediatable.config.load_settings` f
 from __future__ import annotations
 
 import argparse
+import json
+import operator
+import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from mediatable import demo
 from mediatable.config import Settings, load_settings, parse_size
-from mediatable.errors import Error
+from mediatable.errors import Error, InvalidArgument
+from mediatable.exec.status import TransferBars
 from mediatable.io.cache import FileCache
 from mediatable.session import Session
 from mediatable.table import tables
@@ -38,14 +44,76 @@ def _size(text: str) -> int:
 
 
 def _cache_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True, metavar="{info,prune,clear}")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{info,prune,clear,warm}")
     actions.add_parser("info", help="show entries, bytes and budget")
     prune = actions.add_parser("prune", help="evict least recently used files down to the budget or --max-size")
     prune.add_argument("--max-size", type=_size, default=None, help="target size, e.g. 10GiB (default: budget)")
     actions.add_parser("clear", help="remove every cached file that no running operation holds")
+    warm = actions.add_parser("warm", help="download a table's media ahead of a job, as much as the budget holds")
+    warm.add_argument("table", help="table or view path, e.g. cloud_demo.videos")
+    warm.add_argument("--column", action="append", required=True, help="a media column (repeat for more)")
+    warm.add_argument(
+        "--where",
+        default=None,
+        help="only rows where this holds: comparisons of stored columns joined by 'and', "
+        "e.g. \"label == 'cat' and year >= 2020\"",
+    )
+
+
+_OPERATORS = {"==": operator.eq, "=": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le}
+_OPERATORS.update({">": operator.gt, "<": operator.lt})
+_COMPARISON = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(==|!=|>=|<=|=|>|<)\s*(.+?)\s*$")
+
+
+def parse_where(table: Any, text: str) -> Any:
+    """A filter expression from ``column OP value [and ...]`` (values as JSON, or bare words).
+
+    Raises:
+        InvalidArgument: a part is not such a comparison.
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> t = mt.create_table('pets', {'label': mt.String, 'year': mt.Int})
+        Created table 'pets'.
+        >>> parse_where(t, "label == 'cat' and year >= 2020")
+        ((pets.label == 'cat') & (pets.year >= 2020))
+    """
+    parts = re.split(r"\s+and\s+", text.strip())
+    combined = None
+    for part in parts:
+        match = _COMPARISON.fullmatch(part)
+        if match is None:
+            example = '"label == \'cat\'" or "year >= 2020"'
+            raise InvalidArgument(f"cannot read the condition {part!r}: use e.g. {example}")
+        name, op, raw = match.groups()
+        quoted = re.fullmatch(r"'(.*)'", raw)
+        if quoted:
+            value: Any = quoted.group(1)
+        else:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        condition = _OPERATORS[op](table[name], value)
+        combined = condition if combined is None else combined & condition
+    return combined
+
+
+def _warm(args: argparse.Namespace, settings: Settings) -> int:
+    session = Session(settings, progress_bars=TransferBars(settings))
+    try:
+        table = tables.get_table(session, args.table)
+        where = parse_where(table, args.where) if args.where else None
+        print(table.prefetch(*(table[name] for name in args.column), where=where))
+    finally:
+        session.close()
+    return 0
 
 
 def _cache(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "warm":
+        return _warm(args, settings)
     with FileCache(settings) as cache:
         if args.action == "info":
             print(cache.info())
@@ -107,7 +175,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 COMMANDS: dict[str, Command] = {
-    "cache": ("inspect and trim the local file cache", _cache_arguments, _cache),
+    "cache": ("inspect, trim and warm the local file cache", _cache_arguments, _cache),
     "demo": ("run the cloud-media recipe end to end (offline: local HTTP and S3 servers)", _demo_arguments, _demo),
     "ls": ("list directories and tables", _ls_arguments, _ls),
     "show": ("show a table's schema and first rows", _show_arguments, _show),

@@ -147,6 +147,15 @@ class Settings:
     retry_backoff: float = 0.2
     """First retry delay in seconds; doubles each time, with jitter. Env `MEDIATABLE_RETRY_BACKOFF`."""
 
+    block_size: int = 4 * 1024**2
+    """Bytes per block of a large object read by ranges (see `min_ranged_size`). Env `MEDIATABLE_BLOCK_SIZE`;
+    default 4 MiB."""
+
+    min_ranged_size: int = 32 * 1024**2
+    """Objects at least this large are read in blocks, on demand, by functions that need only part of them
+    (video and audio metadata, `extract_frame`, `clip`, sampled frames); smaller ones are downloaded whole.
+    Env `MEDIATABLE_MIN_RANGED_SIZE`; default 32 MiB."""
+
     progress: bool | None = None
     """Show progress bars: True, False, or None (only when stderr is a terminal). Env `MEDIATABLE_PROGRESS`."""
 
@@ -244,6 +253,8 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "MEDIATABLE_MAX_RETRIES": ("max_retries", int),
     "MEDIATABLE_RETRY_BACKOFF": ("retry_backoff", parse_duration),
     "MEDIATABLE_PROGRESS": ("progress", _parse_bool),
+    "MEDIATABLE_BLOCK_SIZE": ("block_size", parse_size),
+    "MEDIATABLE_MIN_RANGED_SIZE": ("min_ranged_size", parse_size),
 }
 
 _FILE_PARSERS: dict[str, Any] = {
@@ -257,6 +268,8 @@ _FILE_PARSERS: dict[str, Any] = {
     "max_retries": int,
     "retry_backoff": parse_duration,
     "progress": _parse_bool,
+    "block_size": parse_size,
+    "min_ranged_size": parse_size,
 }
 
 
@@ -319,7 +332,7 @@ def load_settings(
         values[key] = _convert(key, raw, _FILE_PARSERS.get(key, lambda x: x), "argument")
     if values.get("cache_validation", "never") not in ("never", "etag"):
         raise ConfigError(f"cache_validation must be 'never' or 'etag', not {values['cache_validation']!r}")
-    for positive in ("max_concurrent_downloads", "compute_workers"):
+    for positive in ("max_concurrent_downloads", "compute_workers", "block_size"):
         if positive in values and int(values[positive]) < 1:
             raise ConfigError(f"{positive} must be at least 1, not {values[positive]}")
     return Settings(**values)

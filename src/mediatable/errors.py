@@ -21,6 +21,7 @@ Every error the library raises on purpose derives from :class:`Error`::
     │   ├── MediaAccessDenied        (also PermissionError)
     │   ├── MediaFetchTimeout        (also TimeoutError)
     │   ├── MediaFetchError          other transport failures; .status, .is_retryable
+    │   │   └── MediaChanged         the object changed while it was being read by ranges
     │   ├── MediaDecodeError         the bytes arrived but are not a valid image/video/...
     │   ├── MediaConfigError         (also ConfigError) the URL's store cannot be configured
     │   └── PresignError             a URL that cannot be turned into a presigned HTTPS URL
@@ -141,6 +142,14 @@ class MediaFetchError(MediaError):
     ) -> None:
         super().__init__(message, url=url, status=status)
         self.is_retryable = retryable
+
+
+class MediaChanged(MediaFetchError):
+    """The object was replaced while it was being read by ranges: its ETag (or size, or date) changed.
+
+    No bytes of the new version are mixed with the old: the read stops. Reading it again works on the
+    new version.
+    """
 
 
 class MediaDecodeError(MediaError):

@@ -10,14 +10,17 @@ Used by the tests as the session fixture ``http_server`` and by the benchmarks a
 
 What it does, beyond serving files from a temporary folder it owns:
 
-- ``Range`` (single range), ``ETag``, ``Last-Modified``, ``If-None-Match`` / ``If-Modified-Since`` (304);
+- ``Range`` (single range), ``ETag``, ``Last-Modified``, ``If-None-Match`` / ``If-Modified-Since`` (304),
+  ``If-Match`` (412 when the file's ETag differs);
 - HTTP/1.1 keep-alive, a listen backlog of 128 (the stdlib default of 5 drops SYNs under load);
 - query strings are accepted and ignored for routing and counting (presigned-URL look-alikes);
 - a request counter per (method, path), a log of requests with their arrival times, and the peak
   number of requests handled at once;
 - faults per path or global (:class:`Fault`): latency, a fixed status (404, 403, 500, ...), N failures then
   success (``times=N``), 429 with ``Retry-After``, a slow body, a connection reset mid-body, a body
-  shorter than its ``Content-Length``, 301/302 redirects.
+  shorter than its ``Content-Length``, 301/302 redirects, ``Range`` ignored (the whole file, 200);
+- a bandwidth cap shared by all responses (:meth:`FaultServer.set_bandwidth`) and a count of body bytes
+  sent per path (:meth:`FaultServer.sent`).
 
 A per-path fault replaces the global one for its path. Faults with ``times=N`` apply to the first N
 matching requests after they were set, then vanish (the global fault, if any, applies again); HEAD
@@ -61,6 +64,7 @@ class Fault:
         short_body: send the headers (full ``Content-Length``) and this many body bytes, then close.
         redirect: answer with a redirect to this path (or absolute URL).
         redirect_status: 301 or 302 (or 307/308).
+        ignore_range: answer a ``Range`` request with the whole file (200), as some servers do.
         times: apply the fault to this many requests, then remove it; None = until cleared.
         methods: HTTP methods the fault applies to.
     """
@@ -73,6 +77,7 @@ class Fault:
     short_body: int | None = None
     redirect: str | None = None
     redirect_status: int = 302
+    ignore_range: bool = False
     times: int | None = None
     methods: tuple[str, ...] = ("GET", "HEAD")
 
@@ -136,11 +141,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self._not_modified(etag, stat.st_mtime):
             self._simple(304, b"", True, validators)
             return
+        if_match = self.headers.get("If-Match")
+        if if_match is not None and if_match.strip() != "*" and etag not in [t.strip() for t in if_match.split(",")]:
+            self._simple(412, b"precondition failed\n", head, validators)
+            return
 
         size = stat.st_size
         start, end = 0, size  # end exclusive
         status = 200
-        wanted = _parse_range(self.headers.get("Range"), size)
+        wanted = None if active is not None and active.ignore_range else _parse_range(self.headers.get("Range"), size)
         if wanted == "invalid":
             self._simple(416, b"range not satisfiable\n", head, {"Content-Range": f"bytes */{size}"})
             return
@@ -157,9 +166,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
-        self._send_body(file, start, end, active)
+        self._send_body(path, file, start, end, active)
 
-    def _send_body(self, file: Path, start: int, end: int, active: Fault | None) -> None:
+    def _send_body(self, path: str, file: Path, start: int, end: int, active: Fault | None) -> None:
         limit = end - start
         cut = None
         if active is not None:
@@ -175,12 +184,14 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk = fh.read(min(step, to_send))
                 if not chunk:
                     break
+                self.server.owner._throttle(len(chunk))
                 try:
                     self.wfile.write(chunk)
                     self.wfile.flush()
                 except OSError:
                     self.close_connection = True
                     return
+                self.server.owner._count_sent(path, len(chunk))
                 to_send -= len(chunk)
                 if active is not None and active.slow_body:
                     time.sleep(active.slow_body)
@@ -277,6 +288,9 @@ class FaultServer:
         self._generation = 0
         self._in_flight: dict[int, int] = {}
         self._peak = 0
+        self._sent: dict[str, int] = {}
+        self._bandwidth: float | None = None  # bytes per second, shared by all responses
+        self._line_free_at = 0.0  # when the capped "line" can take the next chunk
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -370,6 +384,27 @@ class FaultServer:
         with self._lock:
             self._faults.pop(None if path is None else path.lstrip("/"), None)
 
+    def set_bandwidth(self, bytes_per_second: float | None) -> None:
+        """Cap the bytes per second of all response bodies together (None: no cap)."""
+        with self._lock:
+            self._bandwidth = bytes_per_second
+            self._line_free_at = 0.0
+
+    def _throttle(self, nbytes: int) -> None:
+        with self._lock:
+            rate = self._bandwidth
+            if not rate:
+                return
+            now = time.monotonic()
+            start = max(now, self._line_free_at)
+            self._line_free_at = start + nbytes / rate
+            wait = self._line_free_at - now
+        time.sleep(wait)
+
+    def _count_sent(self, path: str, nbytes: int) -> None:
+        with self._lock:
+            self._sent[path] = self._sent.get(path, 0) + nbytes
+
     @contextlib.contextmanager
     def _active(self) -> Iterator[None]:
         with self._lock:
@@ -415,6 +450,12 @@ class FaultServer:
                 if (stripped is None or p == stripped) and (method is None or m == method)
             )
 
+    def sent(self, path: str | None = None) -> int:
+        """Body bytes sent for ``path`` (all paths when None) since the last :meth:`reset`."""
+        stripped = None if path is None else path.lstrip("/")
+        with self._lock:
+            return sum(n for p, n in self._sent.items() if stripped is None or p == stripped)
+
     @property
     def peak_concurrency(self) -> int:
         """The most requests handled at the same time since the last :meth:`reset`."""
@@ -433,6 +474,8 @@ class FaultServer:
             self._faults.clear()
             self._counts.clear()
             self._log.clear()
+            self._sent.clear()
+            self._bandwidth = None
             self._generation += 1
             self._peak = 0
             if files:

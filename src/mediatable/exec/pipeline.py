@@ -4,7 +4,9 @@
 targets (column, expression) over a list of rows:
 
 1. prefetch: every media URL the expressions read is requested from the file cache through
-   `lease.get_many` (bounded concurrency, in row order) on a background thread;
+   `lease.get_many` (bounded concurrency, in row order) on a background thread; a column read only
+   by functions that need part of a file (`Function.ranged`: video metadata, `extract_frame`, ...)
+   is opened for ranged reads instead, so a large object is not downloaded whole (its size decides);
 2. compute: rows are cut into chunks; a chunk goes to the thread pool as soon as its media is
    local, so downloads of later rows overlap computation of earlier ones;
 3. results are written into the row dicts in place (chained targets read earlier targets' values);
@@ -19,7 +21,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +33,7 @@ from mediatable.errors import ComputeError, DataError, MediaError, PresignError
 from mediatable.exprs import CellError, ColumnProperty, ColumnRef, Expr, FunctionCall
 from mediatable.exprs.presign import PresignedUrl
 from mediatable.functions._errors import decode_errors
+from mediatable.io.cache import RemoteObject
 from mediatable.io.media_store import MediaStore
 from mediatable.io.urls import is_url_like, redact_url
 
@@ -40,7 +43,11 @@ class Lease(Protocol):
 
     def get(self, url: str) -> Path: ...
 
-    def get_many(self, urls: Sequence[str]) -> Iterator[Path | MediaError]: ...
+    def get_ranged(self, url: str) -> Path | RemoteObject: ...
+
+    def get_many(
+        self, urls: Sequence[str], *, ranged: Collection[str] = ()
+    ) -> Iterator[Path | RemoteObject | MediaError]: ...
 
 
 class Presigner(Protocol):
@@ -68,7 +75,9 @@ class MediaAccess:
     def __init__(self, lease: Lease) -> None:
         self.lease = lease
         self.failed: dict[str, MediaError] = {}
-        self.prefetched: dict[str, Path] = {}  # what the prefetch stage already made local (pinned by the lease)
+        # What the prefetch stage made ready (pinned by the lease): local files, or large objects
+        # opened for ranged reads.
+        self.prefetched: dict[str, Path | RemoteObject] = {}
         self.urls_of_paths: dict[str, str] = {}  # local file -> redacted URL, to word errors for users
 
     def path(self, url: str) -> Path:
@@ -76,10 +85,22 @@ class MediaAccess:
         if error is not None:
             raise error
         local = self.prefetched.get(url)
-        if local is None or not local.exists():
-            local = self.lease.get(url)
+        if not isinstance(local, Path) or not local.exists():
+            local = self.lease.get(url)  # also a large object opened for ranges, when a whole file is asked for
         self.urls_of_paths[str(local)] = redact_url(url)
         return local
+
+    def ranged(self, url: str) -> Path | RemoteObject:
+        """A local file, or a large object to read by ranges (see `Lease.get_ranged`)."""
+        error = self.failed.get(url)
+        if error is not None:
+            raise error
+        got = self.prefetched.get(url)
+        if got is None or (isinstance(got, Path) and not got.exists()):
+            got = self.lease.get_ranged(url)
+        if isinstance(got, Path):
+            self.urls_of_paths[str(got)] = redact_url(url)
+        return got
 
     def reword(self, error: CellError) -> CellError:
         """Name the media URL, not the cache file, in an error raised by a function reading it."""
@@ -89,12 +110,25 @@ class MediaAccess:
                 message = message.replace(local, url)
         return error if message == error.errormsg else error.reworded(message)
 
-    def open(self, url: str, col_type: ts.ColumnType) -> Any:
-        path = self.path(url)
+    def open(self, url: str, col_type: ts.ColumnType, ranged: bool = False, opened: list[Any] | None = None) -> Any:
+        """What a function gets for a media argument: a PIL image, or a local path; with `ranged`, for
+        a large remote object, a seekable file over its blocks (or an image opened from one).
+
+        Images and remote files are appended to `opened` (the caller closes them, last first).
+        """
+        got = self.ranged(url) if ranged else self.path(url)
+        source: Any = str(got)
+        if isinstance(got, RemoteObject):
+            source = got.open()
+            if opened is not None:
+                opened.append(source)
         if col_type == ts.Image:
             with decode_errors("image", url=redact_url(url)):
-                return PIL.Image.open(path)
-        return str(path)
+                image = PIL.Image.open(source)
+            if opened is not None:
+                opened.append(image)
+            return image
+        return source
 
 
 class RowEnv:
@@ -111,11 +145,8 @@ class RowEnv:
     def column_value(self, column: Any) -> Any:
         return self.values.get(column.name)
 
-    def open_media(self, url: str, col_type: ts.ColumnType) -> Any:
-        obj = self.media.open(url, col_type)
-        if isinstance(obj, PIL.Image.Image):
-            self.opened.append(obj)
-        return obj
+    def open_media(self, url: str, col_type: ts.ColumnType, ranged: bool = False) -> Any:
+        return self.media.open(url, col_type, ranged, self.opened)
 
     def local_path(self, url: str) -> str:
         return str(self.media.path(url))
@@ -126,8 +157,8 @@ class RowEnv:
         return self.presigner.presign(urls, expiration_seconds)
 
     def close(self) -> None:
-        for image in self.opened:
-            image.close()
+        for opened in reversed(self.opened):  # an image before the remote file it reads
+            opened.close()
         self.opened.clear()
 
 
@@ -153,19 +184,31 @@ def preflight(rows: Sequence[dict[str, Any]], outputs: Sequence[tuple[str, Expr]
 
 def media_inputs(exprs: Sequence[Expr], computed_here: set[str]) -> list[str]:
     """Names of the stored media columns whose files evaluating `exprs` will read."""
-    names: list[str] = []
+    return list(_media_readers(exprs, computed_here))
+
+
+def ranged_inputs(exprs: Sequence[Expr], computed_here: set[str]) -> set[str]:
+    """The media inputs read only by functions that need part of a file (`Function.ranged`)."""
+    return {name for name, ranged in _media_readers(exprs, computed_here).items() if ranged}
+
+
+def _media_readers(exprs: Sequence[Expr], computed_here: set[str]) -> dict[str, bool]:
+    """Stored media columns read by `exprs`, in order -> whether every reader reads by ranges."""
+    found: dict[str, bool] = {}
     for expr in exprs:
         for node in expr.walk():
             readers = []
+            ranged = False
             if isinstance(node, FunctionCall):
                 readers = [a for a in node.children() if isinstance(a, ColumnRef)]
+                ranged = node.function.ranged
             elif isinstance(node, ColumnProperty) and node.prop == "localpath":
                 readers = [node.ref]
             for ref in readers:
                 name = ref.column.name
-                if ref.col_type.is_media and name not in computed_here and name not in names:
-                    names.append(name)
-    return names
+                if ref.col_type.is_media and name not in computed_here:
+                    found[name] = found.get(name, True) and ranged
+    return found
 
 
 class Pipeline:
@@ -200,6 +243,7 @@ class Pipeline:
             return
         computed_here = {t.name for t in targets}
         inputs = media_inputs([t.expr for t in targets], computed_here)
+        ranged = ranged_inputs([t.expr for t in targets], computed_here)
         batch = max([_batch_size(t.expr) for t in targets] + [chunk_size or 8])
         chunks = [range(i, min(i + batch, len(rows))) for i in range(0, len(rows), batch)]
         ready = [threading.Event() for _ in chunks]
@@ -213,10 +257,12 @@ class Pipeline:
         ahead = threading.Semaphore(workers)
 
         urls_per_row = [[u for u in (row.get(n) for n in inputs) if isinstance(u, str)] for row in rows]
+        whole = {u for row in rows for n in inputs if n not in ranged and isinstance(u := row.get(n), str)}
+        ranged_urls = {u for row in rows for n in ranged if isinstance(u := row.get(n), str)} - whole
         if any(urls_per_row):
             thread = threading.Thread(
                 target=self._prefetch,
-                args=(urls_per_row, chunks, ready, prefetch_error, stop, ahead),
+                args=(urls_per_row, ranged_urls, chunks, ready, prefetch_error, stop, ahead),
                 name="mediatable-prefetch",
                 daemon=True,
             )
@@ -250,6 +296,7 @@ class Pipeline:
     def _prefetch(
         self,
         urls_per_row: list[list[str]],
+        ranged: set[str],
         chunks: list[range],
         ready: list[threading.Event],
         errors: list[BaseException],
@@ -258,7 +305,7 @@ class Pipeline:
     ) -> None:
         flat = [url for urls in urls_per_row for url in urls]
         try:
-            results = iter(self.media.lease.get_many(flat))
+            results = iter(self.media.lease.get_many(flat, ranged=ranged))
             position = 0
             for index, chunk in enumerate(chunks):
                 while not ahead.acquire(timeout=0.1):

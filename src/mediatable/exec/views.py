@@ -13,6 +13,7 @@ from mediatable.errors import ComputeError
 from mediatable.exec import compute
 from mediatable.exec.rows import BASE_ROWID, ROWID, TableSql
 from mediatable.exec.status import UpdateStatus
+from mediatable.io.cache import RemoteObject
 from mediatable.io.urls import redact_url
 from mediatable.iterators import AudioChunkIterator, DocumentPageIterator, FrameIterator
 from mediatable.session import Session
@@ -45,14 +46,17 @@ def propagate(
     source, kwargs = spec["source"], spec.get("kwargs", {})
     schema = iterator_cls.output_schema
     sources = [(row, row.get(source)) for row in base_rows if isinstance(row.get(source), str)]
+    urls = [u for _, u in sources]
+    # Iterators that read parts of a file (sampled frames) get large objects as RemoteObjects.
+    ranged = set(urls) if iterator_cls.reads_ranges(**kwargs) else set()
     view_rows: list[dict[str, Any]] = []
     failed = 0
-    for (base_row, url), local in zip(sources, lease.get_many([u for _, u in sources]), strict=True):
+    for (base_row, url), local in zip(sources, lease.get_many(urls, ranged=ranged), strict=True):
         try:
             if isinstance(local, BaseException):
                 raise local
             produced = []
-            for item in iterator_cls(str(local), **kwargs):
+            for item in iterator_cls(local if isinstance(local, RemoteObject) else str(local), **kwargs):
                 row = {k: v for k, v in base_row.items() if k != ROWID}
                 row[BASE_ROWID] = base_row[ROWID]
                 for name, col_type in schema.items():

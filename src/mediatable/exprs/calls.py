@@ -91,7 +91,7 @@ class FunctionCall(Expr):
 
     def _open(self, param: str, value: Any, env: EvalEnv) -> Any:
         if param in self._media_params and isinstance(value, str):
-            return env.open_media(value, self.function.param_types[param])
+            return env.open_media(value, self.function.param_types[param], self.function.ranged)
         return value
 
     def _call_batched(self, rows: list[Any]) -> list[Any]:

@@ -52,8 +52,12 @@ class EvalEnv(Protocol):
     def column_value(self, column: Any) -> Any:
         """The row's stored (or already computed) value of `column`, or a CellError."""
 
-    def open_media(self, url: str, col_type: ts.ColumnType) -> Any:
-        """A readable local object for a media URL: PIL image for Image, local path str otherwise."""
+    def open_media(self, url: str, col_type: ts.ColumnType, ranged: bool = False) -> Any:
+        """A readable local object for a media URL: PIL image for Image, local path str otherwise.
+
+        With `ranged` (the function reads only parts of it), a large remote object may instead be
+        a seekable file object over its blocks (an image opened from one, for Image).
+        """
 
     def local_path(self, url: str) -> str:
         """The local file path for a media URL (fetched through the cache when remote)."""

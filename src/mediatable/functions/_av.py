@@ -1,5 +1,10 @@
 """PyAV plumbing shared by the video and audio functions and the frame and audio-chunk iterators.
 
+Media arguments are a local path, a seekable binary file object (a
+:class:`~mediatable.io.ranges.RemoteFile` over a large remote object: PyAV then reads only what it
+needs), or something with an ``open()`` method giving such a file (a
+:class:`~mediatable.io.cache.RemoteObject`, for iterators that open the file more than once).
+
 Times are seconds from the start of the container (its `start_time`), so the first frame of an
 ordinary file is at 0.0 whatever the stream's time base. Reading errors are translated by
 :func:`~mediatable.functions._errors.decode_errors` at the two places PyAV reads: opening a file
@@ -11,7 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from fractions import Fraction
 from typing import Any
 
@@ -32,18 +37,31 @@ _PREROLL = 0.5
 AUDIO_CODECS = {".flac": "flac", ".wav": "pcm_s16le", ".mp3": "libmp3lame", ".m4a": "aac"}
 
 
+# A media argument: a local path, a seekable binary file, or an object whose open() gives one.
+Source = Any
+
+
 @contextmanager
-def open_input(path: str | os.PathLike[str], kind: str) -> Iterator[av.container.InputContainer]:
-    """Open a local media file for reading and close it after the block.
+def open_input(source: Source, kind: str) -> Iterator[av.container.InputContainer]:
+    """Open a media file (path, file object or opener, see the module docstring); close it after the block.
 
     Raises:
         MediaNotFound: no such file.
         MediaDecodeError: not a media file FFmpeg can read.
+        MediaError: a remote file's block cannot be fetched (e.g. MediaChanged).
     """
-    with decode_errors(kind, path):
-        container = av.open(os.fspath(path), mode="r")
-    with container:
-        yield container
+    with ExitStack() as stack:
+        if not isinstance(source, str | os.PathLike) and not hasattr(source, "read"):
+            source = stack.enter_context(source.open())  # an opener (RemoteObject): a file of our own
+        if not isinstance(source, str | os.PathLike):
+            source.seek(0)
+            with decode_errors(kind, url=getattr(source, "name", None)):
+                container = av.open(source, mode="r")
+        else:
+            with decode_errors(kind, source):
+                container = av.open(os.fspath(source), mode="r")
+        with container:
+            yield container
 
 
 def first_stream(container: av.container.InputContainer, kind: str) -> Any:
@@ -59,7 +77,7 @@ def first_stream(container: av.container.InputContainer, kind: str) -> Any:
 
 
 @contextmanager
-def open_stream(path: str | os.PathLike[str], kind: str) -> Iterator[tuple[av.container.InputContainer, Any]]:
+def open_stream(path: Source, kind: str) -> Iterator[tuple[av.container.InputContainer, Any]]:
     """Open a local media file (:func:`open_input`) and give it with its first `kind` stream (:func:`first_stream`).
 
     Raises:
@@ -139,7 +157,7 @@ def duration_and_frames(container: av.container.InputContainer, stream: Any) -> 
     return duration, frames
 
 
-def stream_duration(path: str | os.PathLike[str], kind: str) -> float:
+def stream_duration(path: Source, kind: str) -> float:
     """The duration in seconds of a file's first `'video'` or `'audio'` stream (:func:`duration_and_frames`).
 
     Raises:
@@ -189,7 +207,7 @@ def layout_name(layout: av.AudioLayout) -> str:
     return str(layout.name)
 
 
-def write_clip(path: str | os.PathLike[str], start: float, end: float | None, *, suffix: str, video: bool) -> str:
+def write_clip(path: Source, start: float, end: float | None, *, suffix: str, video: bool) -> str:
     """Re-encode `[start, end)` of a file into a new temporary file and return its path.
 
     Video goes to H.264 (libx264, yuv420p, source frame timing kept, odd sizes rounded down to even)

@@ -1,6 +1,7 @@
 """Built-in audio functions: `t.audio.duration`, `t.audio.sample_rate`, `t.audio.clip(0, 30)`.
 
-The audio argument is the path of a local file (in a table: the cached copy of the stored URL); any
+The audio argument is the path of a local file (in a table: the cached copy of the stored URL), or a
+seekable binary file object (a large remote object read by ranges through the file cache); any
 file with an audio stream works, videos included (their first audio stream is used). Properties read
 the container's header only. A file FFmpeg cannot read raises
 :class:`~mediatable.errors.MediaDecodeError`.
@@ -21,7 +22,7 @@ from mediatable.functions.udf import udf
 CLIP_FORMATS = tuple(suffix.lstrip(".") for suffix in _av.AUDIO_CODECS)
 
 
-@udf(method_of=ts.Audio, is_property=True)
+@udf(method_of=ts.Audio, is_property=True, ranged=True)
 def metadata(audio: ts.Audio) -> dict[str, Any]:
     """Facts about the first audio stream, from the header (no decoding).
 
@@ -48,7 +49,7 @@ def metadata(audio: ts.Audio) -> dict[str, Any]:
     return {"duration": seconds, **info}
 
 
-@udf(method_of=ts.Audio, is_property=True)
+@udf(method_of=ts.Audio, is_property=True, ranged=True)
 def duration(audio: ts.Audio) -> float:
     """Length of the first audio stream in seconds.
 
@@ -59,7 +60,7 @@ def duration(audio: ts.Audio) -> float:
     return _av.stream_duration(audio, "audio")
 
 
-@udf(method_of=ts.Audio, is_property=True)
+@udf(method_of=ts.Audio, is_property=True, ranged=True)
 def sample_rate(audio: ts.Audio) -> int:
     """Samples per second of the first audio stream.
 
@@ -72,7 +73,7 @@ def sample_rate(audio: ts.Audio) -> int:
     return rate
 
 
-@udf(method_of=ts.Audio, is_property=True)
+@udf(method_of=ts.Audio, is_property=True, ranged=True)
 def channels(audio: ts.Audio) -> int:
     """Number of channels of the first audio stream (1 mono, 2 stereo, ...).
 
@@ -85,7 +86,7 @@ def channels(audio: ts.Audio) -> int:
     return count
 
 
-@udf(method_of=ts.Audio)
+@udf(method_of=ts.Audio, ranged=True)
 def clip(audio: ts.Audio, start: float, end: float | None = None, format: str = "flac") -> ts.Audio:
     """Cut `[start, end)` seconds, exact to the sample, into a new audio file.
 

@@ -37,6 +37,9 @@ class Function:
             since Python-level work does not speed up on more threads and pays for switching.
         sql: builds the same computation in SQL from the SQL forms of the positional arguments
             (so filters using it run in the database); None when it only runs in Python.
+        ranged: reads only parts of its media arguments, and takes a seekable binary file object
+            in place of a path (an image opened from one, for images): large remote objects are
+            then read by ranges instead of downloaded whole.
     """
 
     def __init__(
@@ -48,10 +51,12 @@ class Function:
         batch_size: int | None = None,
         light: bool = False,
         sql: Callable[..., Any] | None = None,
+        ranged: bool = False,
     ) -> None:
         self.fn = fn
         self.light = light
         self.sql = sql
+        self.ranged = ranged
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
         self.batch_size = batch_size
         self.signature = inspect.signature(fn)
@@ -84,6 +89,7 @@ def udf(
     is_property: bool = False,
     light: bool = False,
     sql: Callable[..., Any] | None = None,
+    ranged: bool = False,
 ) -> Any:
     """Decorate a function so it can be used in expressions and computed columns.
 
@@ -98,6 +104,9 @@ def udf(
         light: the function is cheap and Python-bound (no decode, no I/O): run it without a thread pool.
         sql: the same computation in SQL, from the SQL forms of the positional arguments (built-ins use it
             so filters run in the database); it must give exactly what the function gives.
+        ranged: the function reads only parts of its media arguments and accepts a seekable binary
+            file object as well as a path (for `mt.Video`, `mt.Audio`; images come opened from
+            one): large remote objects are read by ranges instead of downloaded whole.
 
     Returns:
         A :class:`Function` (or a decorator, when called with keyword arguments only).
@@ -121,6 +130,7 @@ def udf(
             batch_size=batch_size,
             light=light,
             sql=sql,
+            ranged=ranged,
         )
         if method_of is not None:
             register_method(method_of.name, f.__name__, function, is_property)

@@ -1,7 +1,9 @@
 """Built-in video functions: `t.video.metadata`, `t.video.extract_frame(2.5)`, `t.video.clip(0, 10)`.
 
-The video argument is the path of a local file (in a table: the cached copy of the stored URL).
-`metadata` and `duration` read the container's header only; the others decode. A file FFmpeg cannot
+The video argument is the path of a local file, or a seekable binary file object: in a table, a
+large remote video (`settings.min_ranged_size`) is read by ranges through the file cache, so
+`metadata` and `duration` fetch the container's index only and `extract_frame`/`clip` the index
+and the part they decode; smaller ones are the cached copy of the stored URL. A file FFmpeg cannot
 read raises :class:`~mediatable.errors.MediaDecodeError`. Times are seconds from the start of the file.
 
 Examples:
@@ -20,7 +22,7 @@ from mediatable.functions import _av
 from mediatable.functions.udf import udf
 
 
-@udf(method_of=ts.Video, is_property=True)
+@udf(method_of=ts.Video, is_property=True, ranged=True)
 def metadata(video: ts.Video) -> dict[str, Any]:
     """Facts about the first video stream, from the header (no decoding).
 
@@ -51,7 +53,7 @@ def metadata(video: ts.Video) -> dict[str, Any]:
     return {"duration": seconds, "frame_count": frames, **info}
 
 
-@udf(method_of=ts.Video, is_property=True)
+@udf(method_of=ts.Video, is_property=True, ranged=True)
 def duration(video: ts.Video) -> float:
     """Length of the first video stream in seconds (to the end of its last frame).
 
@@ -62,7 +64,7 @@ def duration(video: ts.Video) -> float:
     return _av.stream_duration(video, "video")
 
 
-@udf(method_of=ts.Video)
+@udf(method_of=ts.Video, ranged=True)
 def extract_frame(video: ts.Video, timestamp: float) -> ts.Image:
     """The first frame at or after `timestamp` seconds, as an RGB image; None past the last frame.
 
@@ -93,7 +95,7 @@ def extract_frame(video: ts.Video, timestamp: float) -> ts.Image:
     return None
 
 
-@udf(method_of=ts.Video)
+@udf(method_of=ts.Video, ranged=True)
 def clip(video: ts.Video, start: float, end: float | None = None) -> ts.Video:
     """Cut `[start, end)` seconds into a new MP4 (H.264, plus AAC audio when the source has sound).
 

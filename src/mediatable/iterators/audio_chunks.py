@@ -50,6 +50,11 @@ class AudioChunkIterator:
 
     output_schema = {"pos": ts.Int, "start_time": ts.Float, "end_time": ts.Float, "audio_chunk": ts.Audio}
 
+    @staticmethod
+    def reads_ranges(**options: Any) -> bool:
+        """Whether iterating reads only parts of a file: never, it reads all of it."""
+        return False
+
     def __init__(
         self,
         path: str | os.PathLike[str],

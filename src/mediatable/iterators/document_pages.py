@@ -39,6 +39,11 @@ class DocumentPageIterator:
 
     output_schema = {"pos": ts.Int, "page": ts.Int, "text": ts.String}
 
+    @staticmethod
+    def reads_ranges(**options: Any) -> bool:
+        """Whether iterating reads only parts of a file: never, it reads all of it."""
+        return False
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
 

@@ -40,8 +40,13 @@ class FrameIterator:
     Lifecycle: the constructor only checks arguments. Each iteration opens the file, decodes as rows
     are consumed, and closes the file when the iteration ends or the iterator is discarded.
 
+    A large remote video read by ranges (a :class:`~mediatable.io.cache.RemoteObject`) is not
+    decoded from end to end for `fps`/`num_frames` samples: where samples lie more than
+    :data:`SEEK_GAP` seconds apart, the iterator seeks to the keyframe before the next one and
+    decodes from there, so only those parts of the file are fetched. The frames chosen are the same.
+
     Args:
-        path: local video file.
+        path: local video file, or a RemoteObject.
         fps: samples per second (> 0).
         num_frames: number of frames (> 0).
         keyframes_only: keyframes only; cannot be combined with `fps` or `num_frames`.
@@ -58,9 +63,19 @@ class FrameIterator:
 
     output_schema = {"pos": ts.Int, "timestamp": ts.Float, "frame": ts.Image}
 
+    @staticmethod
+    def reads_ranges(fps: float | None = None, num_frames: int | None = None, **_: Any) -> bool:
+        """Whether iterating with these options reads only parts of a file (sampled frames do).
+
+        Examples:
+            >>> FrameIterator.reads_ranges(num_frames=5), FrameIterator.reads_ranges(keyframes_only=True)
+            (True, False)
+        """
+        return fps is not None or num_frames is not None
+
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Any,
         *,
         fps: float | None = None,
         num_frames: int | None = None,
@@ -74,7 +89,7 @@ class FrameIterator:
             raise ValueError(f"fps must be > 0, got {fps}")
         if num_frames is not None and (isinstance(num_frames, bool) or int(num_frames) != num_frames or num_frames < 1):
             raise ValueError(f"num_frames must be a positive integer, got {num_frames}")
-        self.path = os.fspath(path)
+        self.path = os.fspath(path) if isinstance(path, str | os.PathLike) else path
         self.fps = fps
         self.num_frames = num_frames
         self.keyframes_only = keyframes_only
@@ -89,8 +104,11 @@ class FrameIterator:
         with _av.open_stream(self.path, "video") as (container, stream):
             if self.keyframes_only:
                 stream.codec_context.skip_frame = "NONKEY"  # the decoder drops the others unread
-            frames = ((frame, seconds) for _, frame, seconds in _av.decode(container, [stream]))
-            chosen = frames if times is None else _on_screen_at(frames, times)
+            if times is None or isinstance(self.path, str):
+                frames = ((frame, seconds) for _, frame, seconds in _av.decode(container, [stream]))
+                chosen = frames if times is None else _on_screen_at(frames, times)
+            else:
+                chosen = _seeking(container, stream, times)
             for pos, (frame, seconds) in enumerate(chosen):
                 yield {"pos": pos, "timestamp": seconds, "frame": frame.to_image()}
 
@@ -110,6 +128,24 @@ class FrameIterator:
         if self.num_frames >= frame_count:
             return None
         return [k * duration / self.num_frames for k in range(self.num_frames)]
+
+
+# Sample times further apart than this (seconds) are reached by seeking, in files read by ranges.
+SEEK_GAP = 2.0
+
+
+def _seeking(container: Any, stream: Any, times: list[float]) -> Iterator[tuple[Any, float]]:
+    """:func:`_on_screen_at` over groups of nearby sample times, each decoded from a seek before it."""
+    groups: list[list[float]] = []
+    for t in times:
+        if groups and t - groups[-1][-1] <= SEEK_GAP:
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+    for group in groups:
+        # decode() seeks to the keyframe before the group, so the frame on screen at its first time is seen
+        frames = ((frame, seconds) for _, frame, seconds in _av.decode(container, [stream], group[0]))
+        yield from _on_screen_at(frames, group)
 
 
 def _on_screen_at(frames: Iterator[tuple[Any, float]], times: list[float]) -> Iterator[tuple[Any, float]]:

@@ -2,7 +2,8 @@
 
 Each concern lives in its own module: reads and queries (:mod:`~mediatable.table.reads`), inserts
 (:mod:`~mediatable.table.inserts`), computed columns (:mod:`~mediatable.table.computed`), updates and
-deletes (:mod:`~mediatable.table.updates`), schema operations (:mod:`~mediatable.table.schema_ops`);
+deletes (:mod:`~mediatable.table.updates`), schema operations (:mod:`~mediatable.table.schema_ops`),
+warming the file cache (:mod:`~mediatable.table.prefetch`);
 :mod:`~mediatable.table.base` holds what they share.
 """
 
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 from mediatable.table.computed import ComputedColumns
 from mediatable.table.inserts import Inserts
+from mediatable.table.prefetch import Prefetch
 from mediatable.table.reads import Reads
 from mediatable.table.schema_ops import SchemaOps
 from mediatable.table.updates import Updates
 
 
-class Table(SchemaOps, Reads, Inserts, ComputedColumns, Updates):
+class Table(SchemaOps, Reads, Inserts, ComputedColumns, Updates, Prefetch):
     """A table or view in the catalog.
 
     Columns are attributes (`t.image`, also `t['image']`) and build expressions.

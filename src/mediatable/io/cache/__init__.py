@@ -38,6 +38,20 @@ recent files pinned up to half the budget and unpins older ones, so a scan large
 works; when a lease downloads again files it evicted itself, a :class:`CacheThrashingWarning`
 names a size.
 
+**Blocks of large objects.** :meth:`Lease.get_ranged` (and ``get_many(..., ranged=...)``) opens
+an object of at least ``settings.min_ranged_size`` bytes that is not cached whole as a
+:class:`RemoteObject`: a seekable file (``.open()``) whose blocks (``settings.block_size``) are
+fetched on demand by ranged GETs through the transfer stage, read ahead on sequential access,
+and kept as ordinary entries keyed ``block:<sha256(url)>/<size>/<version>/<block size>/<index>``:
+the same budget, LRU, pins, single flight across threads and processes, and crash safety. The
+object's version (ETag, else size and date) is pinned when it is opened: every range request
+carries ``If-Match`` and its answer is checked, so a change mid-read is
+:class:`~mediatable.errors.MediaChanged`, never bytes of two versions. Each block file ends with a
+CRC32C of its bytes, checked whenever it is read back; a damaged block is fetched again. A whole
+download of an object copies its cached blocks and fetches only the gaps; a whole copy serves
+every ranged open. Servers that answer ``Range`` with the whole object are detected on the first
+request and the object is downloaded whole. Smaller objects cost one request, as whole downloads do.
+
 **Freshness.** Entries record ETag, last-modified and size. With ``cache_validation='etag'`` the
 first access of a URL in each lease sends a HEAD request and downloads again when the object
 changed (a stale file is never served; an object that vanished raises MediaNotFound). With
@@ -51,13 +65,17 @@ an in-process memo checked with ``os.path.exists``; access times and pins are wr
 background, many per transaction: a hit costs a few microseconds.
 
 Modules: ``cache`` (FileCache), ``lease`` (Lease), ``holding`` (what one lease holds), ``core``
-(shared state and lookups), ``download`` (download and publish), ``budget`` (space and
+(shared state and lookups), ``download`` (download and publish), ``ranged`` (opening objects for
+ranged reads, RemoteObject), ``blocks`` (block keys, file format, version-pinned ranged GETs), ``budget`` (space and
 eviction), ``pins`` (pins and access times), ``entries`` (names and versions), ``index`` (SQLite),
-``locks`` (entry locks), ``sweep`` (crash leftovers), ``info`` (reports).
+``locks`` (entry locks), ``sweep`` (crash leftovers), ``info`` (reports), ``warm`` (downloading
+ahead within the budget).
 """
 
 from mediatable.io.cache.cache import FileCache
 from mediatable.io.cache.info import CacheInfo, CacheThrashingWarning, Pruned
 from mediatable.io.cache.lease import Lease
+from mediatable.io.cache.ranged import RemoteObject
+from mediatable.io.cache.warm import Warmed
 
-__all__ = ["CacheInfo", "CacheThrashingWarning", "FileCache", "Lease", "Pruned"]
+__all__ = ["CacheInfo", "CacheThrashingWarning", "FileCache", "Lease", "Pruned", "RemoteObject", "Warmed"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+from collections.abc import Iterable
 
 from mediatable.config import Settings
 from mediatable.errors import CacheError
@@ -13,7 +15,9 @@ from mediatable.io.cache.download import Downloader
 from mediatable.io.cache.index import Victim, delete_rows, pick_victims
 from mediatable.io.cache.info import CacheInfo, Pruned
 from mediatable.io.cache.lease import Lease
+from mediatable.io.cache.ranged import RangedReads
 from mediatable.io.cache.sweep import reconcile
+from mediatable.io.cache.warm import Warmed, warm
 from mediatable.io.objects import ObjectStores
 from mediatable.io.transfer import ProgressBars, TransferStage
 
@@ -75,7 +79,8 @@ class FileCache:
             self._core = Core(settings, stores if stores is not None else ObjectStores(settings), stage, progress_bars)
         except (OSError, sqlite3.Error, CacheError) as exc:
             raise CacheError(f"cannot open the file cache at {self.directory}: {exc}") from exc
-        self._downloader = Downloader(self._core)
+        self._downloader = Downloader(self._core, whole=lambda mu, fresh: self._reads.whole(mu, fresh))
+        self._reads = RangedReads(self._core, self._downloader)
         self._core.sweep()
 
     def lease(self) -> Lease:
@@ -88,9 +93,30 @@ class FileCache:
         with self._lock:
             if self._closing:
                 raise CacheError("the file cache is closed")
-            lease = Lease(self._core, self._downloader, self._forget_lease)
+            lease = Lease(self._core, self._downloader, self._reads, self._forget_lease)
             self._leases.add(lease)
         return lease
+
+    def warm(self, urls: Iterable[str | os.PathLike[str]], *, progress: bool | None = None) -> Warmed:
+        """Download objects ahead of a job, in order, as many as ``cache_size`` holds together.
+
+        Sizes come from the index (cached objects) or one HEAD each; what does not fit is not
+        downloaded and is reported, and so are objects that cannot be reached. Objects already
+        cached count toward the budget and cost nothing.
+
+        Args:
+            urls: media URLs (duplicates count once; local files are read in place, not cached).
+            progress: show a progress bar of objects and bytes (default per ``settings.progress``).
+
+        Returns:
+            What is in the cache now, what did not fit, what failed.
+
+        Examples:
+            >>> print(cache.warm(["s3://bucket/a.mp4", "s3://bucket/b.mp4"]))  # doctest: +SKIP
+            2 files in the cache (1.2 GiB, 1.2 GiB downloaded now, 0 already there)
+        """
+        with self.lease() as lease:
+            return warm(self._core, lease, urls, progress)
 
     def info(self) -> CacheInfo:
         """Totals from the index plus this object's counters.

@@ -5,6 +5,11 @@ atomic; one folder, so finding leftovers never walks the whole cache) under an e
 has its length checked (:mod:`mediatable.io.fetch`), is renamed to its final name and only then
 gets its index row. The entry lock of the URL is held from before the transfer until that row is
 committed, so other processes wait and then find the entry.
+
+What is downloaded is a :class:`Source`: its index key, its file's extension and how to fetch it.
+A whole object is the usual one (:class:`WholeObject`); blocks of large objects are others
+(:mod:`mediatable.io.cache.ranged`). A source may also decline to produce its entry (a large object
+opened for ranged reads): it then returns a :class:`Declined` instead of the object's metadata.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from mediatable.errors import CacheError, MediaError
 from mediatable.io import fetch
@@ -30,20 +35,66 @@ from mediatable.io.cache.entries import Entry, digest, file_name, same_version
 from mediatable.io.cache.holding import Holding
 from mediatable.io.cache.info import human_size
 from mediatable.io.objects import ObjectInfo
+from mediatable.io.transfer import TransferStage
 from mediatable.io.urls import MediaUrl, redact_url
 
-__all__ = ["Downloader", "Outcome"]
+__all__ = ["Declined", "Downloader", "Outcome", "Sink", "Source", "WholeObject"]
 
 log = logging.getLogger("mediatable.io.cache")
 
+# Picks the file one attempt writes to, once the size of what it writes is known.
+Sink = Callable[[ObjectInfo], Awaitable[BinaryIO]]
+
+
+class Declined:
+    """A source's answer when it chose not to produce its entry; ``then`` runs still holding its entry lock.
+
+    Attributes:
+        info: the object's metadata (its version, for ranged reads).
+        then: what to do before the entry lock is released (e.g. publish a first block), or None.
+    """
+
+    __slots__ = ("info", "then")
+
+    def __init__(self, info: ObjectInfo, then: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.info, self.then = info, then
+
+
+class Source(Protocol):
+    """One thing to download into one cache entry.
+
+    Attributes:
+        key: the entry's key in the index (the normalized URL for a whole object).
+        url: the object it comes from (retries, error messages, the progress of its lease).
+        extension: the entry file's extension.
+    """
+
+    key: str
+    url: MediaUrl
+    extension: str
+
+    async def fetch(self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo | Declined:
+        """Write the entry's bytes into ``sink(info)`` (retrying on ``stage``); the metadata to record."""
+        ...
+
+
+class WholeObject:
+    """The whole object at a URL, with one GET (:func:`mediatable.io.fetch.download_attempt`)."""
+
+    def __init__(self, stores: fetch.Stores, url: MediaUrl) -> None:
+        self.stores, self.url, self.key, self.extension = stores, url, url.url, url.extension
+
+    async def fetch(self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo:
+        return await stage.run(self.url, lambda: fetch.download_attempt(self.stores, self.url, sink, on_bytes))
+
 
 class Outcome:
-    """The result of one download: a cached file, or a lease-private one (not cached)."""
+    """The result of one download: a cached file, a lease-private one (not cached), or a declined source."""
 
-    __slots__ = ("cached", "path", "size")
+    __slots__ = ("cached", "declined", "path", "size")
 
-    def __init__(self, path: Path, cached: bool, size: int) -> None:
-        self.path, self.cached, self.size = path, cached, size
+    def __init__(self, path: Path | None, cached: bool, size: int, declined: ObjectInfo | None = None) -> None:
+        self.path, self.cached, self.size, self.declined = path, cached, size, declined
 
 
 class _Download:
@@ -70,10 +121,17 @@ class _Download:
 
 
 class Downloader:
-    """Turns a URL into a local file for a lease: a hit, a shared download, or a download of its own."""
+    """Turns a URL into a local file for a lease: a hit, a shared download, or a download of its own.
 
-    def __init__(self, core: Core) -> None:
+    Args:
+        core: the cache's shared state.
+        whole: the :class:`Source` of a whole object at a URL, given the metadata a validation
+            HEAD returned (default :class:`WholeObject`).
+    """
+
+    def __init__(self, core: Core, whole: Callable[[MediaUrl, ObjectInfo | None], Source] | None = None) -> None:
         self._core = core
+        self._whole = whole or (lambda mu, fresh: WholeObject(core.stores, mu))
         self._inflight: dict[str, Future[Outcome]] = {}
         self._inflight_lock = threading.Lock()
         self._temp_ids = itertools.count()  # unique temp names without asking the OS for randomness
@@ -93,6 +151,20 @@ class Downloader:
         outside the lease's pin window until it is handed to the consumer. ``missing``: the caller
         just looked in the index.
         """
+        outcome = await self.obtain_outcome(mu, holding, None, on_bytes, prefetch, missing)
+        assert outcome.path is not None  # a whole object is never declined
+        return outcome.path
+
+    async def obtain_outcome(
+        self,
+        mu: MediaUrl,
+        holding: Holding,
+        source: Callable[[MediaUrl, ObjectInfo | None], Source] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+        prefetch: bool = False,
+        missing: bool = False,
+    ) -> Outcome:
+        """:meth:`obtain`, downloading with ``source`` (default the whole object), which may decline."""
         core = self._core
         url = mu.url
         fresh: ObjectInfo | None = None
@@ -101,29 +173,43 @@ class Downloader:
             holding.mark_validated(url)
         private = holding.private(url)
         if private is not None and fresh is None:
-            return private
+            return Outcome(private, False, 0)
         if not (missing and fresh is None):
             entry = core.cached(url, fresh)
             if entry is not None:
-                return core.hit(url, entry, holding, prefetch)
-        return await self._shared(mu, holding, fresh, on_bytes, prefetch)
+                return Outcome(core.hit(url, entry, holding, prefetch), True, entry.size)
+        chosen = (source or self._whole)(mu, fresh)
+        return await self._shared(chosen, holding, fresh, on_bytes, prefetch)
+
+    async def obtain_source(
+        self, source: Source, holding: Holding, on_bytes: Callable[[int], None] | None = None, prefetch: bool = False
+    ) -> Outcome:
+        """The entry of a source that is not a whole object (a block): a hit, or downloaded once."""
+        key = source.key
+        private = holding.private(key)
+        if private is not None:
+            return Outcome(private, False, 0)
+        entry = self._core.cached(key, None)
+        if entry is not None:
+            return Outcome(self._core.hit(key, entry, holding, prefetch), True, entry.size)
+        return await self._shared(source, holding, None, on_bytes, prefetch)
 
     async def _shared(
         self,
-        mu: MediaUrl,
+        source: Source,
         holding: Holding,
         fresh: ObjectInfo | None,
         on_bytes: Callable[[int], None] | None,
         prefetch: bool,
-    ) -> Path:
-        """Single flight in this process: the first request of a URL downloads, the others wait for it."""
-        url = mu.url
+    ) -> Outcome:
+        """Single flight in this process: the first request of a key downloads, the others wait for it."""
+        key = source.key
         while True:
             with self._inflight_lock:
-                future = self._inflight.get(url)
+                future = self._inflight.get(key)
                 leader = future is None
                 if future is None:
-                    future = self._inflight[url] = Future()
+                    future = self._inflight[key] = Future()
             if leader:
                 break
             try:
@@ -133,15 +219,18 @@ class Downloader:
                 if future.cancelled() and not (task is not None and task.cancelling()):
                     continue  # the leader was cancelled, not us: download it ourselves
                 raise
+            if outcome.declined is not None:
+                return outcome
+            assert outcome.path is not None
             if outcome.cached:
-                entry = self._core.memo.get(url) or Entry(outcome.path, str(outcome.path), outcome.size, None, None)
-                return self._core.hit(url, entry, holding, prefetch)
+                entry = self._core.memo.get(key) or Entry(outcome.path, str(outcome.path), outcome.size, None, None)
+                return Outcome(self._core.hit(key, entry, holding, prefetch), True, outcome.size)
             try:
-                return holding.adopt(url, outcome.path)
+                return Outcome(holding.adopt(key, outcome.path), False, outcome.size)
             except OSError:  # the other lease already closed
-                return (await self._download(mu, holding, fresh, on_bytes, prefetch)).path
+                return await self._download(source, holding, fresh, on_bytes, prefetch)
         try:
-            outcome = await self._download(mu, holding, fresh, on_bytes, prefetch)
+            outcome = await self._download(source, holding, fresh, on_bytes, prefetch)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -152,21 +241,21 @@ class Downloader:
             future.set_result(outcome)
         finally:
             with self._inflight_lock:
-                self._inflight.pop(url, None)
-        return outcome.path
+                self._inflight.pop(key, None)
+        return outcome
 
     async def _download(
         self,
-        mu: MediaUrl,
+        source: Source,
         holding: Holding,
         fresh: ObjectInfo | None,
         on_bytes: Callable[[int], None] | None,
         prefetch: bool,
     ) -> Outcome:
         core = self._core
-        url = mu.url
+        url = source.key
         url_digest = digest(url)
-        rel = file_name(url_digest, mu.extension)
+        rel = file_name(url_digest, source.extension)
         ext = rel[2 + 1 + 64 :]
         final_name = f"{core.root}/{rel}"
         lock = await core.locks.acquire_async(url_digest)
@@ -191,12 +280,13 @@ class Downloader:
                     on_bytes(n)
 
             try:
-                info = await core.stage.run(
-                    mu,
-                    lambda: fetch.download_attempt(
-                        core.stores, mu, lambda info: self._sink(state, url, rel, ext, info, holding), counted
-                    ),
+                info = await source.fetch(
+                    core.stage, lambda info: self._sink(state, url, rel, ext, info, holding), counted
                 )
+                if isinstance(info, Declined):
+                    if info.then is not None:
+                        await info.then()  # still under the entry lock: other processes wait for it
+                    return Outcome(None, False, 0, declined=info.info)
                 assert state.file is not None
                 state.file.close()
                 state.file = None

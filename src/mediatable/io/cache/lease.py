@@ -9,7 +9,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Collection, Iterable, Iterator, Sized
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from mediatable.io.cache.download import Downloader
 from mediatable.io.cache.entries import Entry
 from mediatable.io.cache.holding import Holding
 from mediatable.io.cache.info import CacheThrashingWarning, human_size, round_size
+from mediatable.io.cache.ranged import RangedReads, RemoteObject
 from mediatable.io.urls import MediaUrl
 
 __all__ = ["Lease"]
@@ -43,9 +44,10 @@ class Lease:
         ...         print(path)
     """
 
-    def __init__(self, core: Core, downloader: Downloader, on_close: Any) -> None:
+    def __init__(self, core: Core, downloader: Downloader, reads: RangedReads, on_close: Any) -> None:
         self._core = core
         self._downloader = downloader
+        self._reads = reads
         self._on_close = on_close
         self._holding = Holding(core.pins, core.directory, core.budget.budget // 2)
         self._warned = False
@@ -69,6 +71,35 @@ class Lease:
             ...     lease.get("https://example.com/cat.jpg")
             PosixPath('/home/me/.mediatable/file_cache/3f/3f0a....jpg')
         """
+        path = self._get(url, ranged=False)
+        self._warn_if_thrashing()
+        assert isinstance(path, Path)
+        return path
+
+    def get_ranged(self, url: str | MediaUrl | os.PathLike[str]) -> Path | RemoteObject:
+        """A local file, or for a large remote object not cached whole, a :class:`RemoteObject` to read by ranges.
+
+        Objects of at least ``settings.min_ranged_size`` bytes are not downloaded: ``.open()`` on
+        the result gives a seekable file that fetches blocks (``settings.block_size``) as they are
+        read, each once, kept in the cache. Smaller objects, objects the cache holds whole, local
+        files and objects on servers that ignore ``Range`` give a local path as :meth:`get` does.
+        Opening costs at most one request (the first block), none when blocks are cached.
+
+        Raises:
+            MediaError: the object cannot be fetched.
+
+        Examples:
+            >>> with cache.lease() as lease:  # doctest: +SKIP
+            ...     got = lease.get_ranged("s3://bucket/big.mp4")
+            ...     with (got.open() if isinstance(got, RemoteObject) else open(got, "rb")) as f:
+            ...         container = av.open(f)
+        """
+        got = self._get(url, ranged=True)
+        self._warn_if_thrashing()
+        return got
+
+    def _get(self, url: str | MediaUrl | os.PathLike[str], ranged: bool) -> Path | RemoteObject:
+        """:meth:`get` or :meth:`get_ranged`: a memo hit at once, else the download (or ranged open)."""
         holding = self._holding
         if holding.closed:
             raise CacheError("this cache lease is closed")
@@ -82,13 +113,17 @@ class Lease:
             if entry is not None and os.path.exists(entry.name):
                 return core.hit(key, entry, holding)
         self._check_open()
-        path = core.stage.submit(self._downloader.obtain(mu, holding)).result()
-        self._warn_if_thrashing()
-        return path
+        fetching = self._reads.open(mu, holding) if ranged else self._downloader.obtain(mu, holding)
+        got: Path | RemoteObject = core.stage.submit(fetching).result()
+        return got
 
     def get_many(
-        self, urls: Iterable[str | MediaUrl | os.PathLike[str]], *, progress: bool | None = None
-    ) -> Iterator[Path | MediaError]:
+        self,
+        urls: Iterable[str | MediaUrl | os.PathLike[str]],
+        *,
+        progress: bool | None = None,
+        ranged: Collection[str] = (),
+    ) -> Iterator[Path | RemoteObject | MediaError]:
         """Fetch many URLs with bounded concurrency; yield each result in input order as soon as it is ready.
 
         Up to ``settings.max_concurrent_downloads`` downloads run at once on the transfer stage,
@@ -101,9 +136,11 @@ class Lease:
             progress: show a progress bar (objects and bytes) on stderr; default ``settings.progress``,
                 and when that is None, only if stderr is a terminal. Needs a cache built with
                 ``progress_bars`` (the session's is).
+            ranged: URLs (as given in ``urls``) to open as :meth:`get_ranged` does: a large object
+                not cached whole yields a :class:`RemoteObject` instead of being downloaded.
 
         Yields:
-            A local path, or the error of that URL.
+            A local path (or a RemoteObject), or the error of that URL.
 
         Raises:
             UnsupportedScheme: an item is not a media URL.
@@ -118,7 +155,9 @@ class Lease:
         bars = core.progress_bars
         bar = None if bars is None else bars("Fetching media", len(urls) if isinstance(urls, Sized) else None, progress)
         counter = _ByteCounter()
-        window: deque[tuple[str | None, Path | MediaError | Future[Path | MediaError]]] = deque()
+        window: deque[
+            tuple[str | None, Path | RemoteObject | MediaError | Future[Path | RemoteObject | MediaError]]
+        ] = deque()
         limit = max(4 * core.stage.concurrency, 64)
         source = iter(urls)
         exhausted = False
@@ -127,7 +166,7 @@ class Lease:
                 if not exhausted and len(window) <= limit // 2:
                     batch = list(itertools.islice(source, limit - len(window)))
                     exhausted = not batch
-                    window.extend(self._start(batch, counter))
+                    window.extend(self._start(batch, counter, ranged))
                 if not window:
                     break
                 url, item = window.popleft()
@@ -179,8 +218,8 @@ class Lease:
         self._core.check_open()
 
     def _start(
-        self, batch: list[Any], counter: _ByteCounter
-    ) -> list[tuple[str | None, Path | MediaError | Future[Path | MediaError]]]:
+        self, batch: list[Any], counter: _ByteCounter, ranged: Collection[str]
+    ) -> list[tuple[str | None, Path | RemoteObject | MediaError | Future[Path | RemoteObject | MediaError]]]:
         """Resolve hits at once (one index query for the batch); send misses to the transfer stage.
 
         Returns (remote url or None, result or future) in input order.
@@ -188,8 +227,9 @@ class Lease:
         core = self._core
         holding = self._holding
         keys: list[str | None] = []
-        out: list[Path | MediaError | Future[Path | MediaError] | None] = []
+        out: list[Path | RemoteObject | MediaError | Future[Path | RemoteObject | MediaError] | None] = []
         misses: list[tuple[int, MediaUrl]] = []
+        wants_ranges: set[int] = set()
         hits: list[tuple[str, Entry]] = []
         exists = os.path.exists
         for raw in batch:
@@ -202,6 +242,8 @@ class Lease:
                     out.append(error)
                 continue
             keys.append(mu.url)
+            if ranged and isinstance(raw, str) and raw in ranged:
+                wants_ranges.add(len(out))
             entry = None if core.validate and not holding.validated(mu.url) else core.memo.get(mu.url)
             if entry is not None and exists(entry.name):
                 hits.append((mu.url, entry))
@@ -225,13 +267,19 @@ class Lease:
             holding.hold_many((url, entry.size) for url, entry in hits)
             core.maybe_flush()
         if misses:  # one hand-over to the transfer stage for the whole batch
-            futures = core.stage.submit_many([self._fetch_one(mu, counter, not core.validate) for _, mu in misses])
+            futures = core.stage.submit_many(
+                [self._fetch_one(mu, counter, not core.validate, index in wants_ranges) for index, mu in misses]
+            )
             for (index, _), future in zip(misses, futures, strict=True):
                 out[index] = future
         return [(key, item) for key, item in zip(keys, out, strict=True) if item is not None]
 
-    async def _fetch_one(self, mu: MediaUrl, counter: _ByteCounter, missing: bool) -> Path | MediaError:
+    async def _fetch_one(
+        self, mu: MediaUrl, counter: _ByteCounter, missing: bool, ranged: bool
+    ) -> Path | RemoteObject | MediaError:
         try:
+            if ranged:
+                return await self._reads.open(mu, self._holding, counter.add, prefetch=True, missing=missing)
             return await self._downloader.obtain(mu, self._holding, counter.add, prefetch=True, missing=missing)
         except MediaError as error:
             return error
