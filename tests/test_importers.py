@@ -143,3 +143,22 @@ def test_a_one_shot_iterator_cannot_be_read_twice() -> None:
     assert list(source.batches()) == [[{"a": 1}]]
     with pytest.raises(mt.InvalidArgument, match="already read"):
         list(source.batches())
+
+
+def test_replace_from_a_source_keeps_the_old_table_until_the_import_succeeds(home: Path) -> None:
+    mt.create_dir("d")
+    old = mt.create_table("d.pets", {"name": mt.String})
+    old.insert([{"name": "Rex"}], quiet=True)
+    bad = pd.DataFrame({"image": [URLS[0], "ftp://host/x.jpg"]})
+    with pytest.raises(mt.UnsupportedScheme, match="row 1"):
+        mt.create_table("d.pets", source=bad, schema_overrides={"image": mt.Image}, if_exists="replace")
+    assert mt.list_tables() == ["d.pets"]  # no draft left, the old table untouched
+    assert mt.get_table("d.pets").collect()["name"] == ["Rex"]
+    new = mt.create_table(
+        "d.pets", source=pd.DataFrame({"image": URLS}), schema_overrides={"image": mt.Image}, if_exists="replace"
+    )
+    assert mt.list_tables() == ["d.pets"] and new.path == "d.pets" and new.count() == 3
+    assert schema_of(mt.get_table("d.pets")) == {"image": "Image"}
+    with pytest.raises(mt.AlreadyExists):
+        mt.create_table("d.pets", source=pd.DataFrame({"x": [1]}))
+    assert mt.create_table("d.pets", source=pd.DataFrame({"x": [1]}), if_exists="ignore").count() == 3

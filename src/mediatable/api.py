@@ -127,8 +127,8 @@ def create_table(
         source: rows to create the table from, their column types inferred: a `.csv` / `.tsv` /
             `.parquet` file, a pandas DataFrame, a pyarrow Table, a list or iterable of dicts, or
             :func:`list_objects`. Source column names that are not valid column names are converted
-            (`'Image URL'` -> `image_url`). The import is one transaction: if a row is rejected, no
-            table is left behind.
+            (`'Image URL'` -> `image_url`). Rows go into a draft table moved into place at the end:
+            if a row is rejected, no table is left behind and a table to be replaced stays as it was.
         schema_overrides: column name -> type instead of the inferred one, e.g. `{'image': mt.Image}`
             for a column of URLs (inferred as String).
         if_exists: 'error', 'ignore' (return the existing table, import nothing) or 'replace' (drop it first).

@@ -230,17 +230,58 @@ class Catalog:
                 if if_not_exists == "ignore":
                     return
                 raise TableNotFound(f"table {path!r} does not exist")
-            views = conn.execute(
-                sa.select(schema.tables.c.id, schema.tables.c.path).where(schema.tables.c.base_id == row.id)
-            ).all()
-            if views and not force:
-                raise DependencyError(
-                    f"cannot drop {path!r}: views depend on it ({', '.join(v.path for v in views)}); "
-                    "drop them first or pass force=True"
-                )
-            for view in views:
-                self._drop_table_rows(conn, view.id)
-            self._drop_table_rows(conn, row.id)
+            self._drop_with_views(conn, row, force)
+
+    def move_table(self, path: str, new_path: str, *, replace: bool = False) -> TableMeta:
+        """Give the table at `path` the path `new_path`, in one transaction.
+
+        Args:
+            path: the table to move.
+            new_path: its new path (the directory must exist).
+            replace: drop what is at `new_path` first (with the views over it), in the same transaction.
+
+        Returns:
+            The table's description under its new path.
+
+        Raises:
+            TableNotFound: nothing is at `path`.
+            AlreadyExists: `new_path` is taken and `replace` is False.
+
+        Examples:
+            >>> cat = Catalog(create_engine("sqlite://"))
+            >>> _ = cat.create_table("draft", {"n": ts.Int})
+            >>> cat.move_table("draft", "final").path, cat.list_tables()
+            ('final', ['final'])
+        """
+        schema.check_path(new_path, "table")
+        with self.engine.begin() as conn:
+            row = self._table_row(conn, path)
+            if row is None:
+                raise TableNotFound(f"table {path!r} does not exist")
+            parent = _parent(new_path)
+            if parent and not self._dir_exists(conn, parent):
+                raise DirNotFound(f"directory {parent!r} does not exist")
+            target = self._table_row(conn, new_path)
+            if target is not None or self._dir_exists(conn, new_path):
+                if target is None or not replace:
+                    raise AlreadyExists(f"table {new_path!r} already exists")
+                self._drop_with_views(conn, target, force=True)
+            conn.execute(schema.tables.update().where(schema.tables.c.id == row.id).values(path=new_path))
+            self._bump_schema_version(conn, row.id)
+            return self._load(conn, new_path)
+
+    def _drop_with_views(self, conn: sa.Connection, row: Any, force: bool) -> None:
+        views = conn.execute(
+            sa.select(schema.tables.c.id, schema.tables.c.path).where(schema.tables.c.base_id == row.id)
+        ).all()
+        if views and not force:
+            raise DependencyError(
+                f"cannot drop {row.path!r}: views depend on it ({', '.join(v.path for v in views)}); "
+                "drop them first or pass force=True"
+            )
+        for view in views:
+            self._drop_table_rows(conn, view.id)
+        self._drop_table_rows(conn, row.id)
 
     # -- columns ------------------------------------------------------------------------------
     def add_column(self, meta: TableMeta, column: Column, if_exists: str = "error") -> TableMeta:

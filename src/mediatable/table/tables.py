@@ -3,6 +3,7 @@ the module-level API (`mt.create_table`, ...) calls these with the current sessi
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,16 +59,28 @@ def create_table(
     rows = RowSource(source)
     columns, renames = _source_schema(rows, {**(schema or {}), **(schema_overrides or {})})
     check_column_names(Table, columns)
-    existing = _existing(session, path, if_exists, "table")
-    if existing is not None:
-        return existing
-    table = Table(session, session.catalog.create_table(path, columns))
+    check_choice("if_exists", if_exists, ("error", "ignore", "replace"))
+    replacing = if_exists == "replace" and path in session.catalog.list_tables()
+    if not replacing:
+        existing = _existing(session, path, if_exists, "table")
+        if existing is not None:
+            return existing
+    # Imported under a draft name and moved into place at the end: a rejected row leaves no table
+    # behind, and the table it was to replace untouched.
+    parent, _, name = path.rpartition(".")
+    draft = (
+        f"{parent}.{name[:40]}_import_{secrets.token_hex(4)}"
+        if parent
+        else f"{name[:40]}_import_{secrets.token_hex(4)}"
+    )
+    table = Table(session, session.catalog.create_table(draft, columns))
     try:
         table.insert(rows.renamed(renames), quiet=True)
+        meta = session.catalog.move_table(draft, path, replace=replacing)
     except BaseException:
-        session.catalog.drop_table(path, if_not_exists="ignore", force=True)  # no half-imported table is left
+        session.catalog.drop_table(draft, if_not_exists="ignore", force=True)
         raise
-    return table
+    return Table(session, meta)
 
 
 def _source_schema(rows: RowSource, overrides: Mapping[str, Any]) -> tuple[dict[str, ts.ColumnType], dict[str, str]]:
