@@ -19,11 +19,12 @@ import sqlalchemy as sa
 from mediatable import types as ts
 from mediatable.catalog.catalog import read_only
 from mediatable.catalog.model import Column, TableMeta
+from mediatable.exec import grouping
 from mediatable.exec.failures import Failures
 from mediatable.exec.media_cells import MediaCell
 from mediatable.exec.pipeline import Pipeline, Target, preflight
 from mediatable.exec.rows import ROWID, TableSql
-from mediatable.exprs import BoolOp, CellError, ColumnProperty, ColumnRef, Expr
+from mediatable.exprs import BoolOp, CellError, ColumnProperty, ColumnRef, Expr, has_aggregate
 from mediatable.session import Session
 
 BATCH_SIZE = 1000
@@ -46,6 +47,13 @@ class QuerySpec:
     where: Expr | None = None
     order: tuple[OrderKey, ...] = ()
     limit: int | None = None
+    group_by: tuple[Expr, ...] | None = None  # None: not grouped (unless only aggregates are selected)
+    distinct: bool = False
+
+    @property
+    def grouped(self) -> bool:
+        """Whether rows are combined: group_by(), distinct(), or a select of aggregates."""
+        return self.group_by is not None or self.distinct or any(has_aggregate(e) for _, e in self.outputs())
 
     def outputs(self) -> list[tuple[str, Expr]]:
         """The output (name, expression) pairs: the select list, or every column."""
@@ -71,7 +79,7 @@ def _plan(spec: QuerySpec) -> _Plan:
     needed: list[Expr] = [e for _, e in spec.outputs()]
     if spec.where is not None:
         needed.append(spec.where)
-    needed += [k.expr for k in spec.order]
+    needed += [k.expr for k in spec.order] + list(spec.group_by or ())
     parts = conjuncts(spec.where)
     compiled = [p.to_sql(sql.value_column) for p in parts]
     pushed = [c for c in compiled if c is not None]
@@ -122,6 +130,8 @@ def explain(spec: QuerySpec) -> str:
 
 def count(session: Session, spec: QuerySpec) -> int:
     """Number of rows matching the filter (counted by the database when the filter runs in SQL)."""
+    if spec.grouped:
+        return len(_grouped(session, spec, "abort", quiet=False))
     plan = _plan(spec)
     if plan.py_where is None:
         query = sa.select(sa.func.count()).select_from(plan.sql.from_clause())
@@ -152,6 +162,11 @@ def run_batches(
     Raises:
         ComputeError: a value computed by the query failed (unless `on_error='ignore'`).
     """
+    if spec.grouped:
+        rows = _grouped(session, spec, on_error, quiet)
+        for start in range(0, len(rows), batch_size):
+            yield rows[start : start + batch_size]
+        return
     outputs = spec.outputs()
     failures = Failures(on_error, spec.meta.path)
     targets = [
@@ -168,6 +183,29 @@ def run_batches(
                 failures.seen(repr(name), len(rows))
     for line in [] if quiet else failures.summary():
         print(line)
+
+
+def _grouped(session: Session, spec: QuerySpec, on_error: str, quiet: bool) -> list[list[Any]]:
+    outputs = spec.outputs()
+    keys = grouping.group_keys(outputs, spec.group_by, spec.distinct)
+    grouping.check_outputs(outputs, keys)
+    plan = _plan(dataclasses.replace(spec, order=(), limit=None))
+    if plan.py_where is None:
+        query = grouping.sql_select(outputs, keys, spec.order, spec.limit, plan.sql, plan.sql_where)
+        if query is not None:
+            with read_only(session.engine) as conn:
+                found = conn.execute(query).all()
+            types = [e.col_type for _, e in outputs]
+            return [[t.from_sql(v) for t, v in zip(types, row, strict=True)] for row in found]
+    failures = Failures(on_error, spec.meta.path)
+    with session.cache_lease() as lease:
+        pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers)
+        rows_spec = dataclasses.replace(spec, order=(), limit=None)
+        batches = _row_batches(session, rows_spec, pipeline, failures, BATCH_SIZE)
+        out = grouping.python_groups(batches, outputs, keys, spec.order, spec.limit, pipeline, failures)
+    for line in [] if quiet else failures.summary():
+        print(line)
+    return out
 
 
 def _output_row(row: dict[str, Any], outputs: list[tuple[str, Expr]], failures: Failures) -> list[Any]:

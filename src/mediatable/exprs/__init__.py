@@ -7,6 +7,7 @@ Modules: :mod:`~mediatable.exprs.cells` (failed values, the evaluation environme
 :mod:`~mediatable.exprs.serialize` (stored computed columns).
 """
 
+from mediatable.exprs.aggregates import Aggregate, has_aggregate
 from mediatable.exprs.base import (
     Arithmetic,
     BoolOp,
@@ -25,6 +26,7 @@ from mediatable.exprs.cells import CellError, EvalEnv, first_error
 from mediatable.exprs.columns import ColumnProperty, ColumnRef
 
 __all__ = [
+    "Aggregate",
     "Arithmetic",
     "BoolOp",
     "CellError",
@@ -44,4 +46,5 @@ __all__ = [
     "Not",
     "as_expr",
     "first_error",
+    "has_aggregate",
 ]

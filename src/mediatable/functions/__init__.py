@@ -10,7 +10,8 @@ Examples:
     (Int, 'A')
 """
 
-from mediatable.functions import ai, audio, document, image, json, math, net, string, video
+from mediatable.functions import aggregates, ai, audio, document, image, json, math, net, string, video
+from mediatable.functions.aggregates import count, max, mean, min, sum
 from mediatable.functions.ai import (
     detect_faces,
     embed_image,
@@ -26,8 +27,10 @@ from mediatable.functions.udf import Function, udf
 
 __all__ = [
     "Function",
+    "aggregates",
     "ai",
     "audio",
+    "count",
     "detect_faces",
     "document",
     "embed_image",
@@ -36,6 +39,9 @@ __all__ = [
     "image",
     "json",
     "math",
+    "max",
+    "mean",
+    "min",
     "near_duplicates",
     "net",
     "ocr",
@@ -43,6 +49,7 @@ __all__ = [
     "phash",
     "presigned_url",
     "string",
+    "sum",
     "udf",
     "video",
 ]

@@ -77,6 +77,39 @@ class Query:
         keys = [OrderKey(self._check(e), asc) for e in exprs]
         return self._copy(order=(*self._spec.order, *keys))
 
+    def group_by(self, *keys: Any) -> Query:
+        """Group rows by `keys`; then select keys and aggregates (`mt.functions.count`, `sum`, `mean`, `min`, `max`).
+
+        Runs as SQL GROUP BY when the filter, keys and aggregated values are stored columns.
+
+        Examples:
+            >>> import mediatable as mt, tempfile
+            >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+            >>> t = mt.create_table('sales', {'shop': mt.String, 'amount': mt.Float})
+            Created table 'sales'.
+            >>> _ = t.insert([{'shop': 'a', 'amount': 2.0}, {'shop': 'b', 'amount': 1.0}, {'shop': 'a', 'amount': 3.0}],
+            ...              quiet=True)
+            >>> t.group_by(t.shop).select(t.shop, total=mt.functions.sum(t.amount)).collect()['total']
+            [5.0, 1.0]
+        """
+        if not keys:
+            raise InvalidArgument("group_by() needs at least one key, e.g. group_by(t.label)")
+        return self._copy(group_by=(*(self._spec.group_by or ()), *(self._check(k) for k in keys)))
+
+    def distinct(self) -> Query:
+        """Keep one row of each distinct combination of output values.
+
+        Examples:
+            >>> import mediatable as mt, tempfile
+            >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+            >>> t = mt.create_table('tags', {'tag': mt.String})
+            Created table 'tags'.
+            >>> _ = t.insert([{'tag': 'b'}, {'tag': 'a'}, {'tag': 'b'}], quiet=True)
+            >>> t.select(t.tag).distinct().collect()['tag']
+            ['a', 'b']
+        """
+        return self._copy(distinct=True)
+
     def limit(self, n: int) -> Query:
         """Return at most `n` rows."""
         if not isinstance(n, int) or n < 0:

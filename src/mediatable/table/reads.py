@@ -41,6 +41,14 @@ class Reads(TableBase):
         """Start a query with a sort order. See :meth:`Query.order_by`."""
         return self._query().order_by(*exprs, asc=asc)
 
+    def group_by(self, *keys: Any) -> Query:
+        """Start a grouped query. See :meth:`Query.group_by`."""
+        return self._query().group_by(*keys)
+
+    def distinct(self) -> Query:
+        """Start a query returning distinct rows. See :meth:`Query.distinct`."""
+        return self._query().distinct()
+
     def limit(self, n: int) -> Query:
         """Start a query returning at most `n` rows."""
         return self._query().limit(n)

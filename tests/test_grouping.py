@@ -1,0 +1,95 @@
+"""group_by with aggregates, distinct, and selects of only aggregates: in SQL when the inputs are
+stored columns, in the pipeline otherwise, with the same results, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import mediagen
+import mediatable as mt
+from servers.http import FaultServer
+
+f = mt.functions
+
+
+@pytest.fixture
+def home(clean_env: Path, db_url: str) -> Path:
+    mt.init(home=clean_env, db_url=db_url, quiet=True)
+    return clean_env
+
+
+@pytest.fixture
+def sales(home: Path) -> mt.Table:
+    t = mt.create_table("sales", {"shop": mt.String, "amount": mt.Float, "qty": mt.Int})
+    rows = [("a", 2.0, 1), ("b", 1.5, 4), ("a", 3.0, None), (None, 7.0, 2), ("c", None, None), ("b", 0.5, 6)]
+    t.insert([{"shop": s, "amount": a, "qty": q} for s, a, q in rows], quiet=True)
+    return t
+
+
+def _stats(t: mt.Table, key: mt.exprs.Expr, amount: mt.exprs.Expr, qty: mt.exprs.Expr) -> mt.Query:
+    return t.group_by(key).select(
+        shop=key, n=f.count(), n_qty=f.count(qty), total=f.sum(amount), avg=f.mean(amount), lo=f.min(qty), hi=f.max(qty)
+    )
+
+
+def test_group_by_in_sql_and_in_python_agree(sales: mt.Table) -> None:
+    t = sales
+    in_sql = _stats(t, t.shop, t.amount, t.qty)
+    in_python = _stats(t, t.shop.upper().lower(), t.amount * 1.0, t.qty + 0)  # not stored: the pipeline
+    expected = [
+        {"shop": "a", "n": 2, "n_qty": 1, "total": 5.0, "avg": 2.5, "lo": 1, "hi": 1},
+        {"shop": "b", "n": 2, "n_qty": 2, "total": 2.0, "avg": 1.0, "lo": 4, "hi": 6},
+        {"shop": "c", "n": 1, "n_qty": 0, "total": None, "avg": None, "lo": None, "hi": None},
+        {"shop": None, "n": 1, "n_qty": 1, "total": 7.0, "avg": 7.0, "lo": 2, "hi": 2},
+    ]
+    assert list(in_sql.collect()) == expected
+    assert list(in_python.collect()) == expected
+    result = in_sql.collect()
+    assert type(result[0]["n"]) is int and type(result[0]["total"]) is float and type(result[0]["lo"]) is int
+
+
+def test_grouped_order_limit_where_and_count(sales: mt.Table) -> None:
+    t = sales
+    q = (
+        t.where(t.amount > 1)
+        .group_by(t.shop)
+        .select(t.shop, total=f.sum(t.amount))
+        .order_by(f.sum(t.amount), asc=False)
+    )
+    assert q.collect()["shop"] == [None, "a", "b"]
+    assert q.limit(2).collect()["total"] == [7.0, 5.0]
+    assert q.count() == 3
+    everything = t.select(n=f.count(), total=f.sum(t.qty), avg=f.mean(t.amount)).collect()
+    assert list(everything) == [{"n": 6, "total": 13, "avg": 2.8}]
+    empty = t.where(t.qty > 100).select(n=f.count(), total=f.sum(t.qty)).collect()
+    assert list(empty) == [{"n": 0, "total": None}]
+
+
+def test_distinct(sales: mt.Table) -> None:
+    t = sales
+    assert t.select(t.shop).distinct().collect()["shop"] == ["a", "b", "c", None]
+    assert t.select(t.shop.upper()).distinct().collect()["upper"] == ["A", "B", "C", None]  # in Python
+    assert t.select(t.shop).distinct().count() == 4
+
+
+def test_grouped_outputs_must_be_keys_or_aggregates(sales: mt.Table) -> None:
+    t = sales
+    with pytest.raises(mt.ExprError, match="neither an aggregate nor a group_by"):
+        t.group_by(t.shop).select(t.shop, t.qty).collect()
+    with pytest.raises(mt.ExprError, match="needs numbers"):
+        f.sum(t.shop)
+    with pytest.raises(mt.ExprError, match="cannot store"):
+        t.add_computed_column(n=f.count())
+
+
+def test_aggregates_over_media_run_in_the_pipeline(home: Path, http_server: FaultServer, tmp_path: Path) -> None:
+    urls = [
+        http_server.put(f"agg/{i}.jpg", mediagen.make_jpeg(tmp_path / f"{i}.jpg", size=(w, 10)).read_bytes())
+        for i, w in enumerate([10, 20, 30])
+    ]
+    t = mt.create_table("pics", {"image": mt.Image, "label": mt.String})
+    t.insert([{"image": u, "label": lbl} for u, lbl in zip(urls, ["x", "y", "x"], strict=True)], quiet=True)
+    result = t.group_by(t.label).select(t.label, n=f.count(t.image), avg_w=f.mean(t.image.width)).collect()
+    assert list(result) == [{"label": "x", "n": 2, "avg_w": 20.0}, {"label": "y", "n": 1, "avg_w": 20.0}]
