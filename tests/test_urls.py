@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mediatable.errors import UnsupportedScheme
-from mediatable.io.urls import normalize_url, parse_url, redact_url
+from mediatable.io.urls import _CANONICAL, normalize_url, parse_url, redact_url
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,38 @@ def test_redaction_removes_secrets() -> None:
     for leaked in ("pw", "abc", "AKIA", "user"):
         assert leaked not in shown
     assert redact_url("s3://b/k.jpg") == "s3://b/k.jpg"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://images.example.com/photos/000123.jpg",
+        "s3://bucket/a/b/c.png",
+        "gs://bucket/x_y~z-1.webp",
+        "http://host/dir/",
+        "https://host/a/b.c.d",
+        "s3://my-bucket/deep/er/key.jpg",
+    ],
+)
+def test_canonical_urls_take_the_fast_path_unchanged(url: str) -> None:
+    assert _CANONICAL.fullmatch(url) and parse_url(url).url == url == normalize_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "HTTPS://Host/a.jpg",
+        "https://host:443/a.jpg",
+        "https://host/a/./b.jpg",
+        "https://host/a/../b.jpg",
+        "s3://bucket//a.jpg",
+        "https://host/a%7Eb.jpg",
+        "https://host/a.jpg?x=1",
+        "https://user@host/a.jpg",
+        "https://host",
+        "az://container/a.jpg",
+    ],
+)
+def test_other_urls_are_normalized_by_the_parser(url: str) -> None:
+    assert not _CANONICAL.fullmatch(url)
+    assert normalize_url(url) == parse_url(url).url

@@ -19,6 +19,7 @@ from mediatable.exprs import CellError
 ROWID = "_rowid"
 BASE_ROWID = "_base_rowid"
 READ_BATCH = 2000
+_AS_IS = frozenset({"Int", "Float", "String", "Bool", "Image", "Video", "Audio", "Document"})  # to_sql is identity
 
 
 class TableSql:
@@ -93,6 +94,18 @@ class TableSql:
                     row[column.name] = column.col_type.from_sql(record[column.sql_name])
             yield row
 
+    def _row_params(self, row: dict[str, Any], columns: Sequence[Column]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if self.base is not None:
+            values[BASE_ROWID] = row[BASE_ROWID]
+        for column in columns:
+            value = row.get(column.name)
+            if column.is_computed or isinstance(value, CellError) or column.col_type.name not in _AS_IS:
+                values.update(self.insert_values(column, value))
+            else:
+                values[column.sql_name] = value
+        return values
+
     def insert_values(self, column: Column, value: Any) -> dict[str, Any]:
         """The SQL column values that store `value` (or a CellError) in `column`."""
         out: dict[str, Any] = {}
@@ -110,21 +123,41 @@ class TableSql:
         """Insert rows (dicts by column name; views also need `_base_rowid`); returns the new rowids in order."""
         if not rows:
             return []
-        params = []
-        for row in rows:
-            values: dict[str, Any] = {}
-            if self.base is not None:
-                values[BASE_ROWID] = row[BASE_ROWID]
-            for column in columns:
-                values.update(self.insert_values(column, row.get(column.name)))
-            params.append(values)
-        rowids: list[int] = []
+        params = [self._row_params(row, columns) for row in rows]
+        if conn.dialect.name == "sqlite":
+            return self._insert_sqlite(conn, params, raw=all(c.col_type.name in _AS_IS for c in columns))
+        rowids = []
         for start in range(0, len(params), 1000):
             batch = params[start : start + 1000]
             result = conn.execute(
                 self.table.insert().returning(self.table.c[ROWID], sort_by_parameter_order=True), batch
             )
             rowids.extend(r[0] for r in result)
+        return rowids
+
+    def _insert_sqlite(self, conn: sa.Connection, params: list[dict[str, Any]], raw: bool) -> list[int]:
+        """One executemany, with the rowids chosen here; `raw`: on the driver's cursor.
+
+        The transaction holds SQLite's write lock from BEGIN (IMMEDIATE), so the next ids are ours.
+        RETURNING would run row by row (SQLite cannot return rows in parameter order otherwise), and
+        SQLAlchemy's per-row parameter processing costs more than the insert itself — needed only
+        for values the driver cannot store as they are (timestamps, JSON, arrays).
+        """
+        first = conn.execute(sa.select(sa.func.coalesce(sa.func.max(self.table.c[ROWID]), 0))).scalar_one() + 1
+        rowids = list(range(first, first + len(params)))
+        if not raw:
+            for values, rowid in zip(params, rowids, strict=True):
+                values[ROWID] = rowid
+            conn.execute(self.table.insert(), params)
+            return rowids
+        names = [ROWID, *params[0]]
+        preparer = conn.dialect.identifier_preparer
+        statement = (
+            f"INSERT INTO {preparer.quote(self.table.name)} ({', '.join(preparer.quote(n) for n in names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})"
+        )
+        values = [(rowid, *row.values()) for rowid, row in zip(rowids, params, strict=True)]
+        conn.exec_driver_sql(statement, values)
         return rowids
 
     def update(self, conn: sa.Connection, rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> None:

@@ -134,6 +134,12 @@ def parse_url(value: str | os.PathLike[str]) -> MediaUrl:
     return MediaUrl(url, kind, host, unquote(key))
 
 
+# URLs that are canonical already: lower-case host, no port, userinfo, query or fragment, and a path of
+# unreserved characters without empty or dot segments. parse_url gives them back unchanged, so
+# normalize_url skips it for them (inserting 100k such URLs costs ~0.1 s instead of ~1 s).
+_CANONICAL = re.compile(r"(?:https?|s3|gs)://[a-z0-9][a-z0-9.-]*(?:/(?![/.])[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+/?")
+
+
 def normalize_url(value: str | os.PathLike[str]) -> str:
     """The canonical string for a media URL or local path (see :func:`parse_url`).
 
@@ -143,6 +149,8 @@ def normalize_url(value: str | os.PathLike[str]) -> str:
         >>> normalize_url("http://h:80/x")
         'http://h/x'
     """
+    if isinstance(value, str) and _CANONICAL.fullmatch(value):
+        return value
     return parse_url(value).url
 
 
