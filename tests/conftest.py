@@ -51,3 +51,10 @@ def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     return folder
+
+
+@pytest.fixture
+def db_home(clean_env: Path, db_url: str) -> Path:
+    """An initialized session on a fresh catalog: an SQLite file, then a PostgreSQL database (`db_url`)."""
+    mt.init(home=clean_env, db_url=db_url, quiet=True)
+    return clean_env

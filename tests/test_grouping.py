@@ -15,13 +15,7 @@ f = mt.functions
 
 
 @pytest.fixture
-def home(clean_env: Path, db_url: str) -> Path:
-    mt.init(home=clean_env, db_url=db_url, quiet=True)
-    return clean_env
-
-
-@pytest.fixture
-def sales(home: Path) -> mt.Table:
+def sales(db_home: Path) -> mt.Table:
     t = mt.create_table("sales", {"shop": mt.String, "amount": mt.Float, "qty": mt.Int})
     rows = [("a", 2.0, 1), ("b", 1.5, 4), ("a", 3.0, None), (None, 7.0, 2), ("c", None, None), ("b", 0.5, 6)]
     t.insert([{"shop": s, "amount": a, "qty": q} for s, a, q in rows], quiet=True)
@@ -84,7 +78,7 @@ def test_grouped_outputs_must_be_keys_or_aggregates(sales: mt.Table) -> None:
         t.add_computed_column(n=f.count())
 
 
-def test_aggregates_over_media_run_in_the_pipeline(home: Path, http_server: FaultServer, tmp_path: Path) -> None:
+def test_aggregates_over_media_run_in_the_pipeline(db_home: Path, http_server: FaultServer, tmp_path: Path) -> None:
     urls = [
         http_server.put(f"agg/{i}.jpg", mediagen.make_jpeg(tmp_path / f"{i}.jpg", size=(w, 10)).read_bytes())
         for i, w in enumerate([10, 20, 30])

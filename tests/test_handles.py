@@ -13,13 +13,7 @@ import pytest
 import mediatable as mt
 
 
-@pytest.fixture
-def home(clean_env: Path, db_url: str) -> Path:
-    mt.init(home=clean_env, db_url=db_url, quiet=True)
-    return clean_env
-
-
-def test_a_handle_sees_columns_added_by_another_handle(home: Path) -> None:
+def test_a_handle_sees_columns_added_by_another_handle(db_home: Path) -> None:
     t = mt.create_table("nums", {"n": mt.Int})
     other = mt.get_table("nums")
     t.insert([{"n": 1}, {"n": 2}], quiet=True)
@@ -34,14 +28,14 @@ def test_a_handle_sees_columns_added_by_another_handle(home: Path) -> None:
     assert "triple" not in other.columns
 
 
-def test_a_handle_sees_columns_added_by_another_process(home: Path) -> None:
+def test_a_handle_sees_columns_added_by_another_process(db_home: Path) -> None:
     t = mt.create_table("shared", {"n": mt.Int})
     t.insert([{"n": 5}], quiet=True)
     assert t.columns == ["n"]
     script = textwrap.dedent(
         f"""
         import mediatable as mt
-        mt.init(home={str(home)!r}, db_url={mt.api._session().settings.catalog_url!r}, quiet=True)
+        mt.init(home={str(db_home)!r}, db_url={mt.api._session().settings.catalog_url!r}, quiet=True)
         t = mt.get_table('shared')
         t.add_computed_column(plus=t.n + 1, quiet=True)
         """
@@ -52,7 +46,7 @@ def test_a_handle_sees_columns_added_by_another_process(home: Path) -> None:
     assert t.order_by(t.n).select(t.plus).collect()["plus"] == [6, 8]
 
 
-def test_a_handle_follows_its_path_through_replace_and_drop(home: Path) -> None:
+def test_a_handle_follows_its_path_through_replace_and_drop(db_home: Path) -> None:
     old = mt.create_table("pets", {"name": mt.String})
     new = mt.create_table("pets", {"name": mt.String, "age": mt.Int}, if_exists="replace")
     new.insert([{"name": "Rex", "age": 3}], quiet=True)
@@ -62,7 +56,7 @@ def test_a_handle_follows_its_path_through_replace_and_drop(home: Path) -> None:
         old.count()
 
 
-def test_missing_attributes_are_attribute_errors_with_close_matches(home: Path) -> None:
+def test_missing_attributes_are_attribute_errors_with_close_matches(db_home: Path) -> None:
     t = mt.create_table("pets", {"label": mt.String, "age": mt.Int})
     assert not hasattr(t, "nonexistent") and hasattr(t, "label") and hasattr(t, "select")
     with pytest.raises(AttributeError, match=r"did you mean 'select'"):
@@ -72,7 +66,7 @@ def test_missing_attributes_are_attribute_errors_with_close_matches(home: Path) 
 
 
 @pytest.mark.parametrize("name", ["count", "path", "columns", "select", "insert"])
-def test_column_names_that_shadow_table_methods_are_refused(home: Path, name: str) -> None:
+def test_column_names_that_shadow_table_methods_are_refused(db_home: Path, name: str) -> None:
     with pytest.raises(mt.InvalidName, match=f"{name!r} is taken by the table method"):
         mt.create_table("bad", {name: mt.Int})
     assert "bad" not in mt.list_tables()
@@ -82,7 +76,7 @@ def test_column_names_that_shadow_table_methods_are_refused(home: Path, name: st
     assert t.columns == ["n"]
 
 
-def test_status_lines_use_the_singular_for_one(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_lines_use_the_singular_for_one(db_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     t = mt.create_table("one", {"n": mt.Int})
     capsys.readouterr()
     status = t.insert([{"n": 0}])

@@ -15,13 +15,7 @@ import mediatable as mt
 
 
 @pytest.fixture
-def home(clean_env: Path, db_url: str) -> Path:
-    mt.init(home=clean_env, db_url=db_url, quiet=True)
-    return clean_env
-
-
-@pytest.fixture
-def t(home: Path) -> mt.Table:
+def t(db_home: Path) -> mt.Table:
     t = mt.create_table("things", {"n": mt.Int, "x": mt.Float, "label": mt.String, "meta": mt.Json})
     labels = ["Cat", "dog", "wildcat", "", "Catalog", None, "a%b", "under_score"]
     rows = []

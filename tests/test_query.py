@@ -17,14 +17,7 @@ from servers.http import FaultServer
 
 
 @pytest.fixture
-def home(clean_env: Path, db_url: str) -> Path:
-    """A fresh home whose catalog is SQLite, then PostgreSQL (the `db_url` fixture)."""
-    mt.init(home=clean_env, db_url=db_url, quiet=True)
-    return clean_env
-
-
-@pytest.fixture
-def mixed(home: Path, http_server: FaultServer, tmp_path: Path) -> mt.Table:
+def mixed(db_home: Path, http_server: FaultServer, tmp_path: Path) -> mt.Table:
     """Five rows: three good images (widths 30, 40, 50), one missing (with a secret token), one corrupt."""
     folder = f"mixed-{tmp_path.name}"
     urls = [
@@ -108,7 +101,9 @@ def test_selected_media_that_cannot_be_read_raises(mixed: mt.Table, capsys: pyte
     assert "2 of 5 values of 'image' failed (1 not found, 1 decode error)" in capsys.readouterr().out
 
 
-def test_decompression_bombs_are_decode_errors_everywhere(home: Path, http_server: FaultServer, tmp_path: Path) -> None:
+def test_decompression_bombs_are_decode_errors_everywhere(
+    db_home: Path, http_server: FaultServer, tmp_path: Path
+) -> None:
     bomb = mediagen.make_png_bomb(tmp_path / "bomb.png")
     assert len(bomb.read_bytes()) < 100
     good = http_server.put("bombs/good.png", mediagen.make_png(tmp_path / "good.png", size=(8, 6)).read_bytes())
