@@ -32,7 +32,7 @@ from mediatable.errors import (
 )
 from mediatable.io.objects import ObjectInfo, ObjectStores, translate_error
 from mediatable.io.urls import parse_url
-from servers.cloud import SEED, AzureServer, GCSServer, S3Server
+from servers.cloud import SEED, AzureServer, GCSServer, S3Server, write_service_account
 from servers.http import FaultServer
 
 CAT = SEED["images/cat.jpg"]
@@ -287,22 +287,24 @@ def test_gcs_anonymous_upload_is_refused_early(clean_env: Path, tmp_path: Path) 
         make_stores(clean_env).put_file(parse_url("gs://some-bucket/a.txt"), source)
 
 
-@pytest.mark.xfail(
-    raises=MediaFetchError,
-    strict=True,
-    reason="fake-gcs-server answers obstore's XML-API upload with 400 'invalid uploadType' (real GCS accepts it)",
-)
-def test_gcs_put_file(
-    gcs_server: GCSServer, gcs_key_file: Path, monkeypatch: pytest.MonkeyPatch, clean_env: Path, tmp_path: Path
-) -> None:
-    # Credentials are needed: obstore asks the metadata server for a token on upload even with
-    # skip_signature, so an anonymous upload never reaches the server.
-    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(gcs_key_file))
-    source = tmp_path / "a.txt"
-    source.write_bytes(b"upload")
-    stores = make_stores(clean_env, {f"gs://{gcs_server.bucket}": {"endpoint": gcs_server.endpoint}})
-    stores.put_file(parse_url(f"gs://{gcs_server.bucket}/up/a.txt"), source)
-    assert gcs_server.get("up/a.txt") == b"upload"
+def test_gcs_put_file(gcs_server: GCSServer, monkeypatch: pytest.MonkeyPatch, clean_env: Path, tmp_path: Path) -> None:
+    # GCS uploads go to a PUT URL signed with the service-account key: fake-gcs-server accepts those
+    # (it answers plain XML API uploads with 400), and so does real GCS.
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(write_service_account(tmp_path, gcs_server.endpoint)))
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.endpoint)
+    source = tmp_path / "a.png"
+    source.write_bytes(b"\x89PNG-upload")
+    stores = make_stores(clean_env)
+    url = parse_url(f"gs://{gcs_server.bucket}/up/odd name+1.png")
+    info = stores.put_file(url, source)
+    assert info.size == len(source.read_bytes())
+    blob = gcs_server.client.bucket(gcs_server.bucket).get_blob("up/odd name+1.png")
+    assert blob.download_as_bytes() == source.read_bytes() and blob.content_type == "image/png"
+    assert stores.head(url).size == info.size
+    stores.delete(url)
+    assert gcs_server.client.bucket(gcs_server.bucket).get_blob("up/odd name+1.png") is None
+    with pytest.raises(MediaNotFound):
+        stores.put_file(parse_url("gs://mt-no-such-bucket/a.png"), source)
 
 
 # -- Azure ----------------------------------------------------------------------------------------------

@@ -30,8 +30,9 @@ from mediatable.cli import main
 from mediatable.config import Settings
 from mediatable.errors import InvalidArgument, PresignError
 from mediatable.io.objects import ObjectStores
-from mediatable.io.presign import Presigner, gcs_signed_url
-from servers.cloud import SEED, AzureServer, GCSServer, S3Server
+from mediatable.io.objects.gcs import signed_url
+from mediatable.io.presign import Presigner
+from servers.cloud import SEED, AzureServer, GCSServer, S3Server, write_service_account
 from servers.http import FaultServer
 
 CAT = SEED["images/cat.jpg"]
@@ -138,32 +139,6 @@ def test_signing_makes_no_network_call(monkeypatch: pytest.MonkeyPatch, clean_en
 # -- GCS ------------------------------------------------------------------------------------------------
 
 
-def write_service_account(folder: Path, base_url: str) -> Path:
-    """A service-account key file with a fresh RSA key (its token URI points nowhere)."""
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    path = folder / "service-account.json"
-    path.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": "mediatable-test",
-                "private_key_id": "mt-test-key",
-                "private_key": pem,
-                "client_email": "signer@mediatable-test.iam.gserviceaccount.com",
-                "client_id": "1",
-                "token_uri": "http://127.0.0.1:9/token",
-                "gcs_base_url": base_url,
-                "disable_oauth": True,
-            }
-        )
-    )
-    path.chmod(0o600)
-    return path
-
-
 def verify_goog4(url: str, key: dict[str, Any]) -> None:
     """Check a GOOG4-RSA-SHA256 URL against the documented algorithm with the account's public key."""
     parts = urlsplit(url)
@@ -218,7 +193,7 @@ def test_gcs_default_host_and_signing_function() -> None:
     ).decode()
     key = {"client_email": "a@b.iam.gserviceaccount.com", "private_key": pem}
     when = datetime.datetime(2026, 12, 1, 12, 0, 0, tzinfo=datetime.UTC)
-    url = gcs_signed_url(key, "https://storage.googleapis.com", "bucket", "dir/a b+c.jpg", 604800, when)
+    url = signed_url(key, "https://storage.googleapis.com", "bucket", "dir/a b+c.jpg", 604800, when)
     assert url.startswith("https://storage.googleapis.com/bucket/dir/a%20b%2Bc.jpg?X-Goog-Algorithm=GOOG4-RSA-SHA256")
     assert "X-Goog-Date=20261201T120000Z" in url and "X-Goog-Expires=604800" in url
     verify_goog4(url, key)

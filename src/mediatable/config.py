@@ -159,6 +159,11 @@ class Settings:
     progress: bool | None = None
     """Show progress bars: True, False, or None (only when stderr is a terminal). Env `MEDIATABLE_PROGRESS`."""
 
+    output_media_dest: str | None = None
+    """Where computed media columns write their files when `add_computed_column` names no
+    `destination=`: `s3://bucket/prefix/`, `gs://…`, `az://…` or a local folder. Env
+    `MEDIATABLE_OUTPUT_MEDIA_DEST`; default None (`<home>/media`)."""
+
     buckets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
     """Per-bucket object-store options keyed by `scheme://bucket`, in obstore's key names. Config file only."""
 
@@ -255,6 +260,7 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "MEDIATABLE_PROGRESS": ("progress", _parse_bool),
     "MEDIATABLE_BLOCK_SIZE": ("block_size", parse_size),
     "MEDIATABLE_MIN_RANGED_SIZE": ("min_ranged_size", parse_size),
+    "MEDIATABLE_OUTPUT_MEDIA_DEST": ("output_media_dest", str),
 }
 
 _FILE_PARSERS: dict[str, Any] = {
@@ -270,6 +276,7 @@ _FILE_PARSERS: dict[str, Any] = {
     "progress": _parse_bool,
     "block_size": parse_size,
     "min_ranged_size": parse_size,
+    "output_media_dest": str,
 }
 
 

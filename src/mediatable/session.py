@@ -21,6 +21,7 @@ from mediatable.io.media_store import MediaStore
 from mediatable.io.objects import ObjectStores
 from mediatable.io.presign import Presigner
 from mediatable.io.transfer import ProgressBars, TransferStage
+from mediatable.io.uploads import Uploads
 
 
 def mask_password(url: str) -> str:
@@ -50,6 +51,9 @@ class Session:
         self.media_store = MediaStore(settings.media_dir)
         self.providers = providers.Providers(settings)  # AI providers' clients, made on first use
         providers.activate(self.providers)
+        self.uploads = Uploads(
+            self.stores, self.transfers, self.cache, self.media_store, settings.media_dir / ".staging", progress_bars
+        )
 
     def __repr__(self) -> str:
         return f"Session(catalog={mask_password(self.settings.catalog_url)!r}, home={str(self.settings.home)!r})"
@@ -58,6 +62,7 @@ class Session:
         """Release database connections and cache resources."""
         providers.deactivate(self.providers)
         self.providers.close()
+        self.uploads.close()
         self.transfers.close()  # cancels transfers still running; then leases and the index close
         self.cache.close()
         self.engine.dispose()

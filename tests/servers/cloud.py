@@ -20,6 +20,7 @@ import email.utils
 import hashlib
 import hmac
 import http.client
+import json
 import os
 import platform
 import signal
@@ -238,6 +239,35 @@ class GCSServer:
     def get(self, key: str, bucket: str | None = None) -> bytes:
         """The object's bytes."""
         return self.client.bucket(bucket or self.bucket).blob(key).download_as_bytes()
+
+
+def write_service_account(folder: Path, base_url: str) -> Path:
+    """A service-account key file with a fresh RSA key for `base_url` (its token URI points nowhere)."""
+    from cryptography.hazmat.primitives import serialization  # deferred like the other SDKs
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    path = folder / "service-account.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "mediatable-test",
+                "private_key_id": "mt-test-key",
+                "private_key": pem,
+                "client_email": "signer@mediatable-test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": "http://127.0.0.1:9/token",
+                "gcs_base_url": base_url,
+                "disable_oauth": True,
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
 
 
 def _fake_gcs_binary() -> Path:

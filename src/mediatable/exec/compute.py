@@ -32,6 +32,7 @@ def targets(meta: TableMeta, columns: Sequence[Column], on_error: str | None = N
             table_id=meta.id,
             on_error=on_error or c.on_error or "ignore",
             table_path=meta.path,
+            destination=c.destination,
         )
         for c in columns
     ]
@@ -50,7 +51,12 @@ def compute(
     if not columns or not rows:
         return
     pipeline = Pipeline(
-        lease, session.media_store, session.settings.compute_workers, progress, presigner=session.presigner
+        lease,
+        session.media_store,
+        session.settings.compute_workers,
+        progress,
+        presigner=session.presigner,
+        uploads=session.uploads,
     )
     pipeline.run(rows, targets(meta, columns, on_error))
 

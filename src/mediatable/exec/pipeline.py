@@ -35,6 +35,7 @@ from mediatable.exprs.presign import PresignedUrl
 from mediatable.functions._errors import decode_errors
 from mediatable.io.cache import RemoteObject
 from mediatable.io.media_store import MediaStore
+from mediatable.io.uploads import UploadBatch
 from mediatable.io.urls import is_url_like, redact_url
 
 
@@ -56,6 +57,12 @@ class Presigner(Protocol):
     def presign(self, urls: Sequence[str], expiration_seconds: int) -> list[str | MediaError]: ...
 
 
+class Uploads(Protocol):
+    """The part of :class:`~mediatable.io.uploads.Uploads` the pipeline uses."""
+
+    def batch(self) -> UploadBatch: ...
+
+
 @dataclasses.dataclass
 class Target:
     """One value to compute per row: `expr`, stored as column `name` of type `col_type`."""
@@ -67,6 +74,7 @@ class Target:
     on_error: str = "ignore"
     table_path: str = ""
     save_media: bool = True
+    destination: str | None = None  # generated media goes there (uploaded), else to the media store
 
 
 class MediaAccess:
@@ -226,9 +234,12 @@ class Pipeline:
         progress: Callable[[int], None] | None = None,
         *,
         presigner: Presigner | None = None,
+        uploads: Uploads | None = None,
     ) -> None:
         self.media = MediaAccess(lease)
         self.presigner = presigner
+        self.uploads = uploads
+        self._batch: UploadBatch | None = None
         self.media_store = media_store
         self.workers = max(1, workers)
         self.progress = progress
@@ -236,11 +247,31 @@ class Pipeline:
     def run(self, rows: list[dict[str, Any]], targets: Sequence[Target], chunk_size: int = 0) -> None:
         """Compute every target for every row, in place (`row[target.name] = value or CellError`).
 
+        Generated media of targets with a destination is uploaded while the run goes on (on the
+        transfer stage), and the cells get the objects' URLs when the run ends; until then they hold
+        the local staging file, which targets computed from them read.
+
         Raises:
             ComputeError: a target with `on_error='abort'` failed; the message names column and row.
         """
         if not rows or not targets:
             return
+        uploading = [t for t in targets if t.destination and t.col_type.is_media and t.save_media]
+        if uploading and self.uploads is not None:
+            self._batch = self.uploads.batch()
+        batch = self._batch
+        try:
+            self._run(rows, targets, chunk_size)
+        except BaseException:
+            if batch is not None:
+                batch.settle()  # wait for what started and clean up; the failure is what gets raised
+            raise
+        finally:
+            self._batch = None
+        if batch is not None:
+            self._settle(batch, rows, uploading)
+
+    def _run(self, rows: list[dict[str, Any]], targets: Sequence[Target], chunk_size: int = 0) -> None:
         computed_here = {t.name for t in targets}
         inputs = media_inputs([t.expr for t in targets], computed_here)
         ranged = ranged_inputs([t.expr for t in targets], computed_here)
@@ -336,15 +367,7 @@ class Pipeline:
                     value = self._finish(target, value)
                     env.values[target.name] = value
                     if isinstance(value, CellError) and target.on_error == "abort":
-                        row_id = env.values.get("_rowid")
-                        where = f"row {row_id}" if row_id is not None else f"input row {chunk[position]}"
-                        raise ComputeError(
-                            f"computing {target.table_path}.{target.name} failed at {where}: "
-                            f"{value.errortype}: {value.errormsg}",
-                            table=target.table_path,
-                            column=target.name,
-                            row=row_id if row_id is not None else chunk[position],
-                        ) from value.exc
+                        raise _failed(target, env.values, chunk[position], value)
         finally:
             for env in envs:
                 env.close()
@@ -360,12 +383,45 @@ class Pipeline:
         try:
             generated = not isinstance(value, str) or not is_url_like(value)
             if target.col_type.is_media and target.save_media and generated:
+                if target.destination and self._batch is not None:
+                    return self._batch.add(value, target.destination)  # the staging file, until the run ends
                 value = self.media_store.save(value, target.table_id, target.name)
             elif target.col_type.is_media and not target.save_media:
                 return value
             return target.col_type.validate(value)
         except (DataError, OSError, ValueError) as exc:
             return CellError.from_exception(exc, f"result of {target.name}: ")
+
+    def _settle(self, batch: UploadBatch, rows: list[dict[str, Any]], targets: Sequence[Target]) -> None:
+        """Wait for the run's uploads and put each object's URL (or its upload's error) in its cells."""
+        results = batch.settle()
+        for target in targets:
+            for index, row in enumerate(rows):
+                staged = row.get(target.name)
+                if not batch.is_staged(staged):
+                    continue
+                result = results[staged]
+                if isinstance(result, str):
+                    row[target.name] = result
+                    continue
+                error = CellError.from_exception(result, f"upload of {target.name}: ")
+                row[target.name] = error
+                if target.on_error == "abort":
+                    raise _failed(target, row, index, error)
+
+
+def _failed(target: Target, values: dict[str, Any], position: int, error: CellError) -> ComputeError:
+    """The error that aborts an operation at a failed cell: names the column and the row."""
+    row_id = values.get("_rowid")
+    where = f"row {row_id}" if row_id is not None else f"input row {position}"
+    failure = ComputeError(
+        f"computing {target.table_path}.{target.name} failed at {where}: {error.errortype}: {error.errormsg}",
+        table=target.table_path,
+        column=target.name,
+        row=row_id if row_id is not None else position,
+    )
+    failure.__cause__ = error.exc
+    return failure
 
 
 def _is_light(expr: Expr) -> bool:

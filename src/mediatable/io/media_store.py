@@ -38,13 +38,23 @@ class MediaStore:
         A path inside the system temp folder is moved (functions write their outputs there);
         any other path is copied, so user files are never moved away.
         """
-        folder = self.root / str(table_id) / column
+        return normalize_url(str(self.write(value, self.root / str(table_id) / column)))
+
+    def write(self, value: Any, folder: Path) -> Path:
+        """Write `value` as a file with a new unique name in `folder` (created when missing); its path.
+
+        PIL images are written as JPEG (RGB, L) or PNG (other modes); a path is moved or copied as
+        in :meth:`save`, keeping its extension.
+
+        Raises:
+            DataError: `value` is neither a PIL image nor the path of a file.
+        """
         folder.mkdir(parents=True, exist_ok=True)
         if isinstance(value, PIL.Image.Image):
             fmt = "PNG" if value.mode not in ("RGB", "L") else "JPEG"
             target = folder / f"{uuid.uuid4().hex}.{'png' if fmt == 'PNG' else 'jpg'}"
             value.save(target, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-            return normalize_url(str(target))
+            return target
         if isinstance(value, str | os.PathLike):
             source = Path(value)
             if not source.is_file():
@@ -54,7 +64,7 @@ class MediaStore:
                 shutil.move(source, target)
             else:
                 shutil.copyfile(source, target)
-            return normalize_url(str(target))
+            return target
         raise DataError(f"expected a PIL image or a file path for a media column, got {type(value).__name__}")
 
 

@@ -21,34 +21,25 @@ and reprs show them redacted.
 
 from __future__ import annotations
 
-import base64
 import datetime
-import functools
-import hashlib
-import json
-import re
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import obstore
 import obstore.exceptions
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mediatable.errors import DataError, InvalidArgument, MediaError, PresignError
-from mediatable.io.objects import ObjectStores
+from mediatable.io.objects import ObjectStores, gcs
 from mediatable.io.objects.errors import scrub
-from mediatable.io.objects.gcs import service_account_file
 from mediatable.io.urls import MediaUrl, parse_url, redact_url
 
-__all__ = ["MAX_EXPIRATION", "Presigner", "check_expiration", "gcs_signed_url"]
+__all__ = ["MAX_EXPIRATION", "Presigner", "check_expiration"]
 
 SEVEN_DAYS = 7 * 24 * 3600
 MAX_EXPIRATION: dict[str, int] = {"s3": SEVEN_DAYS, "gs": SEVEN_DAYS}
 """The longest expiry each provider accepts, in seconds, by URL kind (Azure SAS have none)."""
 _PROVIDER = {"s3": "S3", "gs": "GCS", "azure": "Azure"}
-_GCS_HOST = "https://storage.googleapis.com"
 
 
 def check_expiration(expiration_seconds: Any, kind: str | None = None) -> int:
@@ -169,99 +160,18 @@ class Presigner:
                 "(or a connection string with AccountKey)",
                 url=safe,
             )
-        if url.kind == "gs" and _gcs_key(config) is not None:
+        if url.kind == "gs" and gcs.signing_key(config) is not None:
             return store, "gcs-key"
         return store, "obstore"
 
     def _sign(self, store: Any, kind: str, urls: list[MediaUrl], expiration_seconds: int) -> list[str]:
         if kind == "gcs-key":
-            key = _gcs_key(store.config)
+            key = gcs.signing_key(store.config)
             assert key is not None
-            base = str(store.config.get("base_url") or key.get("gcs_base_url") or _GCS_HOST)
-            now = datetime.datetime.now(datetime.UTC)
-            return [gcs_signed_url(key, base, url.bucket, url.key, expiration_seconds, now) for url in urls]
+            base, now = gcs.base_url(store.config, key), datetime.datetime.now(datetime.UTC)
+            return [gcs.signed_url(key, base, url.bucket, url.key, expiration_seconds, now) for url in urls]
         expires = datetime.timedelta(seconds=expiration_seconds)
         return list(obstore.sign(store, "GET", [url.key for url in urls], expires))
-
-
-def gcs_signed_url(
-    key: dict[str, Any], base_url: str, bucket: str, name: str, expiration_seconds: int, now: datetime.datetime
-) -> str:
-    """A GOOG4-RSA-SHA256 signed GET URL for `gs://bucket/name`, path-style on `base_url`'s host.
-
-    The algorithm of https://cloud.google.com/storage/docs/access-control/signing-urls-manually,
-    signed locally with the service account's private key (no network).
-
-    Args:
-        key: a service-account key (the JSON of its key file: `client_email`, `private_key`).
-        base_url: `https://storage.googleapis.com`, or an emulator's base URL.
-        bucket, name: the object.
-        expiration_seconds: the link's lifetime (at most 7 days).
-        now: the signing time (`X-Goog-Date`).
-
-    Examples:
-        >>> from cryptography.hazmat.primitives.asymmetric import rsa
-        >>> from cryptography.hazmat.primitives import serialization
-        >>> pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        ...     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        >>> key = {"client_email": "sa@p.iam.gserviceaccount.com", "private_key": pem.decode()}
-        >>> when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
-        >>> url = gcs_signed_url(key, "https://storage.googleapis.com", "b", "a b.jpg", 60, when)
-        >>> url.split("?")[0], "X-Goog-Date=20260102T030405Z" in url
-        ('https://storage.googleapis.com/b/a%20b.jpg', True)
-    """
-    parts = urlsplit(base_url)
-    host = parts.netloc
-    stamp = now.astimezone(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    scope = f"{stamp[:8]}/auto/storage/goog4_request"
-    resource = f"{parts.path.rstrip('/')}/{bucket}/{quote(name, safe='/~')}"
-    query = {
-        "X-Goog-Algorithm": "GOOG4-RSA-SHA256",
-        "X-Goog-Credential": f"{key['client_email']}/{scope}",
-        "X-Goog-Date": stamp,
-        "X-Goog-Expires": str(expiration_seconds),
-        "X-Goog-SignedHeaders": "host",
-    }
-    canonical_query = urlencode(sorted(query.items()), quote_via=quote, safe="~")
-    canonical_request = "\n".join(["GET", resource, canonical_query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"])
-    to_sign = "\n".join(
-        ["GOOG4-RSA-SHA256", stamp, scope, hashlib.sha256(canonical_request.encode("ascii")).hexdigest()]
-    )
-    private_key = _load_private_key(key["private_key"])
-    signature = private_key.sign(to_sign.encode("ascii"), padding.PKCS1v15(), hashes.SHA256()).hex()
-    return f"{parts.scheme}://{host}{resource}?{canonical_query}&X-Goog-Signature={signature}"
-
-
-@functools.lru_cache(maxsize=16)
-def _load_private_key(pem: str) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(pem.encode(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("the service account's private_key is not an RSA key")
-    return key
-
-
-def _gcs_key(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The service-account key a GCS store signs with, when it has one (from a file or inline JSON)."""
-    options = {re.sub(r"^google_", "", str(k).lower()): v for k, v in config.items()}
-    for name in ("service_account", "service_account_path", "application_credentials"):
-        if options.get(name):
-            return service_account_file(str(options[name]))
-    inline = options.get("service_account_key")
-    if inline:
-        return _inline_key(str(inline))
-    return None
-
-
-@functools.lru_cache(maxsize=8)
-def _inline_key(text: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        try:
-            data = json.loads(base64.b64decode(text))
-        except ValueError:
-            return None
-    return data if isinstance(data, dict) and "private_key" in data and "client_email" in data else None
 
 
 def _has(config: dict[str, Any], *names: str) -> bool:

@@ -11,6 +11,7 @@ from mediatable.errors import AlreadyExists, ColumnNotFound, ExprError, InvalidA
 from mediatable.exec import compute
 from mediatable.exec.status import UpdateStatus, plural
 from mediatable.exprs import ColumnRef, Expr, as_expr, serialize
+from mediatable.io.destinations import parse_destination, probe
 from mediatable.table.base import ON_ERROR, TableBase
 
 
@@ -32,8 +33,11 @@ class ComputedColumns(TableBase):
             on_error: 'ignore' (default): a failing cell keeps its error, readable as
                 `t.col.errortype` / `t.col.errormsg`; 'abort': the first error undoes the whole call.
             if_exists: 'error', 'ignore' or 'replace' when a column of that name exists.
-            destination: reserved for writing generated media to object storage (later); None writes
-                generated media under `<home>/media`.
+            destination: where media columns write the files they generate: `s3://bucket/prefix/`,
+                `gs://…`, `az://container/prefix/` or a local folder. Objects are named by their
+                content (`<sha256>.<ext>`); rows inserted later upload on insert. Checked before
+                any work (the bucket must exist and accept a write). Default: the `output_media_dest`
+                setting, else `<home>/media`. Dropping the column never deletes those objects.
             quiet: do not print the per-column summary lines.
             **named: `name=expression` pairs, e.g. `width=t.image.width`.
 
@@ -60,12 +64,12 @@ class ComputedColumns(TableBase):
             raise InvalidArgument("add_computed_column() needs name=expression")
         self._check_new_column_names(named)
         self._fresh()
-        if destination is not None:
-            raise InvalidArgument("destination= is not supported yet: generated media is written under <home>/media")
-        total = UpdateStatus(operation="updated")
-        for name, value in named.items():
-            expr = as_expr(value)
+        exprs = {name: as_expr(value) for name, value in named.items()}
+        for expr in exprs.values():
             self._check_expr(expr)
+        destinations = self._destinations(exprs, destination)
+        total = UpdateStatus(operation="updated")
+        for name, expr in exprs.items():
             if name in self._meta.columns:
                 if if_exists == "ignore":
                     continue
@@ -79,6 +83,7 @@ class ComputedColumns(TableBase):
                 position=0,
                 computed_spec=serialize.to_dict(expr),
                 on_error=on_error,
+                destination=destinations.get(name),
             )
             self._set_meta(self._session.catalog.add_column(self._meta, column, if_exists=if_exists))
             new_column = self._meta.own_columns[name]
@@ -97,6 +102,25 @@ class ComputedColumns(TableBase):
             total = total + status
             total.num_rows = status.num_rows
         return total
+
+    def _destinations(self, exprs: dict[str, Expr], destination: str | None) -> dict[str, str]:
+        """Each media column's destination URL, checked (and probed with a write) before any work."""
+        explicit = destination is not None
+        chosen = destination if explicit else self._session.settings.output_media_dest
+        if chosen is None:
+            return {}
+        media = [name for name, expr in exprs.items() if expr.col_type.is_media]
+        if explicit and not media:
+            kinds = ", ".join(f"{name!r} is {expr.col_type!r}" for name, expr in exprs.items())
+            raise InvalidArgument(f"destination= is for columns of generated media (Image, Video, ...): {kinds}")
+        if not media:
+            return {}
+        try:
+            parsed = parse_destination(chosen)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"column {media[0]!r}: {exc}") from None
+        probe(parsed, self._session.stores, media[0])
+        return dict.fromkeys(media, parsed.url)
 
     def _check_expr(self, expr: Expr) -> None:
         visible = self._meta.columns

@@ -6,6 +6,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 
 from mediatable.config import Settings
 from mediatable.errors import CacheError
@@ -18,7 +19,7 @@ from mediatable.io.cache.lease import Lease
 from mediatable.io.cache.ranged import RangedReads
 from mediatable.io.cache.sweep import reconcile
 from mediatable.io.cache.warm import Warmed, warm
-from mediatable.io.objects import ObjectStores
+from mediatable.io.objects import ObjectInfo, ObjectStores
 from mediatable.io.transfer import ProgressBars, TransferStage
 
 __all__ = ["FileCache"]
@@ -117,6 +118,19 @@ class FileCache:
         """
         with self.lease() as lease:
             return warm(self._core, lease, urls, progress)
+
+    async def adopt(self, url: str, source: Path, info: ObjectInfo) -> bool:
+        """Cache the local file ``source`` as the object at ``url`` (which holds the same bytes): no download later.
+
+        For files just uploaded (generated media written to a destination). The file is moved
+        into the cache; False (``source`` left in place) when the budget has no room for it or the
+        entry exists. Runs on the transfer stage's loop: ``cache.transfers.submit(cache.adopt(...))``.
+
+        Raises:
+            CacheError: the cache folder cannot be written.
+        """
+        self._core.check_open()
+        return await self._downloader.adopt(self._core.parse(url), source, info)
 
     def info(self) -> CacheInfo:
         """Totals from the index plus this object's counters.

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import itertools
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -317,6 +319,54 @@ class Downloader:
                 state.discard_file()
                 if state.reserved:
                     core.budget.unreserve(state.size)
+        finally:
+            if not keep_lock:
+                core.locks.release(lock, url_digest)
+
+    async def adopt(self, mu: MediaUrl, source: Path, info: ObjectInfo) -> bool:
+        """Make the local file ``source`` (the bytes just uploaded to ``mu``) the cache entry of ``mu``.
+
+        Like a download's publish: under the entry lock and a reservation, ``source`` is moved in
+        (copied through ``tmp/`` when it is on another file system), renamed and indexed. Returns
+        False, leaving ``source`` where it is, when the budget has no room or the entry exists.
+        Runs on the transfer stage's loop.
+        """
+        core = self._core
+        url = mu.url
+        url_digest = digest(url)
+        rel = file_name(url_digest, mu.extension)
+        final_name = f"{core.root}/{rel}"
+        if not core.budget.fits(info.size):
+            return False
+        lock = await core.locks.acquire_async(url_digest)
+        keep_lock = False
+        try:
+            if os.path.exists(final_name) and core.lookup(url) is not None:
+                return False  # the same content is cached already (names are content addresses)
+            victims = await core.budget.reserve(info.size)
+            if victims is None:
+                return False
+            if victims:
+                core.remove_files(victims)
+            try:
+                os.makedirs(f"{core.root}/{url_digest[:2]}", exist_ok=True)
+                try:
+                    os.replace(source, final_name)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    temp = f"{core.root}/tmp/{rel[3:]}.{core.pid}-{core.owner[-12:]}{next(self._temp_ids):x}.part"
+                    shutil.copyfile(source, temp)
+                    os.replace(temp, final_name)
+                    os.unlink(source)
+            except OSError as exc:
+                core.budget.unreserve(info.size)
+                raise CacheError(f"cannot write to the file cache at {core.directory}: {exc}") from exc
+            core.memo.remember(url, Entry(Path(final_name), final_name, info.size, info.etag, None))
+            published = self._publish(url, rel, info)
+            keep_lock = True
+            published.add_done_callback(lambda done: self._published(done, lock, url_digest, url))
+            return True
         finally:
             if not keep_lock:
                 core.locks.release(lock, url_digest)

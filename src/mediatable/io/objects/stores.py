@@ -14,16 +14,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import obstore
-from obstore.store import LocalStore, ObjectStore
+from obstore.store import HTTPStore, LocalStore, ObjectStore
 
 from mediatable.config import Settings
 from mediatable.errors import Error, MediaAccessDenied, MediaConfigError, MediaError
+from mediatable.io.objects import gcs
 from mediatable.io.objects.aws import AwsProfiles, s3_plan
 from mediatable.io.objects.azure import azure_plan
 from mediatable.io.objects.errors import translate_error
 from mediatable.io.objects.gcs import gcs_plan
 from mediatable.io.objects.http import http_plan
-from mediatable.io.objects.options import StoreContext, StorePlan, build_store
+from mediatable.io.objects.options import NO_RETRIES, StoreContext, StorePlan, build_store
 from mediatable.io.urls import MediaUrl, is_url_like, parse_url, redact_url
 
 __all__ = ["Credentials", "ObjectInfo", "ObjectStores"]
@@ -226,6 +227,51 @@ class ObjectStores:
         """
         source = Path(local_path)
         size = source.stat().st_size  # raises the plain FileNotFoundError for a missing source
+        store, path, options = self._upload(url, content_type)
+        try:
+            result = obstore.put(store, path, source, **options)
+        except Exception as exc:
+            raise self.translate_error(exc, url.url) from exc
+        return ObjectInfo(size=size, etag=result.get("e_tag"), last_modified=None, version=result.get("version"))
+
+    async def put_file_async(
+        self, url: MediaUrl, local_path: str | os.PathLike[str], *, content_type: str | None = None
+    ) -> ObjectInfo:
+        """:meth:`put_file` for event loops (obstore's async API): one attempt, no retries.
+
+        Examples:
+            >>> info = await stores.put_file_async(parse_url("s3://bucket/a.png"), "a.png")  # doctest: +SKIP
+        """
+        source = Path(local_path)
+        size = source.stat().st_size
+        store, path, options = self._upload(url, content_type)
+        try:
+            result = await obstore.put_async(store, path, source, **options)
+        except Exception as exc:
+            raise self.translate_error(exc, url.url) from exc
+        return ObjectInfo(size=size, etag=result.get("e_tag"), last_modified=None, version=result.get("version"))
+
+    def delete(self, url: MediaUrl) -> None:
+        """Delete the object at `url` (what the destination probe writes; nothing else deletes).
+
+        Raises:
+            MediaError: the request failed (a missing object is not an error on every store).
+        """
+        store, path = self.resolve(url)
+        try:
+            obstore.delete(store, path)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise self.translate_error(exc, url.url) from exc
+
+    def _upload(self, url: MediaUrl, content_type: str | None) -> tuple[ObjectStore, str, dict[str, Any]]:
+        """Where an upload of `url` goes: (store, path, obstore put options).
+
+        GCS uploads go to a signed PUT URL (signed locally with a service-account key, else by
+        obstore): real GCS takes them like its XML API uploads, and so does fake-gcs-server, which
+        answers plain XML API uploads with 400.
+        """
         store, path, credentials = self._resolve(url)
         if url.kind == "gs" and not credentials.signed:
             # obstore fetches a token for GCS uploads even when told not to sign: fail here, not
@@ -235,15 +281,28 @@ class ObjectStores:
                 url=redact_url(url.url),
             )
         options: dict[str, Any] = {}
-        if url.kind in ("s3", "gs", "azure"):
-            guessed = content_type or mimetypes.guess_type(url.key)[0]
-            if guessed:
-                options["attributes"] = {"Content-Type": guessed}
-        try:
-            result = obstore.put(store, path, source, **options)
-        except Exception as exc:
-            raise self.translate_error(exc, url.url) from exc
-        return ObjectInfo(size=size, etag=result.get("e_tag"), last_modified=None, version=result.get("version"))
+        kind = content_type or mimetypes.guess_type(url.key)[0]
+        if url.kind in ("s3", "gs", "azure") and kind:
+            options["attributes"] = {"Content-Type": kind}
+        if url.kind != "gs":
+            return store, path, options
+        key = gcs.signing_key(store.config)
+        lifetime = datetime.timedelta(minutes=15)
+        if key is not None:
+            headers = {"Content-Type": kind} if kind else {}
+            now = datetime.datetime.now(datetime.UTC)
+            base = gcs.base_url(store.config, key)
+            target = gcs.signed_url(
+                key, base, url.bucket, url.key, int(lifetime.total_seconds()), now, method="PUT", headers=headers
+            )
+        else:
+            try:
+                target = obstore.sign(store, "PUT", path, lifetime)
+            except Exception as exc:
+                raise self.translate_error(exc, url.url) from exc
+        client = dict(store.client_options)
+        http_store = HTTPStore(target, client_options=client, retry_config=NO_RETRIES)
+        return http_store, "", {**options, "use_multipart": False}
 
     def translate_error(self, exc: BaseException, url: str) -> MediaError:
         """:func:`translate_error`; access denied to a request sent unsigned says that no credentials were found.
