@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.server
 import json
@@ -522,9 +523,10 @@ class _EchoAuth(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def echo_auth_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoAuth)
+@contextlib.contextmanager
+def local_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A small HTTP server with `handler` on 127.0.0.1 for one test: yields `host:port`, stopped after."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -533,6 +535,12 @@ def echo_auth_server() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def echo_auth_server() -> Iterator[str]:
+    with local_server(_EchoAuth) as address:
+        yield address
 
 
 def test_http_userinfo_becomes_basic_auth(echo_auth_server: str, clean_env: Path) -> None:
@@ -844,24 +852,16 @@ class _ErrorBody(http.server.BaseHTTPRequestHandler):
 
 
 def test_error_bodies_are_a_bounded_scrubbed_excerpt(clean_env: Path) -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ErrorBody)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        stores = make_stores(clean_env)
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        messages = {}
+    stores = make_stores(clean_env)
+    messages = {}
+    with local_server(_ErrorBody) as address:
         for path in _ErrorBody.bodies:
-            url = base + path
+            url = f"http://{address}{path}"
             error = stores.translate_error(raised(read, stores, url), url)
             assert isinstance(error, MediaAccessDenied) and error.status == 403
             messages[path] = printed(error)
             assert str(error).startswith(f"access denied: {url} (HTTP 403 Forbidden - ")
             assert len(str(error)) < len(url) + 260  # the status line and a bounded excerpt
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
     assert "denied for admin" in messages["/json"] and "403 Forbidden" in messages["/html"]
     everything = "\n".join(messages.values())
     for secret in ("AKIAIOSFODNN7EXAMPLE", "9f86d081884c7d659a2f", "tok-secret-123", "hunter2", "eyJhbGci", "\x1b"):
