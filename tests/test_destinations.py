@@ -235,3 +235,23 @@ def test_output_media_dest_is_the_default_and_uploads_show_progress(
     assert all(url.startswith(f"file://{folder}/") for url in urls)
     assert sorted(p.name for p in folder.iterdir()) == sorted(url.rsplit("/", 1)[1] for url in urls)
     assert "default-dest" in mt.get_table("pics")._meta.own_columns["thumb"].destination
+
+
+def test_output_media_dest_from_config_toml_is_checked_like_an_argument(
+    http_server: FaultServer, clean_env: Path, tmp_path: Path
+) -> None:
+    clean_env.mkdir()
+    (clean_env / "config.toml").write_text('output_media_dest = "ftp://nowhere/x/"\n')
+    mt.init(home=clean_env, quiet=True)
+    t = mt.create_table("pics", {"image": mt.Image, "n": mt.Int})
+    t.add_computed_column(double=t.n * 2, quiet=True)  # not media: the default does not apply
+    with pytest.raises(mt.InvalidArgument, match="column 'thumb': unsupported destination ftp://nowhere/x/"):
+        t.add_computed_column(thumb=t.image.resize((8, 6)), quiet=True)
+    folder = tmp_path / "from-toml"
+    (clean_env / "config.toml").write_text(f'output_media_dest = "{folder}"\n')
+    mt.init(home=clean_env, quiet=True)
+    t = mt.get_table("pics")
+    t.insert([{"image": images(http_server, tmp_path, COLORS[:1])[0], "n": 1}], quiet=True)
+    t.add_computed_column(thumb=t.image.resize((8, 6)), quiet=True)
+    (url,) = t.select(t.thumb.fileurl).collect()["thumb_fileurl"]
+    assert url.startswith(f"file://{folder}/") and len(list(folder.iterdir())) == 1
