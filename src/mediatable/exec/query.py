@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from mediatable import types as ts
 from mediatable.catalog.catalog import read_only
 from mediatable.catalog.model import Column, TableMeta
-from mediatable.exec import grouping
+from mediatable.errors import ExprError
+from mediatable.exec import grouping, joins
 from mediatable.exec.failures import Failures
 from mediatable.exec.media_cells import MediaCell
 from mediatable.exec.pipeline import Pipeline, Target, preflight
@@ -49,6 +50,7 @@ class QuerySpec:
     limit: int | None = None
     group_by: tuple[Expr, ...] | None = None  # None: not grouped (unless only aggregates are selected)
     distinct: bool = False
+    join: joins.Join | None = None
 
     @property
     def grouped(self) -> bool:
@@ -59,6 +61,8 @@ class QuerySpec:
         """The output (name, expression) pairs: the select list, or every column."""
         if self.select is not None:
             return list(self.select)
+        if self.join is not None:
+            return joins.default_outputs(self.meta, self.join.meta)
         return [(name, ColumnRef(column)) for name, column in self.meta.columns.items()]
 
 
@@ -130,6 +134,8 @@ def explain(spec: QuerySpec) -> str:
 
 def count(session: Session, spec: QuerySpec) -> int:
     """Number of rows matching the filter (counted by the database when the filter runs in SQL)."""
+    if spec.join is not None:
+        return len(joins.run(session, spec))
     if spec.grouped:
         return len(_grouped(session, spec, "abort", quiet=False))
     plan = _plan(spec)
@@ -162,6 +168,13 @@ def run_batches(
     Raises:
         ComputeError: a value computed by the query failed (unless `on_error='ignore'`).
     """
+    if spec.join is not None:
+        if spec.grouped:
+            raise ExprError("group_by() and distinct() over a join are not supported yet")
+        rows = joins.run(session, spec)
+        for start in range(0, len(rows), batch_size):
+            yield rows[start : start + batch_size]
+        return
     if spec.grouped:
         rows = _grouped(session, spec, on_error, quiet)
         for start in range(0, len(rows), batch_size):

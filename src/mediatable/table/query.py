@@ -16,6 +16,7 @@ import pyarrow as pa
 from mediatable import types as ts
 from mediatable.catalog.catalog import check_choice
 from mediatable.errors import ExprError, InvalidArgument
+from mediatable.exec import joins
 from mediatable.exec import query as run
 from mediatable.exec.ahead import ahead
 from mediatable.exec.failures import ON_ERROR
@@ -205,14 +206,43 @@ class Query:
 
     def _check(self, value: Any) -> Expr:
         expr = as_expr(value)
-        meta = self._spec.meta
-        visible = meta.columns
+        sides = [self._spec.meta] + ([self._spec.join.meta] if self._spec.join is not None else [])
         for node in expr.walk():
-            if isinstance(node, ColumnRef) and (
-                node.column.name not in visible or node.column.owner_id not in meta.owner_ids()
+            if isinstance(node, ColumnRef) and not any(
+                node.column.name in m.columns and node.column.owner_id in m.owner_ids() for m in sides
             ):
-                raise ExprError(f"{node!r} is not a column of {meta.path!r}")
+                raise ExprError(f"{node!r} is not a column of {' or '.join(repr(m.path) for m in sides)}")
         return expr
+
+    def join(self, other: Any, *, on: Any, how: str = "inner") -> Query:
+        """Join another table: rows of both where `on` holds (`how='left'` keeps unmatched rows of this side).
+
+        Runs as one SQL query, so `on`, filters, sort keys and outputs must be stored columns and
+        expressions that run in SQL; media columns come back as their stored URLs.
+
+        Examples:
+            >>> import mediatable as mt, tempfile
+            >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+            >>> pets = mt.create_table('pets', {'id': mt.Int, 'name': mt.String})
+            Created table 'pets'.
+            >>> owners = mt.create_table('owners', {'pet_id': mt.Int, 'owner': mt.String})
+            Created table 'owners'.
+            >>> _ = pets.insert([{'id': 1, 'name': 'Rex'}, {'id': 2, 'name': 'Tom'}], quiet=True)
+            >>> _ = owners.insert([{'pet_id': 1, 'owner': 'Ann'}], quiet=True)
+            >>> joined = pets.join(owners, on=pets.id == owners.pet_id, how='left')
+            >>> list(joined.select(pets.name, owners.owner).collect())
+            [{'name': 'Rex', 'owner': 'Ann'}, {'name': 'Tom', 'owner': None}]
+        """
+        check_choice("how", how, joins.HOW)
+        if self._spec.join is not None:
+            raise InvalidArgument("a query joins two tables at most (for now)")
+        other_meta = other._fresh()
+        joins.check_sides(self._spec.meta, other_meta)
+        joined = self._copy(join=joins.Join(other_meta, as_expr(on), how))
+        on_expr = joined._check(on)
+        if on_expr.col_type != ts.Bool:
+            raise ExprError(f"join(on=...) needs a boolean expression, got {on_expr!r}")
+        return joined
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -45,6 +45,10 @@ class Reads(TableBase):
         """Start a grouped query. See :meth:`Query.group_by`."""
         return self._query().group_by(*keys)
 
+    def join(self, other: Any, *, on: Any, how: str = "inner") -> Query:
+        """Start a query joining another table. See :meth:`Query.join`."""
+        return self._query().join(other, on=on, how=how)
+
     def distinct(self) -> Query:
         """Start a query returning distinct rows. See :meth:`Query.distinct`."""
         return self._query().distinct()
