@@ -37,7 +37,7 @@ FIRST_RUN = [
     "Added 5 column values with 0 errors.",
     "== Generate presigned URLs for serving media",
     "Added 2 column values with 0 errors.",
-    "== Thumbnails",
+    "== Upload generated media to S3",
     "Added 3 column values with 0 errors.",
     "== Import from CSV",
     "Created table 'from_csv'.",
@@ -85,6 +85,8 @@ def test_demo_runs_the_recipe_offline_and_the_second_run_comes_from_the_cache(tm
     fetched = [line for line in first if line.startswith("GET http://127.0.0.1:")]
     assert len(fetched) == 1 and "/mediatable-demo/videos/" in fetched[0] and "-> HTTP 200, " in fetched[0]
     assert "X-Amz-Signature" in first[first.index(fetched[0]) + 1]
+    assert any(line.startswith("3 objects in s3://mediatable-demo/thumbnails/") for line in first)
+    assert all(row.split()[3].startswith("s3://mediatable-demo/thumbnails/") for row in table[2:5])
     assert first[-1].startswith("This run downloaded 5 files (")  # 3 images over HTTP, 2 videos from S3
 
     second = run_demo(home, port)

@@ -72,5 +72,6 @@ def main(home: str | Path | None = None, *, cloud: bool = False, http_port: int 
                     images=[(label, f"{base}/{label}.jpg") for label in media.IMAGES],
                     videos_prefix=f"s3://{DEMO_BUCKET}/videos/",
                     workdir=workdir,
+                    destination=f"s3://{DEMO_BUCKET}/thumbnails/",
                 )
                 recipe.run(sources, home)

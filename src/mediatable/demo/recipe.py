@@ -32,6 +32,8 @@ class Sources:
         max_videos: how many of the listed videos to use.
         workdir: a folder for the CSV file the recipe writes and imports.
         settings: extra settings for `mt.init()` (per-bucket options).
+        destination: where the thumbnail column writes its images (a bucket prefix), or None for
+            `<home>/media`.
     """
 
     images: list[tuple[str, str]]
@@ -39,6 +41,7 @@ class Sources:
     workdir: Path
     max_videos: int = 2
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    destination: str | None = None
 
 
 def section(title: str, note: str = "") -> None:
@@ -87,8 +90,15 @@ def run(sources: Sources, home: str | Path | None = None) -> None:
     print(videos.add_computed_column(url=mt.functions.presigned_url(videos.video, expiration_seconds=3600)))
     fetch_one(videos)
 
-    section("Thumbnails", "Generated media is stored as files and referenced by URL.")
-    print(images.add_computed_column(thumb=images.image.thumbnail((128, 128))))
+    if sources.destination:
+        section("Upload generated media to S3", f"A thumbnail column written to {sources.destination}.")
+    else:
+        section("Thumbnails", "Generated media is stored under <home>/media and referenced by URL.")
+    thumbnail = images.image.thumbnail((128, 128))
+    print(images.add_computed_column(thumb=thumbnail, destination=sources.destination))
+    if sources.destination:
+        stored = list(mt.list_objects(sources.destination))
+        print(f"{len(stored)} objects in {sources.destination} ({human_size(sum(row['size'] for row in stored))})")
 
     section("Import from CSV", "A table created from a CSV of URLs; the same files come from the cache.")
     csv_path = sources.workdir / "urls.csv"
