@@ -26,7 +26,7 @@ CLOUD_IMAGES = [
 ]
 """Public images used by `mediatable demo --cloud`."""
 CLOUD_VIDEOS = "s3://multimedia-commons/data/videos/mp4/ffe/ff3/"
-"""A prefix of the public Multimedia Commons bucket (us-west-2, read anonymously) used by `--cloud`."""
+"""A prefix of the public Multimedia Commons bucket (us-west-2; anonymous without AWS credentials), for `--cloud`."""
 
 
 def main(home: str | Path | None = None, *, cloud: bool = False, http_port: int = servers.HTTP_PORT) -> None:
@@ -44,7 +44,7 @@ def main(home: str | Path | None = None, *, cloud: bool = False, http_port: int 
                 images=[(url.rsplit("/", 1)[1].removesuffix(".jpg"), url) for url in CLOUD_IMAGES],
                 videos_prefix=CLOUD_VIDEOS,
                 workdir=workdir,
-                settings={"buckets": {"s3://multimedia-commons": {"region": "us-west-2", "anonymous": True}}},
+                settings={"buckets": {"s3://multimedia-commons": {"region": "us-west-2"}}},
             )
             recipe.run(sources, home)
             return
