@@ -42,9 +42,9 @@ _SIMPLE_CASTS = {ts.String: pa.large_string(), ts.Float: pa.float64(), ts.Int: p
 class RowSource:
     """One source of rows, readable in batches; see the module docstring for what it accepts.
 
-    Lifecycle: built once per `insert()` / `create_table()` call. Files, DataFrames, Arrow tables
-    and lists can be read any number of times; a generator or iterator only once (a second
-    :meth:`batches` raises).
+    Lifecycle: built once per `insert()` / `create_table()` call (`insert()` also takes one as it
+    is). Files, DataFrames, Arrow tables and lists can be read any number of times; a generator or
+    iterator only once (a second :meth:`batches` raises).
 
     Args:
         source: a list or iterable of dicts, a DataFrame, a pyarrow Table, or a file path.
@@ -68,9 +68,7 @@ class RowSource:
         self._peeked: list[Any] = []
         self._consumed = False
         self._renames: dict[str, str] = {}
-        if isinstance(source, RowSource):
-            self.__dict__.update(source.__dict__)
-        elif isinstance(source, pa.Table):
+        if isinstance(source, pa.Table):
             self._arrow = _decoded(source)
         elif isinstance(source, pd.DataFrame):
             self._arrow = _from_pandas(source)

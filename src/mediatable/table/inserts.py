@@ -80,7 +80,8 @@ class Inserts(TableBase):
             rows = [values]
         session, meta = self._session, self._meta
         column_types = {name: c.col_type for name, c in meta.own_columns.items()}
-        batches = RowSource(rows).batches(BATCH_SIZE, column_types)
+        source = rows if isinstance(rows, RowSource) else RowSource(rows)
+        batches = source.batches(BATCH_SIZE, column_types)
 
         status = UpdateStatus(operation="inserted")
         stored = list(meta.own_columns.values())
