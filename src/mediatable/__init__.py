@@ -11,6 +11,7 @@ from mediatable.api import (
     audio_chunks,
     coalesce,
     create_dir,
+    create_snapshot,
     create_table,
     create_view,
     document_pages,
@@ -23,6 +24,7 @@ from mediatable.api import (
     list_dirs,
     list_objects,
     list_tables,
+    move,
 )
 from mediatable.config import Settings
 from mediatable.errors import (
@@ -31,6 +33,7 @@ from mediatable.errors import (
     CatalogError,
     ColumnNotFound,
     ComputeError,
+    ConcurrentChange,
     ConfigError,
     DataError,
     DependencyError,
@@ -50,6 +53,7 @@ from mediatable.errors import (
     NotFoundError,
     PresignError,
     ProviderError,
+    ReadOnlyTable,
     TableNotFound,
     UnsupportedScheme,
 )
@@ -84,6 +88,7 @@ __all__ = [
     "ColumnNotFound",
     "ColumnType",
     "ComputeError",
+    "ConcurrentChange",
     "ConfigError",
     "DataError",
     "DependencyError",
@@ -110,6 +115,7 @@ __all__ = [
     "PresignError",
     "ProviderError",
     "Query",
+    "ReadOnlyTable",
     "ResultSet",
     "Session",
     "Settings",
@@ -123,6 +129,7 @@ __all__ = [
     "audio_chunks",
     "coalesce",
     "create_dir",
+    "create_snapshot",
     "create_table",
     "create_view",
     "document_pages",
@@ -136,5 +143,6 @@ __all__ = [
     "list_dirs",
     "list_objects",
     "list_tables",
+    "move",
     "udf",
 ]

@@ -117,6 +117,8 @@ def create_table(
     source: Any = None,
     schema_overrides: Mapping[str, Any] | None = None,
     if_exists: str = "error",
+    primary_key: str | Sequence[str] | None = None,
+    media_validation: str = "on_read",
 ) -> Table:
     """Create a table with typed columns, empty or from a source of rows.
 
@@ -132,6 +134,11 @@ def create_table(
         schema_overrides: column name -> type instead of the inferred one, e.g. `{'image': mt.Image}`
             for a column of URLs (inferred as String).
         if_exists: 'error', 'ignore' (return the existing table, import nothing) or 'replace' (drop it first).
+        primary_key: a column name or a list of them (composite key): rows are unique by it,
+            `insert(..., on_conflict=...)` and `batch_update` use it.
+        media_validation: 'on_read' (default: a media URL is first read when a query or computed
+            column needs it) or 'on_write' (insert checks each media URL with a HEAD request and
+            refuses the rows whose media cannot be reached, without downloading anything).
 
     Returns:
         The new :class:`Table`.
@@ -156,7 +163,14 @@ def create_table(
     """
     existed = path in _session().catalog.list_tables()
     table = tables.create_table(
-        _session(), path, schema, if_exists=if_exists, source=source, schema_overrides=schema_overrides
+        _session(),
+        path,
+        schema,
+        if_exists=if_exists,
+        source=source,
+        schema_overrides=schema_overrides,
+        primary_key=primary_key,
+        media_validation=media_validation,
     )
     if not existed or if_exists == "replace":
         print(f"Created table {table._meta.name!r}.")
@@ -219,7 +233,7 @@ def create_view(path: str, base: Table, *, iterator: IteratorSpec, if_exists: st
 
 
 def get_table(path: str) -> Table:
-    """The table or view at `path`. Raises TableNotFound.
+    """The table or view at `path`; `'path:N'` opens its version N, read-only. Raises TableNotFound.
 
     Examples:
         >>> import mediatable as mt, tempfile
@@ -230,6 +244,44 @@ def get_table(path: str) -> Table:
         'pets'
     """
     return tables.get_table(_session(), path)
+
+
+def create_snapshot(path: str, table: Table) -> Table:
+    """Freeze a table's (or view's) current version under a new path: a read-only table that costs no copy.
+
+    While the snapshot exists, the versions it freezes cannot be reverted.
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> t = mt.create_table('pets', {'name': mt.String})
+        Created table 'pets'.
+        >>> _ = t.insert([{'name': 'Rex'}], quiet=True)
+        >>> snap = mt.create_snapshot('pets_monday', t)
+        >>> _ = t.insert([{'name': 'Tom'}], quiet=True)
+        >>> snap.count(), t.count()
+        (1, 2)
+    """
+    return tables.create_snapshot(_session(), path, table)
+
+
+def move(path: str | Table, new_path: str) -> None:
+    """Move (rename) a table, view, snapshot or directory; a directory takes everything in it along.
+
+    Handles keep working: they know their table by id, not by path.
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> _ = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> mt.create_dir('old')
+        Created directory 'old'.
+        >>> _ = mt.create_table('old.pets', {'name': mt.String})
+        Created table 'pets'.
+        >>> mt.move('old', 'new')
+        >>> mt.list_tables()
+        ['new.pets']
+    """
+    tables.move(_session(), path, new_path)
 
 
 def drop_table(path: str | Table, *, if_not_exists: str = "error", force: bool = False) -> None:

@@ -342,6 +342,9 @@ def load_settings(
     for positive in ("max_concurrent_downloads", "compute_workers", "block_size"):
         if positive in values and int(values[positive]) < 1:
             raise ConfigError(f"{positive} must be at least 1, not {values[positive]}")
+    for duration in ("connect_timeout", "request_timeout"):
+        if duration in values and not float(values[duration]) > 0:
+            raise ConfigError(f"{duration} must be more than 0 seconds, not {values[duration]}")
     return Settings(**values)
 
 

@@ -12,7 +12,9 @@ Every error the library raises on purpose derives from :class:`Error`::
     │   │   └── ColumnNotFound    (also AttributeError)
     │   ├── AlreadyExists
     │   ├── InvalidName
-    │   └── DependencyError          dropping something others depend on
+    │   ├── DependencyError          dropping something others depend on
+    │   ├── ConcurrentChange         another process changed the table's schema meanwhile
+    │   └── ReadOnlyTable            an earlier version or a snapshot cannot change
     ├── DataError                    (also ValueError) a value does not fit its column
     │   └── UnsupportedScheme        a media URL whose scheme we cannot read
     ├── ExprError                    an expression that cannot be built or typed
@@ -79,6 +81,22 @@ class InvalidName(CatalogError, ValueError):
 
 class DependencyError(CatalogError):
     """The object cannot be dropped or changed because others depend on it."""
+
+
+class ConcurrentChange(CatalogError):
+    """Another process changed the table's schema while this change was prepared; nothing was changed.
+
+    Attributes:
+        table: the table's path.
+    """
+
+    def __init__(self, message: str, *, table: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+class ReadOnlyTable(CatalogError):
+    """The handle reads an earlier version or a snapshot: its rows and schema cannot change."""
 
 
 class DataError(Error, ValueError):

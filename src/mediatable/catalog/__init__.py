@@ -1,6 +1,9 @@
 """The catalog: directories, tables, views and columns, persisted with SQLAlchemy (SQLite or PostgreSQL).
 
 It knows nothing of execution or of the user-facing handles: :mod:`~mediatable.catalog.catalog`
-changes and loads descriptions, :mod:`~mediatable.catalog.model` holds them in memory, and
-:mod:`~mediatable.catalog.schema` defines the catalog's own SQL tables and the naming rules.
+changes and loads descriptions, :mod:`~mediatable.catalog.model` holds them in memory,
+:mod:`~mediatable.catalog.schema` defines the catalog's own SQL tables and the naming rules,
+:mod:`~mediatable.catalog.versions` the table versions (locking, history, revert, old versions),
+:mod:`~mediatable.catalog.change` one open change and :mod:`~mediatable.catalog.columns` the column
+changes made inside it.
 """

@@ -7,16 +7,20 @@ between threads. Every change is one transaction, so another process sees all of
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from mediatable import types as ts
-from mediatable.catalog import schema
+from mediatable.catalog import columns as columns_ops
+from mediatable.catalog import schema, versions
+from mediatable.catalog.change import Change
 from mediatable.catalog.model import Column, TableMeta
+from mediatable.catalog.schema import check_choice
 from mediatable.errors import (
     AlreadyExists,
     CatalogError,
@@ -24,6 +28,7 @@ from mediatable.errors import (
     DependencyError,
     DirNotFound,
     InvalidArgument,
+    ReadOnlyTable,
     TableNotFound,
 )
 from mediatable.exprs import serialize
@@ -80,6 +85,9 @@ def _python_str(method: Callable[[str], str]) -> Callable[[Any], Any]:
     return lambda value: method(value) if isinstance(value, str) else value
 
 
+MEDIA_VALIDATION = ("on_read", "on_write")
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -102,6 +110,14 @@ class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         with engine.begin() as conn:
+            existing = (
+                sa.inspect(conn).get_columns(schema.tables.name) if sa.inspect(conn).has_table("mt_tables") else []
+            )
+            if existing and "root_id" not in {c["name"] for c in existing}:
+                raise CatalogError(
+                    "this catalog was written by an older mediatable without table versions; "
+                    "export its tables and start a new catalog (a new home or db_url)"
+                )
             schema.metadata.create_all(conn, checkfirst=True)
 
     # -- directories --------------------------------------------------------------------------
@@ -136,42 +152,38 @@ class Catalog:
             prefix = path + "."
             sub_dirs = conn.execute(sa.select(schema.dirs.c.path).where(schema.dirs.c.path.startswith(prefix)))
             sub_dirs = [r[0] for r in sub_dirs]
-            contained = conn.execute(
-                sa.select(schema.tables.c.id, schema.tables.c.path, schema.tables.c.base_id).where(
-                    schema.tables.c.path.startswith(prefix)
-                )
-            ).all()
+            contained = conn.execute(sa.select(schema.tables).where(schema.tables.c.path.startswith(prefix))).all()
             if (sub_dirs or contained) and not force:
                 names = sorted([r.path for r in contained] + sub_dirs)
                 raise DependencyError(
                     f"directory {path!r} is not empty ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
                     "use drop_dir(path, force=True) to drop it with everything in it"
                 )
-            ids = {r.id for r in contained}
-            outside_views = conn.execute(
-                sa.select(schema.tables.c.path).where(
-                    schema.tables.c.base_id.in_(ids), ~schema.tables.c.path.startswith(prefix)
-                )
-            ).all()
-            if outside_views:
-                raise DependencyError(
-                    f"views outside {path!r} depend on its tables: {', '.join(r[0] for r in outside_views)}"
-                )
-            # views first, then their bases
-            for row in sorted(contained, key=lambda r: r.base_id is None):
-                self._drop_table_rows(conn, row.id)
+            inside = {r.id for r in contained}
+            dependents = {d.id: d for r in contained for d in self._dependent_rows(conn, r.id)}
+            outside = sorted(d.path for d in dependents.values() if d.id not in inside)
+            if outside:
+                raise DependencyError(f"views or snapshots outside {path!r} depend on its tables: {', '.join(outside)}")
+            # snapshots first, then views (deepest first), then their bases
+            by_id = {r.id: r for r in contained}
+
+            def depth(row: Any) -> int:
+                return 0 if row.base_id not in by_id else 1 + depth(by_id[row.base_id])
+
+            for row in sorted(contained, key=lambda r: (r.kind != "snapshot", -depth(r))):
+                self._drop_table_rows(conn, row)
             conn.execute(schema.dirs.delete().where(schema.dirs.c.path.startswith(prefix)))
             conn.execute(schema.dirs.delete().where(schema.dirs.c.path == path))
 
     def list_dirs(self, parent: str | None = None) -> list[str]:
         """All directory paths, or those below `parent`, sorted."""
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             rows = [r[0] for r in conn.execute(sa.select(schema.dirs.c.path).order_by(schema.dirs.c.path))]
         return [p for p in rows if parent is None or p.startswith(parent + ".")]
 
     def list_tables(self, dir: str | None = None) -> list[str]:
         """Paths of all tables and views, or those inside directory `dir` (recursively), sorted."""
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             if dir is not None and dir and not self._dir_exists(conn, dir):
                 raise DirNotFound(f"directory {dir!r} does not exist")
             rows = [r[0] for r in conn.execute(sa.select(schema.tables.c.path).order_by(schema.tables.c.path))]
@@ -185,17 +197,27 @@ class Catalog:
         *,
         base: TableMeta | None = None,
         iterator: dict[str, Any] | None = None,
+        primary_key: Sequence[str] = (),
+        media_validation: str = "on_read",
     ) -> TableMeta:
-        """Create a table (or, with `base`, a view) and its SQL table, in one transaction."""
+        """Create a table (or, with `base`, a view) and its SQL tables, in one transaction.
+
+        A table starts a family at version 0; a view takes its base family's next version.
+        """
         schema.check_path(path, "table")
         for name in columns:
             schema.check_name(name, "column")
+        check_choice("media_validation", media_validation, MEDIA_VALIDATION)
+        for name in primary_key:
+            if name not in columns:
+                raise InvalidArgument(f"primary key column {name!r} is not in the schema of {path!r}")
+            if columns[name].is_media:
+                raise InvalidArgument(f"primary key column {name!r} cannot be a media column")
         with self.engine.begin() as conn:
-            parent = _parent(path)
-            if parent and not self._dir_exists(conn, parent):
-                raise DirNotFound(f"directory {parent!r} does not exist; create it with mt.create_dir({parent!r})")
-            if self._table_row(conn, path) is not None or self._dir_exists(conn, path):
-                raise AlreadyExists(f"table {path!r} already exists")
+            self._check_free(conn, path)
+            version = 0
+            if base is not None:
+                version = versions.begin_change(conn, base, "create_view", summary=f"created view {path}")
             table_id = conn.execute(
                 schema.tables.insert().values(
                     path=path,
@@ -203,26 +225,116 @@ class Catalog:
                     base_id=base.id if base is not None else None,
                     iterator=iterator,
                     created_at=_now(),
+                    root_id=base.root_id if base is not None else None,
+                    created_version=version,
+                    primary_key=list(primary_key) or None,
+                    media_validation=media_validation,
                 )
             ).inserted_primary_key[0]
-            for position, (name, col_type) in enumerate(columns.items()):
+            if base is None:
+                conn.execute(schema.tables.update().where(schema.tables.c.id == table_id).values(root_id=table_id))
                 conn.execute(
-                    schema.columns.insert().values(
-                        table_id=table_id, name=name, position=position, col_type=col_type.to_dict()
+                    schema.versions.insert().values(
+                        root_id=table_id, version=0, table_id=table_id, created_at=_now(), op="create", summary=""
                     )
                 )
+            else:
+                conn.execute(
+                    schema.versions.update()
+                    .where(schema.versions.c.root_id == base.root_id, schema.versions.c.version == version)
+                    .values(table_id=table_id)
+                )
+            for position, (name, col_type) in enumerate(columns.items()):
+                columns_ops.insert_column_row(conn, table_id, name, col_type, position, version)
             self._bump_schema_version(conn, table_id)
-            meta = self._load(conn, path)
+            meta = self._load_id(conn, table_id)
             meta.sql_table().create(conn)
+            meta.history_table().create(conn)
+            if primary_key:
+                data = meta.sql_table()
+                sa.Index(
+                    f"ux_{data.name}_key", *[data.c[meta.own_columns[n].sql_name] for n in primary_key], unique=True
+                ).create(conn)
         return meta
 
-    def get_table(self, path: str) -> TableMeta:
-        """Load a table's or view's description."""
-        with self.engine.connect() as conn:
-            return self._load(conn, path)
+    def get_table(self, path: str, version: int | None = None) -> TableMeta:
+        """Load a table's or view's description: current, or as of `version` (read-only).
+
+        A snapshot's path loads the version it froze.
+        """
+        with read_only(self.engine) as conn:
+            row = self._table_row(conn, path)
+            if row is None:
+                raise TableNotFound(f"table {path!r} does not exist")
+            if row.kind == "snapshot":
+                if version is not None:
+                    raise InvalidArgument(f"{path!r} is a snapshot: it has one version")
+                meta = self._load_id(conn, row.base_id, at_version=row.created_version)
+                meta.path = path
+                return meta
+            return self._load_row(conn, row, at_version=version)
+
+    def get_table_by_id(self, table_id: int, conn: sa.Connection | None = None) -> TableMeta:
+        """Load the current description of the table with id `table_id` (wherever it was moved)."""
+        if conn is not None:
+            return self._load_id(conn, table_id)
+        with read_only(self.engine) as own:
+            return self._load_id(own, table_id)
+
+    @contextlib.contextmanager
+    def change(
+        self,
+        meta: TableMeta,
+        op: str,
+        *,
+        summary: str = "",
+        schema_change: bool = False,
+        expect_schema_version: int | None = None,
+    ) -> Iterator[Change]:
+        """One change of `meta` as one transaction with its own version (see :mod:`.versions`).
+
+        The yielded :class:`Change` holds the connection, the new version and `meta` reloaded under
+        the family's lock: the catalog's current schema, whatever handle started the change.
+        """
+        if meta.read_only:
+            raise ReadOnlyTable(f"{meta.path!r} is version {meta.at_version} of a table: it cannot change")
+        with self.engine.begin() as conn:
+            version = versions.begin_change(
+                conn,
+                meta,
+                op,
+                summary=summary,
+                schema_change=schema_change,
+                expect_schema_version=expect_schema_version,
+            )
+            change = Change(self, conn, version, self._load_id(conn, meta.id))
+            yield change
+            if schema_change:  # handles of every member reload (see `schema_version`)
+                for member in self._family(conn, change.reload()):
+                    self._bump_schema_version(conn, member.id)
+
+    def create_snapshot(self, path: str, meta: TableMeta) -> TableMeta:
+        """Freeze `meta`'s current version (or the version it reads) under a new path."""
+        schema.check_path(path, "table")
+        with self.engine.begin() as conn:
+            self._check_free(conn, path)
+            version = meta.at_version
+            if version is None:
+                version, _ = versions.lock_family(conn, meta.root_id)
+            conn.execute(
+                schema.tables.insert().values(
+                    path=path,
+                    kind="snapshot",
+                    base_id=meta.id,
+                    created_at=_now(),
+                    root_id=meta.root_id,
+                    created_version=version,
+                )
+            )
+        return self.get_table(path)
 
     def drop_table(self, path: str, if_not_exists: str = "error", force: bool = False) -> None:
-        """Drop a table or view and its rows; refuses while views depend on it unless `force`."""
+        """Drop a table or view and its rows; refuses while views or snapshots depend on it unless `force`."""
         check_choice("if_not_exists", if_not_exists, ("error", "ignore"))
         with self.engine.begin() as conn:
             row = self._table_row(conn, path)
@@ -271,97 +383,171 @@ class Catalog:
             return self._load(conn, new_path)
 
     def _drop_with_views(self, conn: sa.Connection, row: Any, force: bool) -> None:
-        views = conn.execute(
-            sa.select(schema.tables.c.id, schema.tables.c.path).where(schema.tables.c.base_id == row.id)
-        ).all()
-        if views and not force:
+        """Drop a table (or snapshot) with its views and snapshots; refuses while they exist unless `force`."""
+        if row.kind == "snapshot":
+            conn.execute(schema.tables.delete().where(schema.tables.c.id == row.id))
+            return
+        dependents = self._dependent_rows(conn, row.id)
+        if dependents and not force:
             raise DependencyError(
-                f"cannot drop {row.path!r}: views depend on it ({', '.join(v.path for v in views)}); "
-                "drop them first or pass force=True"
+                f"cannot drop {row.path!r}: views or snapshots depend on it "
+                f"({', '.join(sorted(d.path for d in dependents))}); drop them first or pass force=True"
             )
-        for view in views:
-            self._drop_table_rows(conn, view.id)
-        self._drop_table_rows(conn, row.id)
+        for dependent in dependents:
+            self._drop_table_rows(conn, dependent)
+        self._drop_table_rows(conn, row)
+
+    def move(self, path: str, new_path: str) -> None:
+        """Move (rename) a table, view, snapshot or directory; a directory takes everything in it along."""
+        schema.check_path(path, "table")
+        schema.check_path(new_path, "table")
+        with self.engine.begin() as conn:
+            is_dir = self._dir_exists(conn, path)
+            if not is_dir and self._table_row(conn, path) is None:
+                raise TableNotFound(f"no table, view or directory {path!r}")
+            if self._table_row(conn, new_path) is not None or self._dir_exists(conn, new_path):
+                raise AlreadyExists(f"{new_path!r} already exists")
+            parent = _parent(new_path)
+            if parent and not self._dir_exists(conn, parent):
+                raise DirNotFound(f"directory {parent!r} does not exist; create it with mt.create_dir({parent!r})")
+            if is_dir and (new_path + ".").startswith(path + "."):
+                raise InvalidArgument(f"cannot move directory {path!r} into itself ({new_path!r})")
+            renames = [(path, new_path)]
+            if is_dir:
+                prefix = path + "."
+                inside = conn.execute(sa.select(schema.tables.c.path).where(schema.tables.c.path.startswith(prefix)))
+                renames += [(p, new_path + p[len(path) :]) for (p,) in inside]
+                sub = conn.execute(sa.select(schema.dirs.c.path).where(schema.dirs.c.path.startswith(prefix)))
+                sub_dirs = [(p, new_path + p[len(path) :]) for (p,) in sub]
+                for old, new in [(path, new_path), *sub_dirs]:
+                    schema.check_path(new, "directory")
+                    conn.execute(schema.dirs.update().where(schema.dirs.c.path == old).values(path=new))
+                renames = renames[1:]
+            for old, new in renames:
+                schema.check_path(new, "table")
+                conn.execute(schema.tables.update().where(schema.tables.c.path == old).values(path=new))
+                moved = conn.execute(sa.select(schema.tables.c.id).where(schema.tables.c.path == new)).scalar_one()
+                self._bump_schema_version(conn, moved)  # handles take the new path
 
     # -- columns ------------------------------------------------------------------------------
     def add_column(self, meta: TableMeta, column: Column, if_exists: str = "error") -> TableMeta:
-        """Add a column to a table (ALTER TABLE) and record it; returns the reloaded description."""
-        schema.check_name(column.name, "column")
-        with self.engine.begin() as conn:
-            current = self._load(conn, meta.path)
-            if column.name in current.columns:
-                if if_exists == "error":
-                    raise AlreadyExists(f"column {column.name!r} already exists in {meta.path!r}")
-                self._drop_column(conn, current, column.name)
-                current = self._load(conn, meta.path)
-            position = max((c.position for c in current.own_columns.values()), default=-1) + 1
-            conn.execute(
-                schema.columns.insert().values(
-                    table_id=meta.id,
-                    name=column.name,
-                    position=position,
-                    col_type=column.col_type.to_dict(),
-                    computed=column.computed_spec,
-                    on_error=column.on_error,
-                    destination=column.destination,
-                )
-            )
-            table_name = schema.data_table_name(meta.id)
-            preparer = conn.dialect.identifier_preparer
-            for sql_column in column.sql_columns():
-                col_sql = sa.schema.CreateColumn(sql_column).compile(dialect=conn.dialect)
-                conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(table_name)} ADD COLUMN {col_sql}")
-            self._bump_schema_version(conn, meta.id)
-            return self._load(conn, meta.path)
+        """Add a column with no values (ALTER TABLE) as one version; returns the reloaded description."""
+        return self.add_columns(meta, [column], if_exists=if_exists)
+
+    def add_columns(self, meta: TableMeta, columns: Sequence[Column], if_exists: str = "error") -> TableMeta:
+        """Add columns with no values, all in one version (see :meth:`add_column`)."""
+        names = ", ".join(c.name for c in columns)
+        with self.change(meta, "add_column", schema_change=True, summary=f"added {names}") as change:
+            for column in columns:
+                change.add_column(column, if_exists=if_exists)
+            return change.reload()
 
     def drop_column(self, meta: TableMeta, name: str) -> TableMeta:
-        """Drop a column; refuses while computed columns (here or in views) depend on it."""
-        with self.engine.begin() as conn:
-            current = self._load(conn, meta.path)
-            self._drop_column(conn, current, name)
-            return self._load(conn, meta.path)
+        """Drop a column as one version; refuses while computed columns (here or in views) depend on it.
 
-    def _drop_column(self, conn: sa.Connection, meta: TableMeta, name: str) -> None:
-        if name not in meta.own_columns:
-            if name in meta.columns:
-                raise CatalogError(f"column {name!r} belongs to the base table of view {meta.path!r}")
-            raise ColumnNotFound(f"column {name!r} does not exist in {meta.path!r}")
-        column = meta.own_columns[name]
-        if column.iterator_output:
-            raise DependencyError(f"column {name!r} is produced by the view's iterator and cannot be dropped")
-        dependents = [c for c in self.dependents(conn, meta, name)]
-        if dependents:
-            raise DependencyError(
-                f"cannot drop column {name!r} of {meta.path!r}: computed columns depend on it "
-                f"({', '.join(dependents)}); drop those first"
-            )
-        preparer = conn.dialect.identifier_preparer
-        table_name = preparer.quote(schema.data_table_name(meta.id))
-        for sql_column in column.sql_columns():
-            conn.exec_driver_sql(f"ALTER TABLE {table_name} DROP COLUMN {preparer.quote(sql_column.name)}")
-        conn.execute(schema.columns.delete().where(schema.columns.c.table_id == meta.id, schema.columns.c.name == name))
-        self._bump_schema_version(conn, meta.id)
+        Its values stay stored for the earlier versions that read them.
+        """
+        with self.change(meta, "drop_column", schema_change=True, summary=f"dropped {name}") as change:
+            change.drop_column(name)
+            return change.reload()
+
+    def rename_column(self, meta: TableMeta, old: str, new: str) -> TableMeta:
+        """Rename a column as one version; computed columns and views reading it follow."""
+        schema.check_name(new, "column")
+        with self.change(meta, "rename_column", schema_change=True, summary=f"renamed {old} to {new}") as change:
+            family = self._family(change.conn, change.meta)
+            columns_ops.rename_column(change.conn, family, change.meta, old, new, change.version)
+            return change.reload()
+
+    def revert(self, meta: TableMeta) -> TableMeta:
+        """Undo the family's last version, which must be a change of `meta`; returns the reloaded description."""
+        if meta.read_only:
+            raise ReadOnlyTable(f"{meta.path!r} is version {meta.at_version} of a table: it cannot change")
+        with self.engine.begin() as conn:
+            versions.lock_family(conn, meta.root_id)
+            last = versions.last_version(conn, meta.root_id)
+            current = self._load_id(conn, meta.id)
+            if last.table_id != meta.id:
+                other = conn.execute(sa.select(schema.tables.c.path).where(schema.tables.c.id == last.table_id))
+                other_path = other.scalar_one_or_none() or "a dropped table"
+                raise CatalogError(
+                    f"the last change in the family of {meta.path!r} is version {last.version} ({last.op}) of "
+                    f"{other_path!r}: revert it there first"
+                )
+            if last.op in ("create", "create_view"):
+                raise CatalogError(f"version {last.version} of {meta.path!r} is its creation: drop it instead")
+            snapshots = conn.execute(
+                sa.select(schema.tables.c.path).where(
+                    schema.tables.c.kind == "snapshot",
+                    schema.tables.c.root_id == meta.root_id,
+                    schema.tables.c.created_version >= last.version,
+                )
+            ).all()
+            if snapshots:
+                raise DependencyError(
+                    f"cannot revert version {last.version} of {meta.path!r}: snapshots freeze it "
+                    f"({', '.join(r.path for r in snapshots)}); drop them first"
+                )
+            family = self._family(conn, current)
+            for member in family:
+                versions.revert_rows(conn, member, last.version)
+            columns_ops.revert_columns(conn, family, last.version, last.undo or {})
+            versions.forget_version(conn, meta.root_id, last.version)
+            for member in family:
+                self._bump_schema_version(conn, member.id)
+            return self._load_id(conn, meta.id)
+
+    def history(self, meta: TableMeta) -> list[dict[str, Any]]:
+        """The versions that changed `meta`, newest first (see :func:`.versions.history`)."""
+        with read_only(self.engine) as conn:
+            return versions.history(conn, meta)
 
     def dependents(self, conn: sa.Connection, meta: TableMeta, name: str) -> list[str]:
         """Names (`table.column`) of computed columns and views that read column `name` of `meta`."""
-        out = []
-        candidates = [meta] + [self._load(conn, p) for p in self._view_paths(conn, meta.id)]
-        for table in candidates:
-            for column in table.own_columns.values():
-                if column.computed_spec and name in _referenced_names(column.computed_spec):
-                    out.append(f"{table.path}.{column.name}")
-            if table is not meta and table.iterator and table.iterator.get("source") == name:
-                out.append(f"{table.path} (iterator)")
-        return out
+        return columns_ops.dependents(self._family(conn, meta), meta, name)
 
     def view_paths(self, meta: TableMeta) -> list[str]:
         """Paths of the views built on `meta`."""
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             return self._view_paths(conn, meta.id)
 
+    def views(self, meta: TableMeta, conn: sa.Connection | None = None) -> list[TableMeta]:
+        """Current descriptions of the views built directly on `meta`."""
+        if conn is not None:
+            return [self._load(conn, p) for p in self._view_paths(conn, meta.id)]
+        with read_only(self.engine) as own:
+            return [self._load(own, p) for p in self._view_paths(own, meta.id)]
+
     # -- internals ----------------------------------------------------------------------------
+    def _family(self, conn: sa.Connection, meta: TableMeta) -> list[TableMeta]:
+        """`meta` and every view over it (at any depth), current descriptions, `meta` first."""
+        out = [meta]
+        for member in out:
+            out.extend(self._load(conn, p) for p in self._view_paths(conn, member.id))
+        return out
+
+    def _dependent_rows(self, conn: sa.Connection, table_id: int) -> list[Any]:
+        """Rows of the views (at any depth) and snapshots that depend on table `table_id`, deepest first."""
+        out: list[Any] = []
+        frontier = [table_id]
+        while frontier:
+            rows = conn.execute(sa.select(schema.tables).where(schema.tables.c.base_id.in_(frontier))).all()
+            out.extend(rows)
+            frontier = [r.id for r in rows if r.kind != "snapshot"]
+        return list(reversed(out))
+
+    def _check_free(self, conn: sa.Connection, path: str) -> None:
+        """Raise unless a new table can take `path`: its directory exists and nothing has that path."""
+        parent = _parent(path)
+        if parent and not self._dir_exists(conn, parent):
+            raise DirNotFound(f"directory {parent!r} does not exist; create it with mt.create_dir({parent!r})")
+        if self._table_row(conn, path) is not None or self._dir_exists(conn, path):
+            raise AlreadyExists(f"table {path!r} already exists")
+
     def _view_paths(self, conn: sa.Connection, table_id: int) -> list[str]:
-        rows = conn.execute(sa.select(schema.tables.c.path).where(schema.tables.c.base_id == table_id))
+        rows = conn.execute(
+            sa.select(schema.tables.c.path).where(schema.tables.c.base_id == table_id, schema.tables.c.kind == "view")
+        )
         return sorted(r[0] for r in rows)
 
     def _dir_exists(self, conn: sa.Connection, path: str) -> bool:
@@ -376,17 +562,38 @@ class Catalog:
             raise TableNotFound(f"table {path!r} does not exist")
         return self._load_row(conn, row)
 
-    def _load_row(self, conn: sa.Connection, row: Any) -> TableMeta:
+    def _load_id(self, conn: sa.Connection, table_id: int, at_version: int | None = None) -> TableMeta:
+        row = conn.execute(sa.select(schema.tables).where(schema.tables.c.id == table_id)).first()
+        if row is None:
+            raise TableNotFound(f"table {table_id} does not exist (dropped by another process?)")
+        return self._load_row(conn, row, at_version=at_version)
+
+    def _load_row(self, conn: sa.Connection, row: Any, at_version: int | None = None) -> TableMeta:
+        root = conn.execute(
+            sa.select(schema.tables.c.version, schema.tables.c.schema_version).where(schema.tables.c.id == row.root_id)
+        ).one()
+        if at_version is not None:
+            if isinstance(at_version, bool) or not isinstance(at_version, int):
+                raise InvalidArgument(f"a version is an int, not {at_version!r}")
+            if not row.created_version <= at_version <= root.version:
+                raise InvalidArgument(
+                    f"{row.path!r} has versions {row.created_version} to {root.version}, not {at_version}"
+                )
         base = None
         if row.base_id is not None:
             base_row = conn.execute(sa.select(schema.tables).where(schema.tables.c.id == row.base_id)).first()
-            base = self._load_row(conn, base_row)
+            base = self._load_row(conn, base_row, at_version=at_version)
         column_rows = conn.execute(
-            sa.select(schema.columns).where(schema.columns.c.table_id == row.id).order_by(schema.columns.c.position)
+            sa.select(schema.columns)
+            .where(schema.columns.c.table_id == row.id)
+            .order_by(schema.columns.c.position, schema.columns.c.id)
         ).all()
         iterator_outputs = set((row.iterator or {}).get("outputs", []))
-        own = {
-            c.name: Column(
+        visible_at = root.version if at_version is None else at_version
+        own: dict[str, Column] = {}
+        stored: list[Column] = []
+        for c in column_rows:
+            column = Column(
                 name=c.name,
                 col_type=ts.type_from_dict(c.col_type),
                 table_name=row.path,
@@ -396,10 +603,28 @@ class Catalog:
                 on_error=c.on_error,
                 destination=c.destination,
                 iterator_output=c.name in iterator_outputs,
+                stem=c.stem,
+                id=c.id,
             )
-            for c in column_rows
-        }
-        meta = TableMeta(id=row.id, path=row.path, kind=row.kind, own_columns=own, base=base, iterator=row.iterator)
+            stored.append(column)
+            if c.v_min <= visible_at and (c.v_max is None or c.v_max > visible_at):
+                own[c.name] = column
+        meta = TableMeta(
+            id=row.id,
+            path=row.path,
+            kind=row.kind,
+            own_columns=own,
+            base=base,
+            iterator=row.iterator,
+            root_id=row.root_id,
+            version=root.version,
+            created_version=row.created_version,
+            at_version=at_version,
+            primary_key=list(row.primary_key or []),
+            media_validation=row.media_validation,
+            stored=stored,
+            family_schema_version=root.schema_version,
+        )
         meta.schema_version = self._schema_version(conn, meta.owner_id_list())
         visible = meta.columns
         for column in own.values():
@@ -435,11 +660,15 @@ class Catalog:
         if changed.rowcount == 0:
             conn.execute(versions.insert().values(table_id=table_id, version=stamp))
 
-    def _drop_table_rows(self, conn: sa.Connection, table_id: int) -> None:
+    def _drop_table_rows(self, conn: sa.Connection, row: Any) -> None:
         preparer = conn.dialect.identifier_preparer
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {preparer.quote(schema.data_table_name(table_id))}")
-        conn.execute(schema.columns.delete().where(schema.columns.c.table_id == table_id))
-        conn.execute(schema.tables.delete().where(schema.tables.c.id == table_id))
+        if row.kind != "snapshot":
+            for name in (schema.data_table_name(row.id), schema.history_table_name(row.id)):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {preparer.quote(name)}")
+            conn.execute(schema.columns.delete().where(schema.columns.c.table_id == row.id))
+        if row.base_id is None:
+            conn.execute(schema.versions.delete().where(schema.versions.c.root_id == row.id))
+        conn.execute(schema.tables.delete().where(schema.tables.c.id == row.id))
 
 
 class _LazyExpr:
@@ -459,20 +688,3 @@ class _LazyExpr:
         if name not in self.columns:
             raise ColumnNotFound(f"stored expression refers to missing column {name!r}")
         return self.columns[name]
-
-
-def _referenced_names(spec: Any) -> set[str]:
-    if isinstance(spec, dict):
-        found = {spec["name"]} if spec.get("k") == "col" else set()
-        for value in spec.values():
-            found |= _referenced_names(value)
-        return found
-    if isinstance(spec, list):
-        return set().union(*(_referenced_names(v) for v in spec)) if spec else set()
-    return set()
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise InvalidArgument unless `value` is one of `choices`."""
-    if value not in choices:
-        raise InvalidArgument(f"{name} must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")

@@ -10,6 +10,21 @@ import sqlalchemy as sa
 from mediatable import types as ts
 from mediatable.catalog import schema
 
+ROWID = "_rowid"
+BASE_ROWID = "_base_rowid"
+V_MIN = "_v_min"
+V_MAX = "_v_max"
+
+
+class BuiltExpr:
+    """An expression already built (a column about to be added); reads like a stored one: `.get()`."""
+
+    def __init__(self, expr: Any) -> None:
+        self.expr = expr
+
+    def get(self) -> Any:
+        return self.expr
+
 
 @dataclasses.dataclass(eq=False)
 class Column:
@@ -23,6 +38,7 @@ class Column:
         computed: the expression computing it, for computed columns (None for inserted columns).
         on_error: 'abort' or 'ignore' for computed columns.
         destination: where generated media of this column is written (None: `<home>/media`).
+        stem: the SQL column storing its values (fixed when the column is added; renames keep it).
     """
 
     name: str
@@ -35,6 +51,8 @@ class Column:
     on_error: str | None = None
     destination: str | None = None
     iterator_output: bool = False
+    stem: str = ""
+    id: int = 0
 
     @property
     def is_computed(self) -> bool:
@@ -42,13 +60,18 @@ class Column:
 
     @property
     def sql_name(self) -> str:
-        return schema.value_column(self.name)
+        return self.stem
+
+    @property
+    def error_names(self) -> tuple[str, str]:
+        """The SQL columns of its error type and message (computed columns)."""
+        return schema.error_columns(self.stem)
 
     def sql_columns(self) -> list[sa.Column[Any]]:
         """The SQL columns storing this column (value, plus error columns when computed)."""
         out: list[sa.Column[Any]] = [sa.Column(self.sql_name, self.col_type.sql_type(), nullable=True)]
         if self.is_computed:
-            errortype, errormsg = schema.error_columns(self.name)
+            errortype, errormsg = self.error_names
             out += [
                 sa.Column(errortype, sa.String(128), nullable=True),
                 sa.Column(errormsg, sa.Text, nullable=True),
@@ -58,7 +81,13 @@ class Column:
 
 @dataclasses.dataclass(eq=False)
 class TableMeta:
-    """A table or view: identity, own columns, and (for views) its base and iterator."""
+    """A table or view: identity, own columns, and (for views) its base and iterator.
+
+    `at_version` is None for the current state; a number for a read-only description of an earlier
+    version (:meth:`~mediatable.catalog.catalog.Catalog.get_table` with `version=`, or a snapshot).
+    `stored` lists every SQL column the table's rows carry, including those of dropped or renamed
+    columns that earlier versions still read.
+    """
 
     id: int
     path: str
@@ -67,10 +96,23 @@ class TableMeta:
     base: TableMeta | None = None
     iterator: dict[str, Any] | None = None
     schema_version: tuple[int, ...] = ()  # per owner table (see owner_ids), as loaded
+    root_id: int = 0
+    version: int = 0
+    family_schema_version: int = 0  # the family's schema counter (see catalog.versions), as loaded
+    created_version: int = 0
+    at_version: int | None = None
+    primary_key: list[str] = dataclasses.field(default_factory=list)
+    media_validation: str = "on_read"
+    stored: list[Column] = dataclasses.field(default_factory=list)
 
     @property
     def is_view(self) -> bool:
-        return self.kind == "view"
+        return self.base is not None
+
+    @property
+    def read_only(self) -> bool:
+        """True for an earlier version or a snapshot: rows and schema cannot change through it."""
+        return self.at_version is not None
 
     @property
     def name(self) -> str:
@@ -91,11 +133,34 @@ class TableMeta:
         """Ids of the tables whose columns are visible here (itself and its bases)."""
         return {self.id} | (self.base.owner_ids() if self.base is not None else set())
 
+    def _stored_sql_columns(self) -> list[sa.Column[Any]]:
+        seen: set[str] = set()
+        out: list[sa.Column[Any]] = []
+        for column in [*self.own_columns.values(), *self.stored]:
+            for sql_column in column.sql_columns():
+                if sql_column.name not in seen:
+                    seen.add(sql_column.name)
+                    out.append(sql_column)
+        return out
+
     def sql_table(self) -> sa.Table:
-        """The SQLAlchemy table storing this table's own rows."""
-        cols: list[sa.Column[Any]] = [sa.Column("_rowid", sa.Integer, primary_key=True, autoincrement=True)]
+        """The SQLAlchemy table storing this table's current rows."""
+        cols: list[sa.Column[Any]] = [sa.Column(ROWID, sa.Integer, primary_key=True, autoincrement=True)]
         if self.base is not None:
-            cols.append(sa.Column("_base_rowid", sa.Integer, nullable=False, index=True))
-        for column in sorted(self.own_columns.values(), key=lambda c: c.position):
-            cols.extend(column.sql_columns())
+            cols.append(sa.Column(BASE_ROWID, sa.Integer, nullable=False, index=True))
+        cols.append(sa.Column(V_MIN, sa.Integer, nullable=False, server_default="0"))
+        cols.extend(self._stored_sql_columns())
         return sa.Table(schema.data_table_name(self.id), sa.MetaData(), *cols)
+
+    def history_table(self) -> sa.Table:
+        """The SQLAlchemy table storing earlier images of changed and deleted rows."""
+        cols: list[sa.Column[Any]] = [
+            sa.Column("_hid", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column(ROWID, sa.Integer, nullable=False),
+        ]
+        if self.base is not None:
+            cols.append(sa.Column(BASE_ROWID, sa.Integer, nullable=False))
+        cols.append(sa.Column(V_MIN, sa.Integer, nullable=False))
+        cols.append(sa.Column(V_MAX, sa.Integer, nullable=False, index=True))
+        cols.extend(self._stored_sql_columns())
+        return sa.Table(schema.history_table_name(self.id), sa.MetaData(), *cols)

@@ -1,9 +1,12 @@
 """The catalog's own SQL tables, and the naming rules for everything users name.
 
-User data lives in one SQL table per mediatable table, `mt_t<id>`: a `_rowid` primary key, one SQL
-column `c_<name>` per stored column, plus `c_<name>_errortype` / `c_<name>_errormsg` for computed
-columns. SQL identifiers are never built from unchecked user text: names must match
-:data:`NAME_PATTERN` and are additionally prefixed, so no name can reach SQL as code.
+User data lives in one SQL table per mediatable table, `mt_t<id>`: a `_rowid` primary key, `_v_min`
+(the table version that wrote the row), one SQL column `c<n>` per stored column (`n` is fixed when the
+column is added and survives renames), plus `c<n>_et` / `c<n>_em` (error type and message) for
+computed columns. Earlier images of changed or deleted rows live in `mt_t<id>_h` with the version
+range they were current for (see :mod:`~mediatable.catalog.versions`). SQL identifiers are never built
+from user text, so a name's length or spelling cannot collide with or overflow a backend's identifier
+limit (63 bytes on PostgreSQL); names are checked against :data:`NAME_PATTERN` for readability.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import re
 
 import sqlalchemy as sa
 
-from mediatable.errors import InvalidName
+from mediatable.errors import InvalidArgument, InvalidName
 
-NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+MAX_PATH_LENGTH = 512
+"""Longest catalog path (`dir.sub.table`), the width of the path columns."""
 RESERVED_COLUMN_NAMES = frozenset({"rowid", "errortype", "errormsg", "localpath", "fileurl"})
 """Names of column properties. (Names of `Table` methods are refused by the table handles.)"""
 
@@ -24,7 +29,7 @@ metadata = sa.MetaData()
 dirs = sa.Table(
     "mt_dirs",
     metadata,
-    sa.Column("path", sa.String(512), primary_key=True),
+    sa.Column("path", sa.String(MAX_PATH_LENGTH), primary_key=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
@@ -32,18 +37,30 @@ tables = sa.Table(
     "mt_tables",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("path", sa.String(512), nullable=False, unique=True),
-    sa.Column("kind", sa.String(16), nullable=False),  # 'table' | 'view'
-    sa.Column("base_id", sa.Integer, nullable=True),  # views: the table they iterate over
+    sa.Column("path", sa.String(MAX_PATH_LENGTH), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # 'table' | 'view' | 'snapshot'
+    sa.Column("base_id", sa.Integer, nullable=True),  # views: the table they iterate over; snapshots: the table
     sa.Column("iterator", sa.JSON, nullable=True),  # views: serialized iterator call
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # A table and the views over it form a family sharing one version counter, kept on the family's
+    # root (the base table): every change of any member takes the next version, under the root row's lock.
+    sa.Column("root_id", sa.Integer, nullable=True),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("schema_version", sa.Integer, nullable=False, server_default="0"),  # bumped by each schema change
+    sa.Column("created_version", sa.Integer, nullable=False, server_default="0"),  # snapshots: the version frozen
+    sa.Column("primary_key", sa.JSON, nullable=True),
+    sa.Column("media_validation", sa.String(8), nullable=False, server_default="on_read"),
 )
 
 columns = sa.Table(
     "mt_columns",
     metadata,
-    sa.Column("table_id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("table_id", sa.Integer, nullable=False, index=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("stem", sa.String(32), nullable=True),  # SQL column name; kept across renames
+    sa.Column("v_min", sa.Integer, nullable=False, server_default="0"),  # first version with this column
+    sa.Column("v_max", sa.Integer, nullable=True),  # first version without it (dropped, renamed); None: current
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("col_type", sa.JSON, nullable=False),
     sa.Column("computed", sa.JSON, nullable=True),  # serialized expression for computed columns
@@ -61,6 +78,22 @@ schema_versions = sa.Table(
 )
 
 
+versions = sa.Table(
+    "mt_versions",
+    metadata,
+    sa.Column("root_id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("table_id", sa.Integer, nullable=False),  # the member the change was made on
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("op", sa.String(32), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False, server_default=""),
+    sa.Column("inserted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("deleted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("undo", sa.JSON, nullable=True),  # what revert needs beyond row images and column ranges
+)
+
+
 def check_name(name: str, what: str) -> str:
     """Validate one identifier (a column, or one segment of a directory/table path).
 
@@ -71,7 +104,7 @@ def check_name(name: str, what: str) -> str:
         >>> check_name("image_2", "column")
         'image_2'
     """
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidName(
             f"invalid {what} name {name!r}: use letters, digits and underscores, starting with a letter "
             "or underscore, at most 63 characters"
@@ -111,21 +144,34 @@ def check_path(path: str, what: str) -> str:
     """
     if not isinstance(path, str) or not path:
         raise InvalidName(f"invalid {what} path {path!r}")
+    if len(path) > MAX_PATH_LENGTH:
+        raise InvalidName(f"invalid {what} path {path[:40]!r}...: {len(path)} characters, at most {MAX_PATH_LENGTH}")
     for segment in path.split("."):
         check_name(segment, what)
     return path
 
 
 def data_table_name(table_id: int) -> str:
-    """The SQL table holding a mediatable table's rows."""
+    """The SQL table holding a mediatable table's current rows."""
     return f"mt_t{table_id}"
 
 
-def value_column(name: str) -> str:
-    """The SQL column holding a mediatable column's values."""
-    return f"c_{name}"
+def history_table_name(table_id: int) -> str:
+    """The SQL table holding earlier images of a table's changed and deleted rows."""
+    return f"mt_t{table_id}_h"
 
 
-def error_columns(name: str) -> tuple[str, str]:
-    """The SQL columns holding a computed column's error type and message."""
-    return f"c_{name}_errortype", f"c_{name}_errormsg"
+def column_stem(column_id: int) -> str:
+    """The SQL column holding the values of catalog column `column_id` (fixed for the column's life)."""
+    return f"c{column_id}"
+
+
+def error_columns(stem: str) -> tuple[str, str]:
+    """The SQL columns holding a computed column's error type and message, from its value column's name."""
+    return f"{stem}_et", f"{stem}_em"
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise InvalidArgument unless `value` is one of `choices`."""
+    if value not in choices:
+        raise InvalidArgument(f"{name} must be one of {', '.join(repr(c) for c in choices)}, not {value!r}")

@@ -9,9 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
+
+from mediatable.catalog import versions
+from mediatable.catalog.catalog import read_only
 from mediatable.catalog.model import Column, TableMeta
 from mediatable.exec.pipeline import Pipeline, Target, preflight
-from mediatable.exec.rows import TableSql
+from mediatable.exec.rows import ROWID, TableSql
 from mediatable.exec.status import UpdateStatus, progress_bar
 from mediatable.exprs import CellError, ColumnRef
 from mediatable.session import Session
@@ -71,16 +75,80 @@ def fill(
     rowids: Iterable[int] | None = None,
     errors_only: bool = False,
 ) -> UpdateStatus:
-    """Compute `columns` for stored rows and write them back.
+    """Compute `columns` again for stored rows and write them back, as one new version.
 
     Rows: all, or those in `rowids`; with `errors_only`, only those where one of `columns` holds an error.
+    Values are computed before the change starts; if another process changes the schema meanwhile,
+    nothing is written (:class:`~mediatable.errors.ConcurrentChange`).
     """
-    sql = TableSql(meta)
-    inputs = referenced(columns, meta)
-    with session.engine.connect() as conn:
-        rows = list(sql.read(conn, inputs + list(columns), rowids=rowids))
+    rows = read_inputs(session, meta, columns, rowids)
     if errors_only:
         rows = [r for r in rows if any(isinstance(r.get(c.name), CellError) for c in columns)]
+    status = count(UpdateStatus(operation="updated"), [], columns, meta.path)
+    if not rows:
+        return status
+    compute_with_bar(session, meta, rows, columns, on_error, desc)
+    summary = f"recomputed {', '.join(c.name for c in columns)}"
+    with session.catalog.change(
+        meta, "recompute", summary=summary, expect_schema_version=meta.family_schema_version
+    ) as change:
+        TableSql(change.meta).update(change.conn, rows, columns, change.version)
+        versions.note_rows(change.conn, meta.root_id, change.version, updated=len(rows))
+    return count(status, rows, columns, meta.path)
+
+
+def add_computed(
+    session: Session, meta: TableMeta, column: Column, if_exists: str, desc: str
+) -> tuple[TableMeta, UpdateStatus]:
+    """Add computed `column` to `meta` and fill it for every row, as one new version.
+
+    The values are computed first, then the column and its values are stored in one transaction
+    (with rows inserted meanwhile computed there too): an abort, a crash or a kill leaves the table
+    exactly as it was, and a column is never stored without its values. `if_exists='replace'`
+    retires the old column in that same transaction. Returns the new description and the status.
+
+    Raises:
+        ConcurrentChange: another process changed the family's schema while the values were computed.
+        ComputeError: `on_error='abort'` and a value failed.
+    """
+    rows = read_inputs(session, meta, [column])
+    compute_with_bar(session, meta, rows, [column], None, desc)
+    summary = f"added computed column {column.name}"
+    with session.catalog.change(
+        meta, "add_column", summary=summary, schema_change=True, expect_schema_version=meta.family_schema_version
+    ) as change:
+        stored = change.add_column(column, if_exists=if_exists)
+        done = {row[ROWID] for row in rows}
+        sql = TableSql(change.meta)
+        present = [r[0] for r in change.conn.execute(sa.select(sql.table.c[ROWID]))]
+        late = [rowid for rowid in present if rowid not in done]
+        if late:  # inserted by others while the values were computed: they hold the lock no more
+            late_rows = list(sql.read(change.conn, referenced([column], meta), rowids=late))
+            with session.cache_lease() as lease:
+                compute(session, meta, lease, late_rows, [column], None)
+            rows += late_rows
+        sql.update(change.conn, rows, [stored], None)
+        return change.meta, count(UpdateStatus(operation="updated"), rows, [column], meta.path)
+
+
+def read_inputs(
+    session: Session, meta: TableMeta, columns: Sequence[Column], rowids: Iterable[int] | None = None
+) -> list[dict[str, Any]]:
+    """Stored rows with what computing `columns` reads (and the columns' own values, where stored)."""
+    stored = [c for c in columns if c.name in meta.columns and meta.columns[c.name] is c]
+    with read_only(session.engine) as conn:
+        return list(TableSql(meta).read(conn, referenced(columns, meta) + stored, rowids=rowids))
+
+
+def compute_with_bar(
+    session: Session,
+    meta: TableMeta,
+    rows: list[dict[str, Any]],
+    columns: Sequence[Column],
+    on_error: str | None,
+    desc: str,
+) -> None:
+    """:func:`compute` with a progress bar over the rows (after the columns' preflight checks)."""
     preflight(rows, [(c.name, c.computed.get()) for c in columns])
     bar = progress_bar(session.settings, desc, total=len(rows))
     try:
@@ -88,9 +156,6 @@ def fill(
             compute(session, meta, lease, rows, columns, on_error, progress=bar.update)
     finally:
         bar.close()
-    with session.engine.begin() as conn:
-        sql.update(conn, rows, columns)
-    return count(UpdateStatus(operation="updated"), rows, columns, meta.path)
 
 
 def referenced(columns: Sequence[Column], meta: TableMeta) -> list[Column]:

@@ -12,12 +12,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mediatable.catalog import schema
-from mediatable.catalog.model import Column, TableMeta
+from mediatable.catalog import versions
+from mediatable.catalog.model import BASE_ROWID, ROWID, V_MIN, Column, TableMeta
 from mediatable.exprs import CellError
 
-ROWID = "_rowid"
-BASE_ROWID = "_base_rowid"
+__all__ = ["BASE_ROWID", "READ_BATCH", "ROWID", "TableSql"]
 READ_BATCH = 2000
 _AS_IS = frozenset({"Int", "Float", "String", "Bool", "Image", "Video", "Audio", "Document"})  # to_sql is identity
 
@@ -27,7 +26,8 @@ class TableSql:
 
     def __init__(self, meta: TableMeta) -> None:
         self.meta = meta
-        self.table = meta.sql_table()
+        # An earlier version reads through a derived table with the data table's column names.
+        self.table: Any = meta.sql_table() if meta.at_version is None else versions.rows_at(meta, meta.at_version)
         self.base = TableSql(meta.base) if meta.base is not None else None
 
     def sql_table_of(self, column: Column) -> sa.Table:
@@ -58,7 +58,7 @@ class TableSql:
             sql_table = self.sql_table_of(column)
             items.append(sql_table.c[column.sql_name].label(column.sql_name))
             if column.is_computed:
-                errortype, errormsg = schema.error_columns(column.name)
+                errortype, errormsg = column.error_names
                 items += [sql_table.c[errortype].label(errortype), sql_table.c[errormsg].label(errormsg)]
         return sa.select(*items).select_from(self.from_clause())
 
@@ -80,16 +80,15 @@ class TableSql:
         query = query.order_by(*order_by, self.table.c[ROWID])
         if limit is not None:
             query = query.limit(limit)
-        result = conn.execution_options(yield_per=READ_BATCH).execute(query)
+        result = conn.execute(query.execution_options(yield_per=READ_BATCH))  # this statement only: conn may write next
         for record in result.mappings():
             row: dict[str, Any] = {ROWID: record[ROWID]}
             if self.base is not None:
                 row[BASE_ROWID] = record[BASE_ROWID]
             for column in columns:
-                errortype = record.get(schema.error_columns(column.name)[0]) if column.is_computed else None
+                errortype = record.get(column.error_names[0]) if column.is_computed else None
                 if errortype is not None:
-                    errormsg = record[schema.error_columns(column.name)[1]] or ""
-                    row[column.name] = CellError(errortype, errormsg, stored=True)
+                    row[column.name] = CellError(errortype, record[column.error_names[1]] or "", stored=True)
                 else:
                     row[column.name] = column.col_type.from_sql(record[column.sql_name])
             yield row
@@ -114,19 +113,24 @@ class TableSql:
         else:
             out[column.sql_name] = column.col_type.to_sql(value)
         if column.is_computed:
-            errortype, errormsg = schema.error_columns(column.name)
+            errortype, errormsg = column.error_names
             out[errortype] = value.errortype[:128] if isinstance(value, CellError) else None
             out[errormsg] = value.errormsg if isinstance(value, CellError) else None
         return out
 
-    def insert(self, conn: sa.Connection, rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> list[int]:
-        """Insert rows (dicts by column name; views also need `_base_rowid`); returns the new rowids in order."""
+    def insert(
+        self, conn: sa.Connection, rows: Sequence[dict[str, Any]], columns: Sequence[Column], version: int
+    ) -> list[int]:
+        """Insert rows written at `version` (dicts by column name; views also need `_base_rowid`).
+
+        Returns the new rowids in order.
+        """
         if not rows:
             return []
-        params = [self._row_params(row, columns) for row in rows]
+        params = [{V_MIN: version, **self._row_params(row, columns)} for row in rows]
         if conn.dialect.name == "sqlite":
             return self._insert_sqlite(conn, params, raw=all(c.col_type.name in _AS_IS for c in columns))
-        rowids = []
+        rowids: list[int] = []
         for start in range(0, len(params), 1000):
             batch = params[start : start + 1000]
             result = conn.execute(
@@ -160,15 +164,22 @@ class TableSql:
         conn.exec_driver_sql(statement, values)
         return rowids
 
-    def update(self, conn: sa.Connection, rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> None:
-        """Write `columns` of each row (dict with `_rowid`) back to its own SQL table."""
+    def update(
+        self, conn: sa.Connection, rows: Sequence[dict[str, Any]], columns: Sequence[Column], version: int | None
+    ) -> None:
+        """Write `columns` of each row (dict with `_rowid`) back to its own SQL table, as of `version`.
+
+        The rows' earlier images go to the history table first, so earlier versions still read them.
+        `version=None` fills columns added by the change itself: no earlier version reads them, so
+        rows keep their version and no image is kept.
+        """
         if not rows or not columns:
             return
-        statement = (
-            self.table.update()
-            .where(self.table.c[ROWID] == sa.bindparam("_key"))
-            .values({c: sa.bindparam(c) for column in columns for c in self.insert_values(column, None)})
-        )
+        values: dict[str, Any] = {c: sa.bindparam(c) for column in columns for c in self.insert_values(column, None)}
+        if version is not None:
+            versions.retire_rows(conn, self.meta, [row[ROWID] for row in rows], version)
+            values[V_MIN] = version
+        statement = self.table.update().where(self.table.c[ROWID] == sa.bindparam("_key")).values(values)
         params = []
         for row in rows:
             values = {"_key": row[ROWID]}
@@ -177,3 +188,17 @@ class TableSql:
             params.append(values)
         for start in range(0, len(params), 1000):
             conn.execute(statement, params[start : start + 1000])
+
+    def delete(self, conn: sa.Connection, rowids: Sequence[int], version: int, by_base: bool = False) -> int:
+        """Delete rows at `version` (by `_rowid`, or for a view by `_base_rowid`); returns how many went.
+
+        Their images go to the history table first, so earlier versions still read them.
+        """
+        key = self.table.c[BASE_ROWID if by_base else ROWID]
+        deleted = 0
+        for start in range(0, len(rowids), 1000):
+            chunk = list(rowids[start : start + 1000])
+            own = [r[0] for r in conn.execute(sa.select(self.table.c[ROWID]).where(key.in_(chunk)))]
+            versions.retire_rows(conn, self.meta, own, version)
+            deleted += conn.execute(self.table.delete().where(self.table.c[ROWID].in_(own))).rowcount
+        return deleted

@@ -22,6 +22,8 @@ class UpdateStatus:
         num_excs: cells that hold an error instead of a value.
         cols_with_excs: `table.column` names that got errors.
         operation: 'inserted', 'updated' or 'deleted'.
+        num_updated: for an insert with `on_conflict='update'`, stored rows it updated.
+        errors: messages of rows that were refused (e.g. unreachable media with `media_validation='on_write'`).
 
     Examples:
         >>> UpdateStatus(num_rows=3, num_computed_values=6, operation="inserted")
@@ -33,9 +35,13 @@ class UpdateStatus:
     num_excs: int = 0
     cols_with_excs: list[str] = dataclasses.field(default_factory=list)
     operation: str = "updated"
+    num_updated: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
 
     def __repr__(self) -> str:
         text = f"{plural(self.num_rows, 'row')} {self.operation}, "
+        if self.num_updated:
+            text += f"{plural(self.num_updated, 'row')} updated, "
         text += f"{plural(self.num_computed_values, 'value')} computed"
         if self.num_excs:
             text += f", {plural(self.num_excs, 'error')} in {', '.join(self.cols_with_excs)}"
@@ -50,6 +56,8 @@ class UpdateStatus:
             num_excs=self.num_excs + other.num_excs,
             cols_with_excs=sorted(set(self.cols_with_excs) | set(other.cols_with_excs)),
             operation=self.operation,
+            num_updated=self.num_updated + other.num_updated,
+            errors=self.errors + other.errors,
         )
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
 import sqlalchemy as sa
 
 from mediatable.catalog.model import TableMeta
-from mediatable.errors import ComputeError
+from mediatable.errors import ComputeError, InvalidArgument
 from mediatable.exec import compute
 from mediatable.exec.rows import BASE_ROWID, ROWID, TableSql
 from mediatable.exec.status import UpdateStatus
@@ -26,17 +25,30 @@ ITERATORS: dict[str, Any] = {
 log = logging.getLogger(__name__)
 
 
+def check_iterator_args(name: str, kwargs: dict[str, Any]) -> None:
+    """Check an iterator's arguments before a view is created: the iterator validates them without a file.
+
+    Raises:
+        InvalidArgument: an argument is unknown or out of range (the message says which).
+    """
+    try:
+        ITERATORS[name]("", **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{name}(): {exc}") from exc
+
+
 def propagate(
     session: Session,
     view: TableMeta,
     lease: Any,
     base_rows: list[dict[str, Any]],
     on_error: str | None,
-    conn: sa.Connection | None = None,
+    conn: sa.Connection,
+    version: int,
 ) -> UpdateStatus:
     """Run the view's iterator over new base rows, compute the view's own columns, insert the view rows.
 
-    The rows are written on `conn` (the base table's insert transaction) or in a transaction of their own.
+    The rows are written on `conn` (the transaction of the change that brought the base rows) at `version`.
 
     Source files are prefetched concurrently; a base row whose file cannot be read or iterated
     contributes no rows and counts as one error (or aborts, with `on_error='abort'`).
@@ -76,10 +88,7 @@ def propagate(
         view_rows.extend(produced)
     computed = compute.computed_columns(view)
     compute.compute(session, view, lease, view_rows, computed, on_error)
-    with contextlib.ExitStack() as transaction:
-        if conn is None:
-            conn = transaction.enter_context(session.engine.begin())
-        TableSql(view).insert(conn, view_rows, list(view.own_columns.values()))
+    TableSql(view).insert(conn, view_rows, list(view.own_columns.values()), version)
     status = compute.count(UpdateStatus(operation="inserted"), view_rows, computed, view.path)
     if failed:
         status.num_excs += failed

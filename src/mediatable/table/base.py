@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mediatable.catalog.model import TableMeta
-from mediatable.errors import ColumnNotFound, InvalidName
+from mediatable.errors import ColumnNotFound, InvalidName, ReadOnlyTable, TableNotFound
 from mediatable.exec.query import QuerySpec
 from mediatable.exprs import ColumnRef
 from mediatable.session import Session
@@ -73,12 +73,34 @@ class TableBase:
     def _fresh(self) -> TableMeta:
         """The table's description, reloaded first if the catalog's schema version moved on.
 
-        A handle follows its path: after `if_exists='replace'` it describes the new table.
+        A handle follows its table (by id, so through moves); once the table is gone it follows its
+        path: after `if_exists='replace'` it describes the new table. Read-only handles keep theirs.
         """
+        if self._meta.read_only:
+            return self._meta
         catalog = self._session.catalog
         if catalog.schema_version(self._meta) != self._meta.schema_version:
-            self._set_meta(catalog.get_table(self._meta.path))  # TableNotFound if it was dropped
+            try:
+                meta = catalog.get_table_by_id(self._meta.id)
+            except TableNotFound:
+                meta = catalog.get_table(self._meta.path)  # TableNotFound if it was dropped
+            self._set_meta(meta)
         return self._meta
+
+    def _current_meta(self) -> TableMeta:
+        """The catalog's current description of this table (a read-only handle keeps its own)."""
+        return self._fresh()
+
+    def _refresh(self) -> None:
+        """Take the catalog's current description (after a change, or before one)."""
+        self._fresh()
+
+    def _check_writable(self) -> None:
+        if self._meta.read_only:
+            raise ReadOnlyTable(
+                f"{self.path!r} reads version {self._meta.at_version} of a table: it cannot be changed "
+                "(use the table itself, or revert it)"
+            )
 
     def _query(self) -> Query:
         return Query(self._session, QuerySpec(self._fresh()))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from mediatable.catalog import schema
 from mediatable.catalog.catalog import check_choice
-from mediatable.catalog.model import Column
+from mediatable.catalog.model import BuiltExpr, Column
 from mediatable.errors import AlreadyExists, ColumnNotFound, ExprError, InvalidArgument
 from mediatable.exec import compute
 from mediatable.exec.status import UpdateStatus, plural
@@ -64,36 +65,39 @@ class ComputedColumns(TableBase):
             raise InvalidArgument("add_computed_column() needs name=expression")
         self._check_new_column_names(named)
         self._fresh()
+        self._check_writable()
         exprs = {name: as_expr(value) for name, value in named.items()}
         for expr in exprs.values():
             self._check_expr(expr)
         destinations = self._destinations(exprs, destination)
         total = UpdateStatus(operation="updated")
         for name, expr in exprs.items():
-            if name in self._meta.columns:
-                if if_exists == "ignore":
-                    continue
-                if if_exists == "error":
-                    raise AlreadyExists(f"column {name!r} already exists in {self.path!r}")
+            schema.check_name(name, "column")
+            self._refresh()  # the catalog's current schema: another handle or process may have changed it
+            self._check_expr(expr)
+            if name in self._meta.columns and if_exists == "ignore":
+                continue
+            if name in self._meta.columns and if_exists == "error":
+                raise AlreadyExists(f"column {name!r} already exists in {self.path!r}")
             column = Column(
                 name=name,
                 col_type=expr.col_type,
                 table_name=self.path,
                 owner_id=self._meta.id,
                 position=0,
+                computed=BuiltExpr(expr),
                 computed_spec=serialize.to_dict(expr),
                 on_error=on_error,
                 destination=destinations.get(name),
             )
-            self._set_meta(self._session.catalog.add_column(self._meta, column, if_exists=if_exists))
-            new_column = self._meta.own_columns[name]
-            try:
-                status = compute.fill(
-                    self._session, self._meta, [new_column], on_error=on_error, desc=f"Computing `{name}`"
-                )
-            except BaseException:
-                self._set_meta(self._session.catalog.drop_column(self._meta, name))
-                raise
+            meta, status = compute.add_computed(
+                self._session,
+                self._meta,
+                column,
+                if_exists="replace" if if_exists == "replace" else "error",
+                desc=f"Computing `{name}`",
+            )
+            self._set_meta(meta)
             if not quiet:
                 print(
                     f"Added {plural(status.num_computed_values, 'column value')} "
@@ -150,7 +154,8 @@ class ComputedColumns(TableBase):
             Recomputed 0 values with 0 errors.
             0 rows updated, 0 values computed.
         """
-        self._fresh()
+        self._check_writable()
+        self._refresh()
         chosen: set[str] = set()
         for name in names:
             column = self._meta.own_columns.get(name)

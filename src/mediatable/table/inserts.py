@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
 from mediatable.catalog.catalog import check_choice
-from mediatable.errors import DataError, InvalidArgument
-from mediatable.exec import compute, views
-from mediatable.exec.rows import ROWID, TableSql
+from mediatable.errors import InvalidArgument
+from mediatable.exec import inserts, keys
 from mediatable.exec.status import UpdateStatus, plural, progress_bar
-from mediatable.importers import BATCH_SIZE, RowSource, none_if_missing
+from mediatable.importers import BATCH_SIZE, RowSource
 from mediatable.table.base import ON_ERROR, TableBase
 
 
@@ -28,6 +26,7 @@ class Inserts(TableBase):
         /,
         *,
         on_error: str | None = None,
+        on_conflict: str = "error",
         quiet: bool = False,
         **values: Any,
     ) -> UpdateStatus:
@@ -43,15 +42,23 @@ class Inserts(TableBase):
             on_error: None (default): each computed column follows its own `on_error` (by default
                 'ignore': a failing cell keeps its error, the other cells and rows are stored);
                 'abort': any failing computed value aborts the whole insert, nothing is stored.
+            on_conflict: for tables with a primary key, a row whose key is stored already:
+                'error' (default: nothing of the call is inserted), 'ignore' (the row is skipped) or
+                'update' (the stored row takes the row's values; its computed columns recompute).
             quiet: do not print the summary line.
             **values: a single row given as keyword arguments (`t.insert(image='a.jpg', label='cat')`).
 
         Returns:
             An :class:`UpdateStatus`, e.g. `3 rows inserted, 6 values computed.`
 
+        With `media_validation='on_write'` (see :func:`mediatable.create_table`), each media URL is
+        checked with a HEAD request first; rows whose media cannot be reached are not inserted and
+        count as errors of the insert (`status.errors` says which row, column and URL, and why).
+
         Raises:
-            DataError: an unknown column or a value of the wrong type; names the row index,
-                the column and the value. Nothing of the call is inserted.
+            DataError: an unknown column, a value of the wrong type, or a key that exists already
+                (`on_conflict='error'`); names the row index, the column and the value. Nothing of
+                the call is inserted.
 
         Examples:
             >>> import mediatable as mt, tempfile
@@ -69,7 +76,8 @@ class Inserts(TableBase):
         """
         if on_error is not None:
             check_choice("on_error", on_error, ON_ERROR)
-        self._fresh()  # compute what the catalog says now, whatever this handle saw before
+        check_choice("on_conflict", on_conflict, keys.ON_CONFLICT)
+        self._check_writable()
         if self._meta.is_view:
             raise InvalidArgument(f"{self.path!r} is a view: insert into its base table {self._meta.base.path!r}")
         if rows is not None and values:
@@ -78,65 +86,21 @@ class Inserts(TableBase):
             if not values:
                 raise InvalidArgument("insert() needs rows (a list of dicts, a DataFrame or a file) or keyword values")
             rows = [values]
-        session, meta = self._session, self._meta
+        session = self._session
+        meta = self._current_meta()  # the catalog's schema, not this handle's: others may have changed it
         column_types = {name: c.col_type for name, c in meta.own_columns.items()}
         source = rows if isinstance(rows, RowSource) else RowSource(rows)
         batches = source.batches(BATCH_SIZE, column_types)
-
-        status = UpdateStatus(operation="inserted")
-        stored = list(meta.own_columns.values())
-        computed = compute.computed_columns(meta)
-        view_metas = [session.catalog.get_table(p) for p in session.catalog.view_paths(meta)]
         bar = progress_bar(session.settings, f"Inserting rows into `{meta.name}`", total=None)
-        num_rows = 0
         try:
-            with session.cache_lease() as lease, contextlib.ExitStack() as transaction:
-                conn = None
-                for batch in batches:
-                    validated = self._validate_rows(batch, first_index=num_rows)
-                    compute.compute(session, meta, lease, validated, computed, on_error)
-                    if conn is None:  # opened once the first batch is computed: a short insert locks briefly
-                        conn = transaction.enter_context(session.engine.begin())
-                    rowids = TableSql(meta).insert(conn, validated, stored)
-                    for row, rowid in zip(validated, rowids, strict=True):
-                        row[ROWID] = rowid
-                    status = compute.count(status, validated, stored, meta.path)
-                    for view in view_metas:
-                        status = status + views.propagate(session, view, lease, validated, on_error, conn=conn)
-                    num_rows += len(validated)
-                    bar.update(len(validated))
+            status = inserts.insert(
+                session, meta, batches, on_error=on_error, on_conflict=on_conflict, progress=bar.update
+            )
         finally:
             bar.close()
-        status.num_rows = num_rows
+        self._refresh()
         if not quiet:
-            print(f"Inserted {plural(num_rows, 'row')} with {plural(status.num_excs, 'error')}.")
+            print(f"Inserted {plural(status.num_rows, 'row')} with {plural(status.num_excs, 'error')}.")
+            for message in status.errors[:10]:
+                print(f"  {message}")
         return status
-
-    def _validate_rows(self, records: Sequence[Mapping[str, Any]], first_index: int = 0) -> list[dict[str, Any]]:
-        columns = self._meta.own_columns
-        out: list[dict[str, Any]] = []
-        for index, record in enumerate(records, start=first_index):
-            if not isinstance(record, Mapping):
-                raise DataError(
-                    f"row {index}: expected a dict of column values, got {type(record).__name__}", row=index
-                )
-            row: dict[str, Any] = {}
-            for name, value in record.items():
-                column = columns.get(name)
-                if column is None:
-                    raise DataError(
-                        f"row {index}: unknown column {name!r} (columns of {self.path!r}: "
-                        f"{', '.join(c for c, col in columns.items() if not col.is_computed)})",
-                        row=index,
-                        column=name,
-                    )
-                if column.is_computed:
-                    raise DataError(
-                        f"row {index}: column {name!r} is computed and cannot be set", row=index, column=name
-                    )
-                try:
-                    row[name] = column.col_type.validate(none_if_missing(value))
-                except DataError as exc:
-                    raise type(exc)(f"row {index}, column {name!r}: {exc}", row=index, column=name) from exc
-            out.append(row)
-        return out

@@ -3,7 +3,7 @@
 Each concern lives in its own module: reads and queries (:mod:`~mediatable.table.reads`), inserts
 (:mod:`~mediatable.table.inserts`), computed columns (:mod:`~mediatable.table.computed`), updates and
 deletes (:mod:`~mediatable.table.updates`), schema operations (:mod:`~mediatable.table.schema_ops`),
-warming the file cache (:mod:`~mediatable.table.prefetch`);
+warming the file cache (:mod:`~mediatable.table.prefetch`), versions (:mod:`~mediatable.table.versions`);
 :mod:`~mediatable.table.base` holds what they share.
 """
 
@@ -15,9 +15,10 @@ from mediatable.table.prefetch import Prefetch
 from mediatable.table.reads import Reads
 from mediatable.table.schema_ops import SchemaOps
 from mediatable.table.updates import Updates
+from mediatable.table.versions import Versions
 
 
-class Table(SchemaOps, Reads, Inserts, ComputedColumns, Updates, Prefetch):
+class Table(SchemaOps, Reads, Inserts, ComputedColumns, Updates, Prefetch, Versions):
     """A table or view in the catalog.
 
     Columns are attributes (`t.image`, also `t['image']`) and build expressions.

@@ -4,7 +4,7 @@ the module-level API (`mt.create_table`, ...) calls these with the current sessi
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mediatable import types as ts
@@ -43,8 +43,12 @@ def create_table(
     *,
     source: Any = None,
     schema_overrides: Mapping[str, Any] | None = None,
+    primary_key: str | Sequence[str] | None = None,
+    media_validation: str = "on_read",
 ) -> Table:
     """Create a table, empty or filled from `source` (see :func:`mediatable.create_table`)."""
+    key = [primary_key] if isinstance(primary_key, str) else list(primary_key or [])
+    options = {"primary_key": key, "media_validation": media_validation}
     if source is None:
         if schema_overrides:
             raise InvalidArgument("schema_overrides= needs source=: it overrides the types inferred from a source")
@@ -55,7 +59,7 @@ def create_table(
         columns = {name: ts.as_column_type(t) for name, t in schema.items()}
         check_column_names(Table, columns)
         existing = _existing(session, path, if_exists, "table")
-        return existing or Table(session, session.catalog.create_table(path, columns))
+        return existing or Table(session, session.catalog.create_table(path, columns, **options))
     rows = RowSource(source)
     columns, renames = _source_schema(rows, {**(schema or {}), **(schema_overrides or {})})
     check_column_names(Table, columns)
@@ -73,7 +77,7 @@ def create_table(
         if parent
         else f"{name[:40]}_import_{secrets.token_hex(4)}"
     )
-    table = Table(session, session.catalog.create_table(draft, columns))
+    table = Table(session, session.catalog.create_table(draft, columns, **options))
     try:
         table.insert(rows.renamed(renames), quiet=True)
         meta = session.catalog.move_table(draft, path, replace=replacing)
@@ -120,6 +124,7 @@ def create_view(session: Session, path: str, base: Table, iterator: IteratorSpec
         raise InvalidArgument("iterator= must be mt.frames(...), mt.audio_chunks(...) or mt.document_pages(...)")
     if iterator.source.column.owner_id not in base._meta.owner_ids():
         raise InvalidArgument(f"the iterator reads {iterator.source!r}, which is not a column of {base.path!r}")
+    views.check_iterator_args(iterator.name, iterator.kwargs)
     existing = _existing(session, path, if_exists, "view")
     if existing is not None:
         return existing
@@ -133,17 +138,40 @@ def create_view(session: Session, path: str, base: Table, iterator: IteratorSpec
         "kwargs": iterator.kwargs,
         "outputs": list(iterator_cls.output_schema),
     }
-    meta = session.catalog.create_table(path, dict(iterator_cls.output_schema), base=base._meta, iterator=spec)
-    base_rows = run.matching_rows(session, base._query()._spec)
-    if base_rows:
-        with session.cache_lease() as lease:
-            views.propagate(session, meta, lease, base_rows, on_error=None)
+    base_meta = base._current_meta()
+    meta = session.catalog.create_table(path, dict(iterator_cls.output_schema), base=base_meta, iterator=spec)
+    try:
+        base_rows = run.matching_rows(session, run.QuerySpec(base_meta))
+        if base_rows:
+            with session.cache_lease() as lease, session.engine.begin() as conn:
+                views.propagate(session, meta, lease, base_rows, None, conn=conn, version=meta.created_version)
+    except BaseException:
+        session.catalog.drop_table(path, if_not_exists="ignore", force=True)  # no half-filled view is left
+        raise
     return Table(session, meta)
 
 
+def create_snapshot(session: Session, path: str, table: Table) -> Table:
+    """Freeze `table`'s current version (or the version a read-only handle reads) under `path`."""
+    return Table(session, session.catalog.create_snapshot(path, table._meta))
+
+
+def move(session: Session, path: str | Table, new_path: str) -> None:
+    """Move a table, view, snapshot or directory (see :func:`mediatable.move`)."""
+    if isinstance(path, Table):
+        path = path.path
+    session.catalog.move(path, new_path)
+
+
 def get_table(session: Session, path: str) -> Table:
-    """A handle on the table or view at `path`. Raises TableNotFound."""
-    return Table(session, session.catalog.get_table(path))
+    """A handle on the table or view at `path`, or at `path:N` its read-only version N. Raises TableNotFound."""
+    version = None
+    if isinstance(path, str) and ":" in path:
+        path, _, number = path.rpartition(":")
+        if not number.isdigit():
+            raise InvalidArgument(f"a version after ':' is a number, as in 'dir.table:3', not {number!r}")
+        version = int(number)
+    return Table(session, session.catalog.get_table(path, version=version))
 
 
 def drop_table(session: Session, path: str | Table, if_not_exists: str = "error", force: bool = False) -> None:
