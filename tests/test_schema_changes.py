@@ -291,3 +291,16 @@ def test_sql_identifiers_do_not_come_from_user_names(session: mt.Session) -> Non
     inspector = sa.inspect(session.engine)
     names = [c["name"] for c in inspector.get_columns(f"mt_t{t._meta.id}")]
     assert all(len(n) < 16 for n in names)
+
+
+def test_changes_through_a_view_do_not_make_the_base_handle_look_concurrent(session: mt.Session) -> None:
+    t = mt.create_table("clips", {"video": mt.Video, "n": mt.Int})
+    view = mt.create_view("frames", t, iterator=mt.frames(t.video, fps=1))
+    view.add_computed_column(w=view.frame.width, quiet=True)
+    t.add_computed_column(double=t.n * 2, quiet=True)  # the base handle follows its family's schema
+    view.add_column(notes=mt.String)
+    view.revert()
+    t.insert([{"n": 2}], quiet=True)
+    t.update({"n": t.n + 1}, quiet=True)
+    assert t.select(t.double).collect()["double"] == [6]
+    assert "notes" not in view.columns and "double" in view.columns

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,8 +17,9 @@ from sqlalchemy.engine import Engine
 
 from mediatable import types as ts
 from mediatable.catalog import columns as columns_ops
-from mediatable.catalog import schema, versions
+from mediatable.catalog import paths, schema, versions
 from mediatable.catalog.change import Change
+from mediatable.catalog.engine import create_engine, read_only
 from mediatable.catalog.model import Column, TableMeta
 from mediatable.catalog.schema import check_choice
 from mediatable.errors import (
@@ -33,58 +34,6 @@ from mediatable.errors import (
 )
 from mediatable.exprs import serialize
 
-READ_ONLY = "mediatable_read_only"
-
-
-def read_only(engine: Engine) -> sa.Connection:
-    """A connection for reading only: on SQLite it never takes the write lock.
-
-    Examples:
-        >>> with read_only(create_engine("sqlite://")) as conn:
-        ...     conn.execute(sa.text("select 1")).scalar_one()
-        1
-    """
-    return engine.connect().execution_options(**{READ_ONLY: True})
-
-
-def create_engine(url: str) -> Engine:
-    """An engine for the catalog URL, tuned for concurrent use by several processes.
-
-    SQLite gets WAL and a busy timeout, so concurrent writers wait instead of failing.
-    """
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
-
-        @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=60000")
-            cursor.close()
-            # Python's case mapping (SQLite's own lower/upper only know ASCII): filters pushed down to
-            # SQL give exactly what the same expression gives in Python.
-            dbapi_conn.create_function("lower", 1, _python_str(str.lower), deterministic=True)
-            dbapi_conn.create_function("upper", 1, _python_str(str.upper), deterministic=True)
-
-        @sa.event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(conn: Any) -> None:
-            # Take the write lock at BEGIN: avoids deadlock-style SQLITE_BUSY on read->write upgrades.
-            # A connection marked read-only (see `read_only`) begins deferred: in WAL mode it reads a
-            # snapshot and never blocks writers, so a query can stream while its consumer writes.
-            read_only = conn.get_execution_options().get(READ_ONLY, False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-        return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return sa.create_engine(url, pool_pre_ping=True)
-
-
-def _python_str(method: Callable[[str], str]) -> Callable[[Any], Any]:
-    return lambda value: method(value) if isinstance(value, str) else value
-
-
 MEDIA_VALIDATION = ("on_read", "on_write")
 
 
@@ -94,6 +43,9 @@ def _now() -> dt.datetime:
 
 def _parent(path: str) -> str:
     return path.rsplit(".", 1)[0] if "." in path else ""
+
+
+__all__ = ["Catalog", "Change", "check_choice", "create_engine", "read_only"]
 
 
 class Catalog:
@@ -309,9 +261,8 @@ class Catalog:
             )
             change = Change(self, conn, version, self._load_id(conn, meta.id))
             yield change
-            if schema_change:  # handles of every member reload (see `schema_version`)
-                for member in self._family(conn, change.reload()):
-                    self._bump_schema_version(conn, member.id)
+            if schema_change:
+                self._bump_family(conn, meta.root_id)
 
     def create_snapshot(self, path: str, meta: TableMeta) -> TableMeta:
         """Freeze `meta`'s current version (or the version it reads) under a new path."""
@@ -412,21 +363,7 @@ class Catalog:
                 raise DirNotFound(f"directory {parent!r} does not exist; create it with mt.create_dir({parent!r})")
             if is_dir and (new_path + ".").startswith(path + "."):
                 raise InvalidArgument(f"cannot move directory {path!r} into itself ({new_path!r})")
-            renames = [(path, new_path)]
-            if is_dir:
-                prefix = path + "."
-                inside = conn.execute(sa.select(schema.tables.c.path).where(schema.tables.c.path.startswith(prefix)))
-                renames += [(p, new_path + p[len(path) :]) for (p,) in inside]
-                sub = conn.execute(sa.select(schema.dirs.c.path).where(schema.dirs.c.path.startswith(prefix)))
-                sub_dirs = [(p, new_path + p[len(path) :]) for (p,) in sub]
-                for old, new in [(path, new_path), *sub_dirs]:
-                    schema.check_path(new, "directory")
-                    conn.execute(schema.dirs.update().where(schema.dirs.c.path == old).values(path=new))
-                renames = renames[1:]
-            for old, new in renames:
-                schema.check_path(new, "table")
-                conn.execute(schema.tables.update().where(schema.tables.c.path == old).values(path=new))
-                moved = conn.execute(sa.select(schema.tables.c.id).where(schema.tables.c.path == new)).scalar_one()
+            for moved in paths.move(conn, path, new_path, is_dir):
                 self._bump_schema_version(conn, moved)  # handles take the new path
 
     # -- columns ------------------------------------------------------------------------------
@@ -493,9 +430,14 @@ class Catalog:
                 versions.revert_rows(conn, member, last.version)
             columns_ops.revert_columns(conn, family, last.version, last.undo or {})
             versions.forget_version(conn, meta.root_id, last.version)
-            for member in family:
-                self._bump_schema_version(conn, member.id)
+            self._bump_family(conn, meta.root_id)
             return self._load_id(conn, meta.id)
+
+    def version_of(self, meta: TableMeta) -> int:
+        """The current version of `meta`'s family (one small query)."""
+        with read_only(self.engine) as conn:
+            query = sa.select(schema.tables.c.version).where(schema.tables.c.id == meta.root_id)
+            return int(conn.execute(query).scalar_one())
 
     def history(self, meta: TableMeta) -> list[dict[str, Any]]:
         """The versions that changed `meta`, newest first (see :func:`.versions.history`)."""
@@ -651,6 +593,11 @@ class Catalog:
         )
         found = {table_id: version or 0 for table_id, version in rows}
         return tuple(found.get(i, -1) for i in table_ids)
+
+    def _bump_family(self, conn: sa.Connection, root_id: int) -> None:
+        """After a schema change in a family, handles of every member reload (the family's schema moved on)."""
+        for member in self._family(conn, self._load_id(conn, root_id)):
+            self._bump_schema_version(conn, member.id)
 
     def _bump_schema_version(self, conn: sa.Connection, table_id: int) -> None:
         """Stamp `table_id` with a version above every version handed out so far (ids can be reused)."""

@@ -109,7 +109,7 @@ def explain(spec: QuerySpec) -> str:
 
     Examples:
         >>> from mediatable.catalog.model import Column, TableMeta
-        >>> n = Column("n", ts.Int, "nums", owner_id=1, position=0)
+        >>> n = Column("n", ts.Int, "nums", owner_id=1, position=0, stem="c1")
         >>> meta = TableMeta(id=1, path="nums", kind="table", own_columns={"n": n})
         >>> print(explain(QuerySpec(meta, where=ColumnRef(n) % 10 == 0, limit=5)))
         query over 'nums'

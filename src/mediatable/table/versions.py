@@ -15,7 +15,9 @@ class Versions(TableBase):
     @property
     def version(self) -> int:
         """The version this handle reads: the current one, or the earlier one it was opened at."""
-        return self._meta.at_version if self._meta.at_version is not None else self._current_meta().version
+        return (
+            self._meta.at_version if self._meta.at_version is not None else self._session.catalog.version_of(self._meta)
+        )
 
     def history(self) -> pd.DataFrame:
         """The versions that changed this table, newest first: version, time, change, summary, row counts.
