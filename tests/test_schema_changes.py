@@ -119,7 +119,7 @@ def test_concurrent_replace_from_two_processes_keeps_expression_and_values_toget
     outcome = finish(slow).strip()
     assert outcome.startswith("refused") and "nothing was changed" in outcome
     t = mt.get_table("race")
-    assert t.describe().splitlines()[-1].endswith("(race.n * 100)")
+    assert repr(t).splitlines()[-1].endswith("(race.n * 100)")
     values = t.order_by(t.n).select(t.n, t.x).collect()
     assert values["x"] == [n * 100 for n in values["n"]]
 
@@ -242,9 +242,9 @@ def test_rename_column_keeps_computed_columns_and_views_working(session: mt.Sess
         "quad": [4, 20],
     }
     t.recompute_columns("double")
-    assert "total * 2" in t.describe()
+    assert "total * 2" in repr(t)
     view = mt.get_table("frames")
-    assert "total" in view.columns and "clip" in view.columns and "total + 1" in view.describe()
+    assert "total" in view.columns and "clip" in view.columns and "total + 1" in repr(view)
     another = mt.init(home=session.settings.home, db_url=session.settings.catalog_url, quiet=True)
     assert mt.get_table("clips").columns == ["total", "clip", "double", "quad"]
     assert another is not None

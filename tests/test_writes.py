@@ -111,7 +111,7 @@ def test_aborted_computed_column_leaves_the_table_exactly_as_before(session: mt.
     t = mt.create_table("nums", {"n": mt.Int})
     t.insert([{"n": 1}, {"n": 0}, {"n": 2}], quiet=True)
     t.add_computed_column(inv=t.n * 100, quiet=True)
-    before = (t.columns, t.describe(), ordered(t, "n", "inv"), t.version, len(t.history()))
+    before = (t.columns, repr(t), ordered(t, "n", "inv"), t.version, len(t.history()))
 
     @mt.udf
     def reciprocal(n: int) -> float:
@@ -122,7 +122,7 @@ def test_aborted_computed_column_leaves_the_table_exactly_as_before(session: mt.
     with pytest.raises(mt.ComputeError):
         t.add_computed_column(other=reciprocal(t.n), on_error="abort", quiet=True)
     t = mt.get_table("nums")
-    assert (t.columns, t.describe(), ordered(t, "n", "inv"), t.version, len(t.history())) == before
+    assert (t.columns, repr(t), ordered(t, "n", "inv"), t.version, len(t.history())) == before
 
 
 def test_media_validation_on_write_heads_each_url(
@@ -162,3 +162,28 @@ def test_iterator_arguments_are_checked_before_a_view_exists(session: mt.Session
         mt.create_view("bad_view", base, iterator=make(base))
     assert mt.list_tables() == ["media"]
     assert list(base.history()["change"]) == ["insert", "create"]  # nothing was stored
+
+
+def test_update_reaches_views_in_the_same_transaction(session: mt.Session, tmp_path: Path) -> None:
+    two = mediagen.make_mp4(tmp_path / "two.mp4", seconds=2.0, fps=4)
+    three = mediagen.make_mp4(tmp_path / "three.mp4", seconds=3.0, fps=4)
+    videos = mt.create_table("videos", {"video": mt.Video, "n": mt.Int})
+    frames = mt.create_view("frames", videos, iterator=mt.frames(videos.video, fps=1))
+
+    @mt.udf
+    def fails_on_seven(n: int) -> int:
+        if n == 7:
+            raise ValueError("seven")
+        return n * 10
+
+    frames.add_computed_column(tens=fails_on_seven(frames.n), on_error="abort", quiet=True)
+    videos.insert([{"video": str(two), "n": 1}], quiet=True)
+    videos.update({"n": videos.n + 1}, quiet=True)  # the view's computed column follows
+    assert frames.select(frames.tens).collect()["tens"] == [20, 20]
+    videos.update({"video": str(three)}, quiet=True)  # a new source: the view's rows are made anew
+    assert frames.count() == 3 and frames.select(frames.tens).collect()["tens"] == [20, 20, 20]
+    with pytest.raises(mt.ComputeError, match="seven"):  # the view's step fails: the base keeps its value
+        videos.update({"n": 7}, quiet=True)
+    assert videos.select(videos.n).collect()["n"] == [2] and frames.count() == 3
+    videos.revert()
+    assert frames.count() == 2 and videos.select(url=videos.video.fileurl).collect()["url"][0].endswith("two.mp4")

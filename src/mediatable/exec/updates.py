@@ -13,9 +13,9 @@ from typing import Any
 from mediatable.catalog.change import Change
 from mediatable.catalog.model import Column, TableMeta
 from mediatable.errors import ComputeError, DataError
-from mediatable.exec import compute
+from mediatable.exec import compute, views
 from mediatable.exec.pipeline import Pipeline, Target, preflight
-from mediatable.exec.rows import ROWID, TableSql
+from mediatable.exec.rows import BASE_ROWID, ROWID, TableSql
 from mediatable.exec.status import UpdateStatus
 from mediatable.exprs import CellError, ColumnRef, Expr
 from mediatable.session import Session
@@ -103,5 +103,41 @@ def apply(
         compute.compute(session, meta, lease, rows, dependents, on_error=None)
         status = compute.count(status, rows, dependents, meta.path)
     TableSql(meta).update(change.conn, rows, [*changed, *dependents], change.version)
+    touched = set(names) | {c.name for c in dependents}
+    for view in session.catalog.views(meta, change.conn):
+        status = status + _update_view(session, change, lease, view, [row[ROWID] for row in rows], touched)
     status.num_rows = len(rows)
+    return status
+
+
+def _update_view(
+    session: Session, change: Change, lease: Any, view: TableMeta, base_rowids: list[int], touched: set[str]
+) -> UpdateStatus:
+    """Bring a view's rows of updated base rows up to date, in the same change.
+
+    A changed iterator source makes the rows anew (its old rows retire); otherwise the view's own computed
+    columns that read a changed base column are computed again.
+    """
+    status = UpdateStatus(operation="updated")
+    sql = TableSql(view)
+    if (view.iterator or {}).get("source") in touched:
+        sql.delete(change.conn, base_rowids, change.version, by_base=True)
+        base = TableSql(change.meta)
+        for start in range(0, len(base_rowids), 1000):
+            chunk = base_rowids[start : start + 1000]
+            base_rows = list(base.read(change.conn, list(change.meta.columns.values()), rowids=chunk))
+            status = status + views.propagate(
+                session, view, lease, base_rows, None, conn=change.conn, version=change.version
+            )
+        return status
+    dependents = compute.dependents_of(view, touched, include=False)
+    if not dependents:
+        return status
+    inputs = [c for c in compute.referenced(dependents, view)]
+    for start in range(0, len(base_rowids), 1000):
+        where = sql.table.c[BASE_ROWID].in_(base_rowids[start : start + 1000])
+        view_rows = list(sql.read(change.conn, inputs, where=where))
+        compute.compute(session, view, lease, view_rows, dependents, on_error=None)
+        sql.update(change.conn, view_rows, dependents, change.version)
+        status = compute.count(status, view_rows, dependents, view.path)
     return status

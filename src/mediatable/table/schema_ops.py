@@ -110,7 +110,7 @@ class SchemaOps(TableBase):
             Created table 'pets'.
             >>> _ = t.add_computed_column(double=t.n * 2, quiet=True)
             >>> t.rename_column('n', 'total')
-            >>> print(t.describe())
+            >>> t.describe()
             table 'pets'
               total   Int
               double  Int  = (pets.total * 2)
