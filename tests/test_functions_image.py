@@ -100,6 +100,64 @@ def test_thumbnail_keeps_aspect_and_never_enlarges(
         assert img.size == (160, 120)  # the input is untouched (PIL's own thumbnail works in place)
 
 
+# Bound on the mean absolute difference (0-255 scale, per channel) between a result computed from a
+# reduced-scale JPEG decode and the same result from a full decode; measured ~0.3-0.7 on photo-like images.
+REDUCED_DECODE_MAD = 2.0
+
+
+def full_decode_result(path: Path, size: tuple[int, int], fit: bool) -> PIL.Image.Image:
+    """The reference: decode every pixel, then resample as the functions do."""
+    with PIL.Image.open(path) as img:
+        img.load()
+        target = image.thumbnail(img, size).size if fit else size
+        return img.resize(target, PIL.Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+@pytest.mark.parametrize(
+    ("source", "size", "fit"),
+    [
+        ((640, 480), (224, 224), False),
+        ((1920, 1080), (224, 224), False),
+        ((1920, 1080), (640, 360), False),
+        ((640, 480), (128, 128), True),
+        ((1600, 1200), (300, 300), True),
+        ((1000, 750), (333, 250), False),
+    ],
+)
+def test_downscales_decode_jpeg_at_reduced_scale(
+    tmp_path: Path, source: tuple[int, int], size: tuple[int, int], fit: bool
+) -> None:
+    path = mediagen.make_photo_jpeg(tmp_path / "photo.jpg", source)
+    function = image.thumbnail if fit else image.resize
+    with PIL.Image.open(path) as img:
+        out = function(img, size)
+        assert img.tile and img.size == source  # the argument was neither decoded nor changed
+    reference = full_decode_result(path, size, fit)
+    assert out.size == reference.size  # identical size
+    difference = np.abs(np.asarray(out, dtype=np.int16) - np.asarray(reference, dtype=np.int16)).mean()
+    assert 0 < difference < REDUCED_DECODE_MAD, difference  # not the full decode, and close to it
+
+
+def test_reduced_decoding_only_where_it_is_exact_in_size(tmp_path: Path, media: dict[str, Path]) -> None:
+    photo = mediagen.make_photo_jpeg(tmp_path / "photo.jpg", (640, 480))
+    # nearest-neighbour, upscales, small shrinks, PNGs and decoded images: a plain full decode
+    for source, size, resample in [(photo, (64, 48), "nearest"), (photo, (1280, 960), None), (photo, (400, 300), None)]:
+        with PIL.Image.open(source) as img:
+            out = image.resize(img, size, resample=resample)
+            assert out.size == size
+            reference = full_decode_result(source, size, fit=False) if resample is None else None
+            if reference is not None:
+                assert np.array_equal(np.asarray(out), np.asarray(reference))
+    assert image.resize(media["png"], (16, 12)).size == (16, 12)
+    decoded = PIL.Image.open(photo)
+    decoded.load()
+    assert image.thumbnail(decoded, (64, 64)).size == (64, 48)
+    decoded.close()
+    # a truncated JPEG still fails as a decode error naming the file
+    with pytest.raises(MediaDecodeError, match="truncated"):
+        image.resize(media["truncated"], (40, 30))
+
+
 def test_rotate() -> None:
     img = two_colors()
     assert image.rotate(img, 90).size == (4, 2)

@@ -106,6 +106,11 @@ def _parse_bool(value: str | bool) -> bool:
     raise ConfigError(f"not a boolean: {value!r}")
 
 
+def _image_format(value: str) -> str:
+    lowered = value.strip().lower()
+    return "jpeg" if lowered == "jpg" else lowered
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Every knob of mediatable. Each field names its default and its environment variable.
@@ -130,6 +135,13 @@ class Settings:
 
     compute_workers: int = dataclasses.field(default_factory=lambda: max(os.cpu_count() or 1, 1))
     """Threads computing values. Env `MEDIATABLE_COMPUTE_WORKERS`; default the number of CPUs."""
+
+    image_format: Literal["jpeg", "webp", "png"] = "jpeg"
+    """Format of generated images (thumbnails, frames, ...): `jpeg`, `webp` or `png`; under `jpeg`, images with
+    alpha are written as PNG. A column can choose its own. Env `MEDIATABLE_IMAGE_FORMAT`; default `jpeg`."""
+
+    image_quality: int = 90
+    """Quality (1-100) of generated JPEG and WebP images. Env `MEDIATABLE_IMAGE_QUALITY`; default 90."""
 
     cache_validation: Literal["never", "etag"] = "never"
     """`never`: a cached file is served as is; `etag`: a HEAD request checks that the object is unchanged.
@@ -253,6 +265,8 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "MEDIATABLE_MAX_CONCURRENT_DOWNLOADS": ("max_concurrent_downloads", int),
     "MEDIATABLE_COMPUTE_WORKERS": ("compute_workers", int),
     "MEDIATABLE_CACHE_VALIDATION": ("cache_validation", str),
+    "MEDIATABLE_IMAGE_FORMAT": ("image_format", _image_format),
+    "MEDIATABLE_IMAGE_QUALITY": ("image_quality", int),
     "MEDIATABLE_CONNECT_TIMEOUT": ("connect_timeout", parse_duration),
     "MEDIATABLE_REQUEST_TIMEOUT": ("request_timeout", parse_duration),
     "MEDIATABLE_MAX_RETRIES": ("max_retries", int),
@@ -269,6 +283,8 @@ _FILE_PARSERS: dict[str, Any] = {
     "max_concurrent_downloads": int,
     "compute_workers": int,
     "cache_validation": str,
+    "image_format": _image_format,
+    "image_quality": int,
     "connect_timeout": parse_duration,
     "request_timeout": parse_duration,
     "max_retries": int,
@@ -339,6 +355,10 @@ def load_settings(
         values[key] = _convert(key, raw, _FILE_PARSERS.get(key, lambda x: x), "argument")
     if values.get("cache_validation", "never") not in ("never", "etag"):
         raise ConfigError(f"cache_validation must be 'never' or 'etag', not {values['cache_validation']!r}")
+    if values.get("image_format", "jpeg") not in ("jpeg", "webp", "png"):
+        raise ConfigError(f"image_format must be 'jpeg', 'webp' or 'png', not {values['image_format']!r}")
+    if not 1 <= int(values.get("image_quality", 90)) <= 100:
+        raise ConfigError(f"image_quality must be from 1 to 100, not {values['image_quality']}")
     for positive in ("max_concurrent_downloads", "compute_workers", "block_size"):
         if positive in values and int(values[positive]) < 1:
             raise ConfigError(f"{positive} must be at least 1, not {values[positive]}")

@@ -2,7 +2,9 @@
 
 Lifecycle: `mt.init()` builds a :class:`Session` (settings, catalog engine, file cache, object
 stores, media store) and makes it the current one; later calls of the module-level API use it.
-`mt.init()` again replaces it (closing the old one). Nothing else is global. The session knows
+`mt.init()` again replaces it (closing the old one). Layers above add what they build on first use
+(`exec` its worker processes) through :meth:`Session.resource`; closing the session closes those
+first. Nothing else is global. The session knows
 nothing of tables as users see them: :mod:`mediatable.table` builds handles over it.
 """
 
@@ -10,14 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from mediatable.catalog.catalog import Catalog, create_engine
 from mediatable.config import Settings
 from mediatable.functions.ai import providers
 from mediatable.io.cache import FileCache
-from mediatable.io.media_store import MediaStore
+from mediatable.io.media_store import ImageEncoding, MediaStore
 from mediatable.io.objects import ObjectStores
 from mediatable.io.presign import Presigner
 from mediatable.io.transfer import ProgressBars, TransferStage
@@ -34,6 +37,13 @@ def mask_password(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+R = TypeVar("R", bound=Closable)
+
+
 class Session:
     """Settings, catalog, cache and stores of one mediatable connection."""
 
@@ -48,18 +58,45 @@ class Session:
         self.progress_bars = progress_bars  # drawn by exec/status (above this layer); None: no bars
         self.cache = FileCache(settings, self.stores, self.transfers, self.progress_bars)
         self.presigner = Presigner(self.stores)
-        self.media_store = MediaStore(settings.media_dir)
+        self.media_store = MediaStore(settings.media_dir, ImageEncoding(settings.image_format, settings.image_quality))
         self.providers = providers.Providers(settings)  # AI providers' clients, made on first use
         providers.activate(self.providers)
         self.uploads = Uploads(
             self.stores, self.transfers, self.cache, self.media_store, settings.media_dir / ".staging", progress_bars
         )
+        self._resources: dict[str, Any] = {}
+        self._resources_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Session(catalog={mask_password(self.settings.catalog_url)!r}, home={str(self.settings.home)!r})"
 
+    def resource(self, key: str, build: Callable[[], R]) -> R:
+        """The object stored under `key`, built by `build()` on first use and closed with the session.
+
+        Examples:
+            >>> import tempfile
+            >>> from mediatable.config import load_settings
+            >>> session = Session(load_settings(tempfile.mkdtemp(), environ={}))
+            >>> import io
+            >>> buffer = session.resource("demo", io.BytesIO)
+            >>> session.resource("demo", io.BytesIO) is buffer
+            True
+            >>> session.close()
+            >>> buffer.closed
+            True
+        """
+        with self._resources_lock:
+            found = self._resources.get(key)
+            if found is None:
+                found = self._resources[key] = build()
+            return found  # type: ignore[no-any-return]
+
     def close(self) -> None:
-        """Release database connections and cache resources."""
+        """Release what layers above built (worker processes), AI providers, connections and cache resources."""
+        with self._resources_lock:
+            resources, self._resources = list(self._resources.values()), {}
+        for resource in reversed(resources):
+            resource.close()
         providers.deactivate(self.providers)
         self.providers.close()
         self.uploads.close()

@@ -39,6 +39,8 @@ class Column:
         on_error: 'abort' or 'ignore' for computed columns.
         destination: where generated media of this column is written (None: `<home>/media`).
         stem: the SQL column storing its values (fixed when the column is added; renames keep it).
+        image_options: how its generated images are encoded (`{'format': 'webp', 'quality': 80}`;
+            empty: the session's settings); kept in `computed_spec` under the key `image`.
     """
 
     name: str
@@ -57,6 +59,10 @@ class Column:
     @property
     def is_computed(self) -> bool:
         return self.computed_spec is not None
+
+    @property
+    def image_options(self) -> dict[str, Any]:
+        return dict((self.computed_spec or {}).get("image") or {})
 
     @property
     def sql_name(self) -> str:

@@ -17,7 +17,9 @@ from mediatable.catalog.model import Column, TableMeta
 from mediatable.exec.pipeline import Pipeline, Target, preflight
 from mediatable.exec.rows import ROWID, TableSql
 from mediatable.exec.status import UpdateStatus, progress_bar
+from mediatable.exec.workers import worker_processes
 from mediatable.exprs import CellError, ColumnRef
+from mediatable.io.media_store import ImageEncoding
 from mediatable.session import Session
 
 
@@ -26,8 +28,13 @@ def computed_columns(meta: TableMeta) -> list[Column]:
     return sorted((c for c in meta.own_columns.values() if c.is_computed), key=lambda c: c.position)
 
 
-def targets(meta: TableMeta, columns: Sequence[Column], on_error: str | None = None) -> list[Target]:
-    """Pipeline targets for computed `columns`; `on_error` overrides each column's own setting."""
+def targets(
+    meta: TableMeta, columns: Sequence[Column], on_error: str | None = None, encoding: ImageEncoding | None = None
+) -> list[Target]:
+    """Pipeline targets for computed `columns`; `on_error` overrides each column's own setting.
+
+    Generated images are encoded as each column asks, else with `encoding` (None: the media store's default).
+    """
     return [
         Target(
             name=c.name,
@@ -37,6 +44,7 @@ def targets(meta: TableMeta, columns: Sequence[Column], on_error: str | None = N
             on_error=on_error or c.on_error or "ignore",
             table_path=meta.path,
             destination=c.destination,
+            encoding=(encoding or ImageEncoding()).with_options(**c.image_options) if c.image_options else encoding,
         )
         for c in columns
     ]
@@ -61,8 +69,9 @@ def compute(
         progress,
         presigner=session.presigner,
         uploads=session.uploads,
+        processes=worker_processes(session),
     )
-    pipeline.run(rows, targets(meta, columns, on_error))
+    pipeline.run(rows, targets(meta, columns, on_error, session.media_store.encoding))
 
 
 def fill(

@@ -8,9 +8,11 @@ targets (column, expression) over a list of rows:
    by functions that need part of a file (`Function.ranged`: video metadata, `extract_frame`, ...)
    is opened for ranged reads instead, so a large object is not downloaded whole (its size decides);
 2. compute: rows are cut into chunks; a chunk goes to the thread pool as soon as its media is
-   local, so downloads of later rows overlap computation of earlier ones;
+   local, so downloads of later rows overlap computation of earlier ones; function calls that
+   belong in worker processes go there from the chunk's thread (:mod:`~mediatable.exec.workers`);
 3. results are written into the row dicts in place (chained targets read earlier targets' values);
-   generated media is saved through the :class:`~mediatable.io.media_store.MediaStore`.
+   generated media is encoded and written where it was computed, through the
+   :class:`~mediatable.io.media_store.MediaStore`.
 
 A failure is a :class:`~mediatable.exprs.CellError` in one cell; `on_error='abort'` turns the first
 one into a :class:`~mediatable.errors.ComputeError` and stops.
@@ -26,17 +28,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-import PIL.Image
-
 from mediatable import types as ts
 from mediatable.errors import ComputeError, DataError, MediaError, PresignError
+from mediatable.exec.isolation import SaveSpec, Stored, is_generated, open_local, save_generated
+from mediatable.exec.workers import CallRouter, WorkerProcesses
 from mediatable.exprs import CellError, ColumnProperty, ColumnRef, Expr, FunctionCall
 from mediatable.exprs.presign import PresignedUrl
-from mediatable.functions._errors import decode_errors
 from mediatable.io.cache import RemoteObject
-from mediatable.io.media_store import MediaStore
+from mediatable.io.media_store import ImageEncoding, MediaStore
 from mediatable.io.uploads import UploadBatch
-from mediatable.io.urls import is_url_like, redact_url
+from mediatable.io.urls import redact_url
 
 
 class Lease(Protocol):
@@ -75,6 +76,7 @@ class Target:
     table_path: str = ""
     save_media: bool = True
     destination: str | None = None  # generated media goes there (uploaded), else to the media store
+    encoding: ImageEncoding | None = None  # of generated images; None: the media store's default
 
 
 class MediaAccess:
@@ -131,8 +133,7 @@ class MediaAccess:
             if opened is not None:
                 opened.append(source)
         if col_type == ts.Image:
-            with decode_errors("image", url=redact_url(url)):
-                image = PIL.Image.open(source)
+            image = open_local(source, url, col_type)
             if opened is not None:
                 opened.append(image)
             return image
@@ -142,13 +143,18 @@ class MediaAccess:
 class RowEnv:
     """One row's values during evaluation (implements :class:`~mediatable.exprs.base.EvalEnv`)."""
 
-    __slots__ = ("media", "opened", "presigner", "values")
+    __slots__ = ("media", "opened", "presigner", "root", "router", "save", "values")
 
-    def __init__(self, values: dict[str, Any], media: MediaAccess, presigner: Presigner | None = None) -> None:
+    def __init__(
+        self, values: dict[str, Any], media: MediaAccess, router: CallRouter, presigner: Presigner | None = None
+    ) -> None:
         self.values = values
         self.media = media
+        self.router = router
         self.presigner = presigner
         self.opened: list[Any] = []
+        self.root: Expr | None = None  # the expression of the target being computed
+        self.save: SaveSpec | None = None  # how its generated media is saved
 
     def column_value(self, column: Any) -> Any:
         return self.values.get(column.name)
@@ -163,6 +169,9 @@ class RowEnv:
         if self.presigner is None:
             return [PresignError("presigning needs a session's object stores", url=redact_url(u)) for u in urls]
         return self.presigner.presign(urls, expiration_seconds)
+
+    def run_call(self, call: Any, envs: Sequence[Any], here: Callable[[Sequence[Any]], list[Any]]) -> list[Any]:
+        return self.router.run_call(call, envs, here, self.save if call is self.root else None)
 
     def close(self) -> None:
         for opened in reversed(self.opened):  # an image before the remote file it reads
@@ -235,6 +244,7 @@ class Pipeline:
         *,
         presigner: Presigner | None = None,
         uploads: Uploads | None = None,
+        processes: WorkerProcesses | None = None,
     ) -> None:
         self.media = MediaAccess(lease)
         self.presigner = presigner
@@ -243,6 +253,7 @@ class Pipeline:
         self.media_store = media_store
         self.workers = max(1, workers)
         self.progress = progress
+        self.processes = processes  # None: every call runs on threads
 
     def run(self, rows: list[dict[str, Any]], targets: Sequence[Target], chunk_size: int = 0) -> None:
         """Compute every target for every row, in place (`row[target.name] = value or CellError`).
@@ -282,6 +293,7 @@ class Pipeline:
         stop = threading.Event()
         # Light work (header reads, arithmetic) holds the GIL: more threads only add switching.
         workers = 1 if all(_is_light(t.expr) for t in targets) else self.workers
+        router = CallRouter(self.processes, workers, len(rows))
         # Backpressure: the prefetch stage takes a chunk's files from the cache only when a worker is free
         # for it. Downloads still run ahead inside the cache (get_many's window keeps those files pinned);
         # files handed out are few, and used before the cache's pin window lets them go.
@@ -310,7 +322,7 @@ class Pipeline:
                     ready[index].wait()
                     if prefetch_error:
                         raise prefetch_error[0]
-                    future = pool.submit(self._compute_chunk, rows, chunk, targets)
+                    future = pool.submit(self._compute_chunk, rows, chunk, targets, router)
                     future.add_done_callback(lambda _: ahead.release())
                     pending.append(future)
                     while len(pending) >= 2 * workers:
@@ -358,13 +370,18 @@ class Pipeline:
             for event in ready:
                 event.set()
 
-    def _compute_chunk(self, rows: list[dict[str, Any]], chunk: range, targets: Sequence[Target]) -> None:
-        envs = [RowEnv(rows[i], self.media, self.presigner) for i in chunk]
+    def _compute_chunk(
+        self, rows: list[dict[str, Any]], chunk: range, targets: Sequence[Target], router: CallRouter
+    ) -> None:
+        envs = [RowEnv(rows[i], self.media, router, self.presigner) for i in chunk]
         try:
             for target in targets:
+                save = self._save_spec(target)
+                for env in envs:
+                    env.root, env.save = target.expr, save
                 values = target.expr.eval_batch(envs)
                 for position, (env, value) in enumerate(zip(envs, values, strict=True)):
-                    value = self._finish(target, value)
+                    value = self._finish(target, save, value)
                     env.values[target.name] = value
                     if isinstance(value, CellError) and target.on_error == "abort":
                         raise _failed(target, env.values, chunk[position], value)
@@ -374,21 +391,38 @@ class Pipeline:
         if self.progress is not None:
             self.progress(len(chunk))
 
-    def _finish(self, target: Target, value: Any) -> Any:
-        """Save generated media and check the value against the column type."""
+    def _save_spec(self, target: Target) -> SaveSpec | None:
+        """How the target's generated media is saved: to the media store, or staged for its destination."""
+        if not (target.save_media and target.col_type.is_media):
+            return None
+        staging = bool(target.destination) and self._batch is not None
+        return SaveSpec(target.table_id, target.name, target.col_type, target.encoding, staging)
+
+    def _finish(self, target: Target, save: SaveSpec | None, value: Any) -> Any:
+        """Save generated media (unless a worker process did) and check the value against the column type."""
+        if isinstance(value, Stored):  # saved by a worker process
+            if value.staged:
+                return self._stage(target, value.url)
+            value = value.url
+        elif save is not None and save.staging and is_generated(value):
+            return self._stage(target, value)
+        elif save is not None:
+            value = save_generated(value, save, self.media_store)
         if isinstance(value, CellError):
             return self.media.reword(value)
-        if value is None:
+        if value is None or (target.col_type.is_media and not target.save_media):
             return value
         try:
-            generated = not isinstance(value, str) or not is_url_like(value)
-            if target.col_type.is_media and target.save_media and generated:
-                if target.destination and self._batch is not None:
-                    return self._batch.add(value, target.destination)  # the staging file, until the run ends
-                value = self.media_store.save(value, target.table_id, target.name)
-            elif target.col_type.is_media and not target.save_media:
-                return value
             return target.col_type.validate(value)
+        except (DataError, ValueError) as exc:
+            return CellError.from_exception(exc, f"result of {target.name}: ")
+
+    def _stage(self, target: Target, value: Any) -> Any:
+        """Start the upload of generated media to the target's destination: the staging file's URL until the
+        run settles, or the cell's error."""
+        assert self._batch is not None and target.destination is not None
+        try:
+            return self._batch.add(value, target.destination, target.encoding)
         except (DataError, OSError, ValueError) as exc:
             return CellError.from_exception(exc, f"result of {target.name}: ")
 

@@ -25,6 +25,7 @@ from mediatable.exec.failures import Failures
 from mediatable.exec.media_cells import MediaCell
 from mediatable.exec.pipeline import Pipeline, Target, preflight
 from mediatable.exec.rows import ROWID, TableSql
+from mediatable.exec.workers import worker_processes
 from mediatable.exprs import BoolOp, CellError, ColumnProperty, ColumnRef, Expr, has_aggregate
 from mediatable.session import Session
 
@@ -153,7 +154,13 @@ def matching_rows(session: Session, spec: QuerySpec, on_error: str = "abort") ->
     """Matching rows (with every column any part of the query reads), filtered, ordered and limited."""
     failures = Failures(on_error, spec.meta.path)
     with session.cache_lease() as lease:
-        pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers, presigner=session.presigner)
+        pipeline = Pipeline(
+            lease,
+            session.media_store,
+            session.settings.compute_workers,
+            presigner=session.presigner,
+            processes=worker_processes(session),
+        )
         return [row for batch in _row_batches(session, spec, pipeline, failures, BATCH_SIZE) for row in batch]
 
 
@@ -191,7 +198,13 @@ def run_batches(
         for i, (_, expr) in enumerate(outputs)
     ]
     with session.cache_lease() as lease:
-        pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers, presigner=session.presigner)
+        pipeline = Pipeline(
+            lease,
+            session.media_store,
+            session.settings.compute_workers,
+            presigner=session.presigner,
+            processes=worker_processes(session),
+        )
         for rows in _row_batches(session, spec, pipeline, failures, batch_size):
             preflight(rows, outputs)
             pipeline.run(rows, targets)
@@ -264,7 +277,13 @@ def _grouped(session: Session, spec: QuerySpec, on_error: str, quiet: bool) -> l
             return [[t.from_sql(v) for t, v in zip(types, row, strict=True)] for row in found]
     failures = Failures(on_error, spec.meta.path)
     with session.cache_lease() as lease:
-        pipeline = Pipeline(lease, session.media_store, session.settings.compute_workers)
+        pipeline = Pipeline(
+            lease,
+            session.media_store,
+            session.settings.compute_workers,
+            presigner=session.presigner,
+            processes=worker_processes(session),
+        )
         rows_spec = dataclasses.replace(spec, order=(), limit=None)
         batches = _row_batches(session, rows_spec, pipeline, failures, BATCH_SIZE)
         out = grouping.python_groups(batches, outputs, keys, spec.order, spec.limit, pipeline, failures)

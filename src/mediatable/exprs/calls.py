@@ -55,6 +55,12 @@ class FunctionCall(Expr):
         return None if any(a is None for a in args) else self.function.sql(*args)
 
     def eval_batch(self, envs: Sequence[EvalEnv]) -> list[Any]:
+        if not envs:
+            return []
+        return envs[0].run_call(self, envs, self.eval_here)  # the executor decides where: threads or processes
+
+    def eval_here(self, envs: Sequence[EvalEnv]) -> list[Any]:
+        """Evaluate the arguments and call the function in this thread."""
         arg_columns = [a.eval_batch(envs) for a in self.args]
         kwarg_columns = {k: v.eval_batch(envs) for k, v in self.kwargs.items()}
         names = self._param_names

@@ -6,7 +6,7 @@ the expressions that read it, so one bad row costs that cell only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from mediatable import types as ts
@@ -64,6 +64,10 @@ class EvalEnv(Protocol):
 
     def presign(self, urls: Sequence[str], expiration_seconds: int) -> Sequence[Any]:
         """Presigned HTTPS URLs for `urls` (an exception in place of each that cannot be signed)."""
+
+    def run_call(self, call: Any, envs: Sequence[Any], here: Callable[[Sequence[Any]], list[Any]]) -> list[Any]:
+        """Values of a function call over `envs` (rows of one batch): `here(envs)` evaluates it in this
+        thread; an executor may run it elsewhere (another process) with the same results."""
 
 
 def first_error(values: Sequence[Any]) -> CellError | None:

@@ -7,6 +7,11 @@ Parameters annotated with a media type receive a readable local object: `mt.Imag
 opened `PIL.Image.Image` (only the header is read until pixels are needed); `mt.Video`, `mt.Audio`,
 `mt.Document` -> the local file path (`str`). A function returning `mt.Image` returns a PIL image;
 returning `mt.Video`/`mt.Audio`/`mt.Document` it returns the path of a file it wrote.
+
+Where a function runs (`isolation`): on the pipeline's threads, which suits code that releases the
+GIL (Pillow, PyAV, numpy, ONNX, I/O), or in the session's worker processes, which suits pure-Python
+code that holds it. `'auto'` (the default) starts on threads and moves a function to the processes
+when the pipeline measures that it keeps one core busy with the GIL held (see :mod:`mediatable.exec.workers`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from mediatable.errors import ExprError
 from mediatable.exprs import Expr, FunctionCall
 from mediatable.exprs.methods import register_method
 
+ISOLATIONS = ("auto", "thread", "process")
+
 
 class Function:
     """A named, typed function over cell values.
@@ -40,6 +47,7 @@ class Function:
         ranged: reads only parts of its media arguments, and takes a seekable binary file object
             in place of a path (an image opened from one, for images): large remote objects are
             then read by ranges instead of downloaded whole.
+        isolation: `'thread'`, `'process'` or `'auto'` (see the module docstring).
     """
 
     def __init__(
@@ -52,11 +60,15 @@ class Function:
         light: bool = False,
         sql: Callable[..., Any] | None = None,
         ranged: bool = False,
+        isolation: str = "auto",
     ) -> None:
+        if isolation not in ISOLATIONS:
+            raise ExprError(f"isolation must be one of {', '.join(map(repr, ISOLATIONS))}, not {isolation!r}")
         self.fn = fn
         self.light = light
         self.sql = sql
         self.ranged = ranged
+        self.isolation = isolation
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
         self.batch_size = batch_size
         self.signature = inspect.signature(fn)
@@ -90,6 +102,7 @@ def udf(
     light: bool = False,
     sql: Callable[..., Any] | None = None,
     ranged: bool = False,
+    isolation: str = "auto",
 ) -> Any:
     """Decorate a function so it can be used in expressions and computed columns.
 
@@ -107,6 +120,11 @@ def udf(
         ranged: the function reads only parts of its media arguments and accepts a seekable binary
             file object as well as a path (for `mt.Video`, `mt.Audio`; images come opened from
             one): large remote objects are read by ranges instead of downloaded whole.
+        isolation: where it runs in tables and queries: `'thread'` (the pipeline's threads: for code
+            that releases the GIL, or that needs this process's state), `'process'` (the session's
+            worker processes, `compute_workers` of them: for pure-Python work; the function and its
+            results must pickle, and a model it loads into a module-level cache loads once per
+            worker), or `'auto'` (default: threads, moved to the processes when measured GIL-bound).
 
     Returns:
         A :class:`Function` (or a decorator, when called with keyword arguments only).
@@ -131,6 +149,7 @@ def udf(
             light=light,
             sql=sql,
             ranged=ranged,
+            isolation=isolation,
         )
         if method_of is not None:
             register_method(method_of.name, f.__name__, function, is_property)

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from mediatable.errors import CacheError, MediaError
 from mediatable.io.destinations import Destination, parse_destination
-from mediatable.io.media_store import MediaStore
+from mediatable.io.media_store import ImageEncoding, MediaStore
 from mediatable.io.objects import ObjectInfo, ObjectStores
 from mediatable.io.transfer import ProgressBar, ProgressBars, TransferStage
 from mediatable.io.urls import MediaUrl, normalize_url, parse_url, redact_url
@@ -123,8 +123,10 @@ class UploadBatch:
         self._bar: ProgressBar | None = None
         self._folder: Path | None = None  # this batch's own: names repeat across batches
 
-    def add(self, value: Any, destination: str) -> str:
+    def add(self, value: Any, destination: str, encoding: ImageEncoding | None = None) -> str:
         """Stage `value` (a PIL image or a file path) for `destination` and start its upload.
+
+        Images are encoded with `encoding` (default: the media store's).
 
         Returns:
             The staging file's `file://` URL: the value to use until :meth:`settle`.
@@ -137,7 +139,7 @@ class UploadBatch:
         with self._lock:
             if self._folder is None:
                 self._folder = uploads.folder() / uuid.uuid4().hex[:12]
-        staged = uploads.media_store.write(value, self._folder)
+        staged = uploads.media_store.write(value, self._folder, encoding)
         named = staged.with_name(_content_digest(staged) + staged.suffix)
         os.replace(staged, named)
         url = target.object_url(named.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mediatable import types as ts
 from mediatable.catalog import schema
 from mediatable.catalog.catalog import check_choice
 from mediatable.catalog.model import BuiltExpr, Column
@@ -13,6 +14,7 @@ from mediatable.exec import compute
 from mediatable.exec.status import UpdateStatus, plural
 from mediatable.exprs import ColumnRef, Expr, as_expr, serialize
 from mediatable.io.destinations import parse_destination, probe
+from mediatable.io.media_store import ImageEncoding
 from mediatable.table.base import ON_ERROR, TableBase
 
 
@@ -25,6 +27,8 @@ class ComputedColumns(TableBase):
         on_error: str = "ignore",
         if_exists: str = "error",
         destination: str | None = None,
+        image_format: str | None = None,
+        image_quality: int | None = None,
         quiet: bool = False,
         **named: Any,
     ) -> UpdateStatus:
@@ -39,6 +43,10 @@ class ComputedColumns(TableBase):
                 content (`<sha256>.<ext>`); rows inserted later upload on insert. Checked before
                 any work (the bucket must exist and accept a write). Default: the `output_media_dest`
                 setting, else `<home>/media`. Dropping the column never deletes those objects.
+            image_format: for Image columns, how generated images are written: 'jpeg', 'webp' or 'png'
+                (default: the `image_format` setting, 'jpeg'; images with alpha are PNG under 'jpeg').
+            image_quality: for Image columns, the JPEG/WebP quality 1-100 (default: the `image_quality`
+                setting, 90).
             quiet: do not print the per-column summary lines.
             **named: `name=expression` pairs, e.g. `width=t.image.width`.
 
@@ -67,8 +75,15 @@ class ComputedColumns(TableBase):
         self._fresh()
         self._check_writable()
         exprs = {name: as_expr(value) for name, value in named.items()}
-        for expr in exprs.values():
+        image = {k: v for k, v in (("format", image_format), ("quality", image_quality)) if v is not None}
+        if image:
+            ImageEncoding(**{"format": "jpeg", **image})  # raises InvalidArgument for a bad format or quality
+        for name, expr in exprs.items():
             self._check_expr(expr)
+            if image and expr.col_type != ts.Image:
+                raise InvalidArgument(
+                    f"image_format and image_quality apply to Image columns; {name!r} is {expr.col_type!r}"
+                )
         destinations = self._destinations(exprs, destination)
         total = UpdateStatus(operation="updated")
         for name, expr in exprs.items():
@@ -86,7 +101,7 @@ class ComputedColumns(TableBase):
                 owner_id=self._meta.id,
                 position=0,
                 computed=BuiltExpr(expr),
-                computed_spec=serialize.to_dict(expr),
+                computed_spec={**serialize.to_dict(expr), **({"image": image} if image else {})},
                 on_error=on_error,
                 destination=destinations.get(name),
             )
