@@ -100,3 +100,71 @@ def test_canonical_urls_take_the_fast_path_unchanged(url: str) -> None:
 def test_other_urls_are_normalized_by_the_parser(url: str) -> None:
     assert not _CANONICAL.fullmatch(url)
     assert normalize_url(url) == parse_url(url).url
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://h/p/x/../a.jpg", "https://h/p/a.jpg"),
+        ("https://h/p/./a.jpg", "https://h/p/a.jpg"),
+        ("https://h/p/%2E%2E/a.jpg", "https://h/a.jpg"),
+        ("https://h/../../a.jpg", "https://h/a.jpg"),
+        ("https://h/p/q/..", "https://h/p/"),
+        ("https://h/a..b/c.jpg", "https://h/a..b/c.jpg"),
+        ("s3://b/p/../a.jpg", "s3://b/p/../a.jpg"),  # an object key is a name, not a path: kept
+    ],
+)
+def test_dot_segments_of_http_paths(given: str, expected: str) -> None:
+    assert normalize_url(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("signed", "key"),
+    [
+        (
+            "https://b.s3.amazonaws.com/a.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F1"
+            "&X-Amz-Date=20260101T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=ab12",
+            "https://b.s3.amazonaws.com/a.jpg",
+        ),
+        (
+            "https://storage.googleapis.com/b/a.jpg?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa"
+            "&X-Goog-Date=20260101T000000Z&X-Goog-Expires=60&X-Goog-SignedHeaders=host&X-Goog-Signature=cd",
+            "https://storage.googleapis.com/b/a.jpg",
+        ),
+        (
+            "https://acct.blob.core.windows.net/c/a.jpg?sv=2023-11-03&se=2026-01-01T00%3A00%3A00Z&sr=b&sp=r&sig=ef",
+            "https://acct.blob.core.windows.net/c/a.jpg",
+        ),
+        ("https://h/a.jpg?versionId=3&X-Amz-Signature=ab", "https://h/a.jpg?versionId=3"),
+        ("https://h/a.jpg?token=secret&sp=2", "https://h/a.jpg?token=secret&sp=2"),  # no SAS: all kept
+    ],
+)
+def test_signing_parameters_leave_the_cache_key(signed: str, key: str) -> None:
+    parsed = parse_url(signed)
+    assert parsed.cache_key == key
+    assert parsed.url == normalize_url(signed)  # the download still uses the signed URL
+
+
+def test_url_policy() -> None:
+    from mediatable.errors import MediaAccessDenied
+    from mediatable.io.urls import UrlPolicy
+
+    default = UrlPolicy()
+    for metadata in (
+        "http://169.254.169.254/latest/meta-data/iam/",
+        "http://[fe80::1]/x",
+        "http://[fd00:ec2::254]/latest/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://[::ffff:169.254.169.254]/",
+    ):
+        with pytest.raises(MediaAccessDenied, match="refusing"):
+            default.check(parse_url(metadata))
+    default.check(parse_url("http://127.0.0.1:8000/a.jpg"))  # private addresses are fine by default
+    strict = UrlPolicy(schemes=("https", "s3"), allow_private=False)
+    strict.check(parse_url("https://example.com/a.jpg"))
+    strict.check(parse_url("s3://bucket/a.jpg"))
+    for refused in ("http://example.com/a.jpg", "file:///etc/passwd", "/etc/passwd", "https://10.1.2.3/a.jpg"):
+        with pytest.raises(MediaAccessDenied):
+            strict.check(parse_url(refused))
+    with pytest.raises(MediaAccessDenied, match="private"):
+        UrlPolicy(allow_private=False).check_resolved(parse_url("http://localhost/a.jpg"))

@@ -7,6 +7,7 @@ so adding one is one function and one line::
     mediatable cache prune --max-size 10GiB
     mediatable cache clear
     mediatable cache warm TABLE --column video [--where "label == 'cat'"]   # download ahead of a job
+    mediatable cache verify               # sizes and content hashes; damaged files removed (exit 1)
     mediatable demo [--cloud]             # the cloud-media recipe end to end, on local servers
     mediatable ls [DIR]                   # directories and tables, with row counts
     mediatable show TABLE [-n 10]         # schema and the first rows of a table or view
@@ -44,11 +45,12 @@ def _size(text: str) -> int:
 
 
 def _cache_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True, metavar="{info,prune,clear,warm}")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{info,prune,clear,verify,warm}")
     actions.add_parser("info", help="show entries, bytes and budget")
     prune = actions.add_parser("prune", help="evict least recently used files down to the budget or --max-size")
     prune.add_argument("--max-size", type=_size, default=None, help="target size, e.g. 10GiB (default: budget)")
     actions.add_parser("clear", help="remove every cached file that no running operation holds")
+    actions.add_parser("verify", help="check every cached file (size, content hash); remove damaged ones (exit 1)")
     warm = actions.add_parser("warm", help="download a table's media ahead of a job, as much as the budget holds")
     warm.add_argument("table", help="table or view path, e.g. cloud_demo.videos")
     warm.add_argument("--column", action="append", required=True, help="a media column (repeat for more)")
@@ -118,6 +120,10 @@ def _cache(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "info":
             print(cache.info())
             return 0
+        if args.action == "verify":
+            verified = cache.verify()
+            print(verified)
+            return 0 if verified.clean else 1
         pruned = cache.clear() if args.action == "clear" else cache.prune(args.max_size)
         print(pruned)
         print(cache.info())

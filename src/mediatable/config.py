@@ -23,6 +23,7 @@ Example `config.toml`::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -111,6 +112,12 @@ def _image_format(value: str) -> str:
     return "jpeg" if lowered == "jpg" else lowered
 
 
+def _parse_names(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """A list of names: a sequence, or one comma-separated string (lower-cased, blanks dropped)."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(item).strip().lower() for item in items if str(item).strip())
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Every knob of mediatable. Each field names its default and its environment variable.
@@ -150,8 +157,23 @@ class Settings:
     connect_timeout: float = 10.0
     """Seconds to open a connection. Env `MEDIATABLE_CONNECT_TIMEOUT`; default 10."""
 
-    request_timeout: float = 60.0
-    """Seconds without progress before a transfer is abandoned. Env `MEDIATABLE_REQUEST_TIMEOUT`; default 60."""
+    request_timeout: float = 20.0
+    """Seconds without progress before a transfer attempt counts as stalled (and is retried).
+    Env `MEDIATABLE_REQUEST_TIMEOUT`; default 20: with 5 retries a stalled server costs a cell ~2 minutes."""
+
+    min_transfer_rate: int = 16 * 1024
+    """Bytes per second below which a body counts as stalled, e.g. `16KiB`; 0 turns the check off.
+    Env `MEDIATABLE_MIN_TRANSFER_RATE`; default 16 KiB/s."""
+
+    allowed_schemes: tuple[str, ...] = ()
+    """URL schemes accepted as media, e.g. `("https", "s3")`; empty: all supported ones. For tables
+    holding untrusted URLs (`file` lets them read local files). Env `MEDIATABLE_ALLOWED_SCHEMES`
+    (comma-separated); default all."""
+
+    allow_private_addresses: bool = True
+    """Whether http(s) media may live at loopback, private or shared (CGNAT) addresses; False for
+    untrusted URLs (host names are resolved before downloading). Link-local addresses (cloud
+    metadata: 169.254.169.254) are refused always. Env `MEDIATABLE_ALLOW_PRIVATE_ADDRESSES`; default True."""
 
     max_retries: int = 5
     """Retries of a transient failure (5xx, 429, timeout, reset). Env `MEDIATABLE_MAX_RETRIES`; default 5."""
@@ -275,6 +297,9 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "MEDIATABLE_BLOCK_SIZE": ("block_size", parse_size),
     "MEDIATABLE_MIN_RANGED_SIZE": ("min_ranged_size", parse_size),
     "MEDIATABLE_OUTPUT_MEDIA_DEST": ("output_media_dest", str),
+    "MEDIATABLE_MIN_TRANSFER_RATE": ("min_transfer_rate", parse_size),
+    "MEDIATABLE_ALLOWED_SCHEMES": ("allowed_schemes", _parse_names),
+    "MEDIATABLE_ALLOW_PRIVATE_ADDRESSES": ("allow_private_addresses", _parse_bool),
 }
 
 _FILE_PARSERS: dict[str, Any] = {
@@ -293,7 +318,33 @@ _FILE_PARSERS: dict[str, Any] = {
     "block_size": parse_size,
     "min_ranged_size": parse_size,
     "output_media_dest": str,
+    "min_transfer_rate": parse_size,
+    "allowed_schemes": _parse_names,
+    "allow_private_addresses": _parse_bool,
 }
+
+
+def create_home(home: Path) -> None:
+    """Create the home folder readable by its owner only (0700), if it does not exist yet.
+
+    It holds the catalog and the cache index, whose URLs may carry signatures and passwords.
+
+    Examples:
+        >>> import tempfile
+        >>> home = Path(tempfile.mkdtemp()) / "mt"
+        >>> create_home(home)
+        >>> oct(home.stat().st_mode & 0o777)
+        '0o700'
+    """
+    if not home.is_dir():
+        home.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # made by another process meanwhile
+            home.mkdir(mode=0o700)
+
+
+def create_private_file(path: Path) -> None:
+    """Create an empty file readable by its owner only (0600), if it does not exist yet."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
 
 
 def load_settings(

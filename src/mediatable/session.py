@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
 from mediatable.catalog.catalog import Catalog, create_engine
-from mediatable.config import Settings
+from mediatable.config import Settings, create_home, create_private_file
 from mediatable.functions.ai import providers
 from mediatable.io.cache import FileCache
 from mediatable.io.media_store import ImageEncoding, MediaStore
@@ -49,7 +49,9 @@ class Session:
 
     def __init__(self, settings: Settings, progress_bars: ProgressBars | None = None) -> None:
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
+        create_home(settings.home)
+        if settings.db_url is None:
+            create_private_file(settings.home / "catalog.db")  # SQLite gives its WAL the same mode
         self.engine = create_engine(settings.catalog_url)
         self.catalog = Catalog(self.engine)
         self.stores = ObjectStores(settings)

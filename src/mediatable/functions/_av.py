@@ -14,7 +14,6 @@ ordinary file is at 0.0 whatever the stream's time base. Reading errors are tran
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from fractions import Fraction
@@ -27,6 +26,7 @@ from av.video.frame import PictureType
 
 from mediatable.errors import MediaDecodeError
 from mediatable.functions._errors import decode_errors
+from mediatable.io.media_store import new_output_file
 
 # Float seconds computed from integer timestamps can be a hair off; anything closer counts as equal.
 EPS = 1e-6
@@ -233,8 +233,7 @@ def write_clip(path: Source, start: float, end: float | None, *, suffix: str, vi
     if start < 0 or (end is not None and end <= start):
         raise ValueError(f"need 0 <= start < end, got start={start}, end={end}")
     kind = "video" if video else "audio"
-    fd, out_path = tempfile.mkstemp(suffix=suffix)
-    os.close(fd)
+    out_path = new_output_file(suffix)
     try:
         with open_input(path, kind) as source:
             if video:

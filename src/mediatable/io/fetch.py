@@ -17,7 +17,10 @@ Examples:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import os
 import tempfile
 import time
@@ -29,12 +32,13 @@ from typing import Any, BinaryIO, Protocol
 import obstore
 from obstore.exceptions import BaseError as ObstoreError
 
-from mediatable.errors import MediaAccessDenied, MediaError, MediaFetchError, MediaNotFound
+from mediatable.errors import MediaAccessDenied, MediaError, MediaFetchError, MediaFetchTimeout, MediaNotFound
 from mediatable.io.objects import ObjectInfo, translate_error
-from mediatable.io.transfer import RetryPolicy, retrying, retrying_sync
+from mediatable.io.transfer import RetryPolicy, StallPolicy, retrying, retrying_sync
 from mediatable.io.urls import MediaUrl, redact_url
 
 __all__ = [
+    "Downloaded",
     "RetryPolicy",
     "Stores",
     "download_attempt",
@@ -43,12 +47,16 @@ __all__ = [
     "fetch_to_path",
     "head",
     "head_async",
+    "head_attempt",
     "last_modified_timestamp",
 ]
 
 # Chunks handed from the transport to Python: big enough that the per-chunk cost vanishes, small
 # enough that 32 parallel downloads stay within a few tens of MB of buffers.
 _CHUNK = 1024 * 1024
+# Chunks of async downloads: each must arrive within the stall allowance, so smaller (256 KiB at
+# 16 KiB/s is 16 s, within the 20 s of request_timeout).
+_STREAM_CHUNK = 256 * 1024
 
 
 class Stores(Protocol):
@@ -112,7 +120,7 @@ async def fetch_async(
         ...     return open("/tmp/a.part", "w+b")
         >>> info = await fetch_async(stores, parse_url("s3://b/a.jpg"), sink, policy=RetryPolicy())  # doctest: +SKIP
     """
-    return await retrying(lambda: download_attempt(stores, url, sink, on_bytes), policy, url)
+    return (await retrying(lambda: download_attempt(stores, url, sink, on_bytes), policy, url)).info
 
 
 def fetch(
@@ -208,43 +216,99 @@ def _attempt(
     return body.finish(info)
 
 
+@dataclasses.dataclass(frozen=True)
+class Downloaded:
+    """What one successful download attempt gives: the object's metadata and the body's sha256 (if asked)."""
+
+    info: ObjectInfo
+    sha256: str | None = None
+
+
 async def download_attempt(
     stores: Stores,
     url: MediaUrl,
     sink: Callable[[ObjectInfo], Awaitable[BinaryIO]],
     on_bytes: Callable[[int], None] | None = None,
-) -> ObjectInfo:
+    *,
+    stall: StallPolicy | None = None,
+    hashed: bool = False,
+) -> Downloaded:
     """One attempt of :func:`fetch_async`, without retries: what :meth:`TransferStage.run` retries.
 
+    Args:
+        stores: resolves the URL to an object store.
+        url: the object.
+        sink: picks the file to write for this attempt, once the size is known.
+        on_bytes: called with the length of every chunk written.
+        stall: when to give up on a silent or trickling server (default :class:`StallPolicy`).
+        hashed: also compute the body's sha256 (the file cache records it for ``cache verify``).
+
+    Raises:
+        MediaFetchTimeout: the server stalled (retryable).
+
     Examples:
-        >>> info = await stage.run(url, lambda: download_attempt(stores, url, sink))  # doctest: +SKIP
+        >>> got = await stage.run(url, lambda: download_attempt(stores, url, sink))  # doctest: +SKIP
     """
+    stall = stall or StallPolicy()
     try:
         store, path = stores.resolve(url)
-        result = await obstore.get_async(store, path)
+        async with asyncio.timeout(stall.timeout):
+            result = await obstore.get_async(store, path)
         info = _info(result.meta)
     except MediaError:
         raise
+    except TimeoutError as exc:
+        raise _stalled(url, 0, None, stall) from exc
     except (ObstoreError, OSError) as exc:
         raise stores.translate_error(exc, url.url) from exc
-    body = _Body(await sink(info), url, info.size, on_bytes)
-    if info.size <= _CHUNK:
-        # A body that fits one chunk is one chunk anyway: one await instead of two on the stream.
-        try:
-            body.write(await result.bytes_async())
-        except (ObstoreError, OSError) as exc:
-            raise body.error(exc) from exc
-        return body.finish(info)
-    stream = result.stream(min_chunk_size=_CHUNK)
-    while True:
-        try:
-            chunk = await stream.__anext__()
-        except StopAsyncIteration:
-            break
-        except (ObstoreError, OSError) as exc:
-            raise body.error(exc) from exc
-        body.write(chunk)
-    return body.finish(info)
+    body = _Body(await sink(info), url, info.size, on_bytes, hashlib.sha256() if hashed else None)
+    try:
+        if info.size <= _STREAM_CHUNK:
+            # A body that fits one chunk is one chunk anyway: one await instead of two on the stream.
+            async with asyncio.timeout(stall.allowance(info.size)):
+                chunk = await result.bytes_async()
+            body.write(chunk)
+        else:
+            stream = result.stream(min_chunk_size=_STREAM_CHUNK)
+            while True:
+                async with asyncio.timeout(stall.allowance(min(_STREAM_CHUNK, info.size - body.written))):
+                    try:
+                        chunk = await stream.__anext__()
+                    except StopAsyncIteration:
+                        break
+                body.write(chunk)
+    except TimeoutError as exc:
+        raise _stalled(url, body.written, info.size, stall) from exc
+    except (ObstoreError, OSError) as exc:
+        raise body.error(exc) from exc
+    body.finish(info)
+    return Downloaded(info, None if body.hasher is None else body.hasher.hexdigest())
+
+
+async def head_attempt(stores: Stores, url: MediaUrl, *, stall: StallPolicy | None = None) -> ObjectInfo:
+    """One HEAD request (no retries), cut off like a download when the server stalls.
+
+    Examples:
+        >>> info = await stage.run(url, lambda: head_attempt(stores, url))  # doctest: +SKIP
+    """
+    stall = stall or StallPolicy()
+    try:
+        async with asyncio.timeout(stall.timeout):
+            return await stores.head_async(url)
+    except TimeoutError as exc:
+        if isinstance(exc, MediaError):
+            raise
+        raise _stalled(url, 0, None, stall) from exc
+
+
+def _stalled(url: MediaUrl, written: int, size: int | None, stall: StallPolicy) -> MediaFetchTimeout:
+    where = "before the response headers" if size is None else f"after {written} of {size} bytes"
+    rate = f" or slower than {stall.min_rate / 1024:g} KiB/s" if stall.min_rate > 0 and size is not None else ""
+    return MediaFetchTimeout(
+        f"the server of {redact_url(url.url)} stalled {where}: no progress for {stall.timeout:g} s{rate}"
+        " (settings request_timeout, min_transfer_rate)",
+        url=redact_url(url.url),
+    )
 
 
 class _Body:
@@ -253,13 +317,22 @@ class _Body:
     Local write errors (disk full) are not transfer failures: `write` lets them propagate as OSError.
     """
 
-    def __init__(self, file: BinaryIO, url: MediaUrl, size: int, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        file: BinaryIO,
+        url: MediaUrl,
+        size: int,
+        on_bytes: Callable[[int], None] | None,
+        hasher: Any = None,
+    ) -> None:
         _rewind(file)
-        self.file, self.url, self.size, self.on_bytes = file, url, size, on_bytes
+        self.file, self.url, self.size, self.on_bytes, self.hasher = file, url, size, on_bytes, hasher
         self.written = 0
 
     def write(self, chunk: bytes) -> None:
         self.file.write(chunk)
+        if self.hasher is not None:
+            self.hasher.update(chunk)
         self.written += len(chunk)
         if self.on_bytes is not None:
             self.on_bytes(len(chunk))

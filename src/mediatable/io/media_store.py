@@ -87,9 +87,10 @@ class MediaStore:
     def save(self, value: Any, table_id: int, column: str, encoding: ImageEncoding | None = None) -> str:
         """Persist `value` (a PIL image, or the path of a file a function wrote) and return its URL.
 
-        Images are encoded with `encoding` (default: this store's). A path inside the system temp
-        folder is moved (functions write their outputs there); any other path is copied, so user
-        files are never moved away.
+        Images are encoded with `encoding` (default: this store's). A file made by
+        :func:`new_output_file` (where built-in functions write their outputs) is moved; any other
+        path is copied, so user files, cached files and anything else under the temp folder are
+        never moved away.
         """
         return normalize_url(str(self.write(value, self.root / str(table_id) / column, encoding)))
 
@@ -121,5 +122,24 @@ class MediaStore:
         raise DataError(f"expected a PIL image or a file path for a media column, got {type(value).__name__}")
 
 
+_OUTPUT_PREFIX = "mediatable-output-"
+
+
+def new_output_file(suffix: str) -> str:
+    """A new empty file (0600) in the temp folder for a function's output, which the store will move.
+
+    Examples:
+        >>> path = new_output_file(".mp4")
+        >>> os.path.basename(path).startswith("mediatable-output-") and path.endswith(".mp4")
+        True
+        >>> os.unlink(path)
+    """
+    fd, path = tempfile.mkstemp(prefix=_OUTPUT_PREFIX, suffix=suffix)
+    os.close(fd)
+    return path
+
+
 def _is_temporary(path: Path) -> bool:
-    return path.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
+    """A file :func:`new_output_file` made (by name and place), not any file under the temp folder."""
+    resolved = path.resolve()
+    return resolved.name.startswith(_OUTPUT_PREFIX) and resolved.parent == Path(tempfile.gettempdir()).resolve()

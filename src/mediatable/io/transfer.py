@@ -13,10 +13,13 @@ never other 4xx answers. Waiting between attempts holds no slot.
 
 Usage, from any thread (an upload looks exactly like a download)::
 
-    stage = TransferStage.from_settings(settings)
+    stage = session.transfers                     # TransferStage.from_settings(settings) elsewhere
     future = stage.submit(stage.run(url, lambda: obstore.put_async(store, key, data)))
-    future.result()     # or many: stage.submit_many([...])
-    stage.close()
+    future.result()                               # or many: stage.submit_many([...])
+
+A transfer that stalls (no progress for ``request_timeout``, or slower than ``min_transfer_rate``)
+fails its attempt with a retryable timeout (:class:`StallPolicy`; an upload bounds its attempt with
+``asyncio.timeout(stage.stall.allowance(nbytes))``).
 
 Blocking waits that other work must be able to end (a lock another process holds) go to
 :func:`wait_in_thread`: a thread of their own, never a thread of a bounded pool.
@@ -53,6 +56,7 @@ __all__ = [
     "ProgressBar",
     "ProgressBars",
     "RetryPolicy",
+    "StallPolicy",
     "TransferStage",
     "parse_retry_after",
     "probe_retry_after",
@@ -148,6 +152,42 @@ class RetryPolicy:
         step = min(self.max_backoff, self.backoff * 2 ** max(retry - 1, 0))
         wait = rng(step / 2, step)
         return max(wait, self.throttle_backoff) if throttled else wait
+
+
+@dataclasses.dataclass(frozen=True)
+class StallPolicy:
+    """When a transfer counts as stalled: a retryable :class:`~mediatable.errors.MediaFetchTimeout`.
+
+    The response headers must arrive within ``timeout`` seconds, and each piece of the body of
+    ``n`` bytes within ``max(timeout, n / min_rate)``: a server that sends nothing, or trickles
+    bytes slower than ``min_rate`` per second, is cut off. With the defaults (20 s, 16 KiB/s, and 5
+    retries) a stalled server costs a cell at most about two minutes in all.
+
+    Attributes:
+        timeout: seconds without the expected progress (setting ``request_timeout``).
+        min_rate: bytes per second below which a body counts as stalled (setting
+            ``min_transfer_rate``; 0 turns the rate check off).
+
+    Examples:
+        >>> StallPolicy(timeout=20, min_rate=16 * 1024).allowance(1024 * 1024)  # 1 MiB at 16 KiB/s
+        64.0
+        >>> StallPolicy(timeout=20, min_rate=16 * 1024).allowance(1000)
+        20.0
+    """
+
+    timeout: float = 20.0
+    min_rate: float = 16 * 1024.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StallPolicy:
+        """The policy of ``settings`` (`request_timeout`, `min_transfer_rate`)."""
+        return cls(timeout=max(float(settings.request_timeout), 0.001), min_rate=max(settings.min_transfer_rate, 0))
+
+    def allowance(self, nbytes: int) -> float:
+        """Seconds allowed for the next ``nbytes`` bytes of a body."""
+        if self.min_rate <= 0:
+            return float(self.timeout)
+        return max(float(self.timeout), nbytes / self.min_rate)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -282,9 +322,10 @@ class TransferStage:
         >>> stage.close()
     """
 
-    def __init__(self, concurrency: int, policy: RetryPolicy) -> None:
+    def __init__(self, concurrency: int, policy: RetryPolicy, stall: StallPolicy | None = None) -> None:
         self.concurrency = max(int(concurrency), 1)
         self.policy = policy
+        self.stall = stall or StallPolicy()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gate: asyncio.Semaphore | None = None
@@ -293,8 +334,10 @@ class TransferStage:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransferStage:
-        """A stage with ``settings.max_concurrent_downloads`` slots and the settings' retry policy."""
-        return cls(settings.max_concurrent_downloads, RetryPolicy.from_settings(settings))
+        """A stage with ``settings.max_concurrent_downloads`` slots and the settings' retry and stall policies."""
+        return cls(
+            settings.max_concurrent_downloads, RetryPolicy.from_settings(settings), StallPolicy.from_settings(settings)
+        )
 
     def submit(self, coro: Coroutine[Any, Any, _T]) -> Future[_T]:
         """Run a coroutine on the stage's loop; the future is thread-safe and cancelling it cancels the task."""

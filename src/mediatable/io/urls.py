@@ -1,19 +1,24 @@
 """Media URLs: parse, normalize and redact every scheme mediatable reads.
 
 One object is one URL: `normalize_url` makes spellings of the same object equal (scheme and host
-case, default ports, percent-encoding, `~` and relative local paths, trailing slashes), so the
-file cache keys on one string per object. `redact_url` is what logs and errors show.
+case, default ports, percent-encoding, `.`/`..` segments of http(s) paths, `~` and relative local
+paths, trailing slashes), and :attr:`MediaUrl.cache_key` also drops the signing parameters of
+presigned URLs (S3, GCS, Azure SAS, CloudFront), so the file cache keys on one string per object.
+`redact_url` is what logs and errors show. :class:`UrlPolicy` decides which URLs may be read at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
+import socket
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from mediatable.errors import UnsupportedScheme
+from mediatable.config import Settings
+from mediatable.errors import MediaAccessDenied, UnsupportedScheme
 
 SUPPORTED_SCHEMES = ("http", "https", "s3", "gs", "az", "abfs", "abfss", "file")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -22,6 +27,19 @@ _AZURE_BLOB_HOST = re.compile(r"^(?P<account>[a-z0-9]+)\.(?:blob|dfs)\.core\.win
 _SAFE_PATH = "/:@!$&'()*+,;=-._~"
 _SAFE_QUERY = _SAFE_PATH + "?"
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# Query parameters that sign a URL rather than name an object: presigned URLs of one object that
+# differ only in these are one cache entry. S3 SigV4 and GCS V4 prefixes; the rest by name, and
+# only when the URL carries that scheme's signature parameter.
+_SIGNING_PREFIXES = ("x-amz-", "x-goog-")
+_SIGNED_BY = {
+    "signature": {"awsaccesskeyid", "googleaccessid", "expires", "signature", "policy", "key-pair-id"},
+    "sig": {
+        "sv", "ss", "srt", "sp", "se", "st", "spr", "sig", "sip", "si", "sr", "sdd", "skoid", "sktid",
+        "skt", "ske", "sks", "skv", "saoid", "suoid", "scid", "ses",
+    },
+}  # fmt: skip
+# Host names of cloud metadata services (their addresses are link-local, refused anyway).
+_METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,11 +52,15 @@ class MediaUrl:
         bucket: bucket / container (object stores), host[:port] (http), "" (file).
         key: object key within the bucket (no leading slash); for http the path; for file the local path.
         account: Azure storage account, when known.
+        cache_key: what identifies the object's bytes: `url` without the signing parameters of a
+            presigned URL (the download still uses `url`).
 
     Examples:
         >>> u = parse_url("s3://my-bucket/a/b.jpg")
         >>> (u.kind, u.bucket, u.key)
         ('s3', 'my-bucket', 'a/b.jpg')
+        >>> parse_url("https://h/a.jpg?X-Amz-Signature=abc&v=2").cache_key
+        'https://h/a.jpg?v=2'
     """
 
     url: str
@@ -46,6 +68,11 @@ class MediaUrl:
     bucket: str
     key: str
     account: str | None = None
+    cache_key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.cache_key:
+            object.__setattr__(self, "cache_key", self.url)
 
     @property
     def local_path(self) -> Path | None:
@@ -106,8 +133,10 @@ def parse_url(value: str | os.PathLike[str]) -> MediaUrl:
     path = _requote(parts.path, _SAFE_PATH)
 
     if scheme in ("http", "https"):
+        path = _remove_dot_segments(path)
         port = parts.port
-        netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+        bracketed = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+        netloc = bracketed if port in (None, _DEFAULT_PORTS[scheme]) else f"{bracketed}:{port}"
         if parts.username or parts.password:
             userinfo = quote(unquote(parts.username or ""), safe="")
             if parts.password is not None:
@@ -115,11 +144,13 @@ def parse_url(value: str | os.PathLike[str]) -> MediaUrl:
             netloc = f"{userinfo}@{netloc}"
         query = _requote(parts.query, _SAFE_QUERY + "=&") if parts.query else ""
         url = urlunsplit((scheme, netloc, path or "/", query, ""))
+        unsigned = _unsigned_query(query)
+        cache_key = url if unsigned == query else urlunsplit((scheme, netloc, path or "/", unsigned, ""))
         azure = _AZURE_BLOB_HOST.match(host)
         if azure:
             container, _, key = path.lstrip("/").partition("/")
-            return MediaUrl(url, "azure", container, unquote(key), account=azure.group("account"))
-        return MediaUrl(url, "http", netloc, path.lstrip("/"))
+            return MediaUrl(url, "azure", container, unquote(key), account=azure.group("account"), cache_key=cache_key)
+        return MediaUrl(url, "http", netloc, path.lstrip("/"), cache_key=cache_key)
 
     # Object stores: bucket is the host, key the path.
     key = path.lstrip("/")
@@ -191,6 +222,110 @@ def _requote(text: str, safe: str) -> str:
 
     decoded_unreserved = re.sub(r"%([0-9A-Fa-f]{2})", escape, text)
     return quote(decoded_unreserved, safe=safe + "%")
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4: `/a/./b/../c` -> `/a/c` (for http(s), whose servers do the same)."""
+    if "." not in path:
+        return path
+    segments = path.split("/")
+    out: list[str] = []
+    for segment in segments[1:] if path.startswith("/") else segments:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    if segments[-1] in (".", ".."):
+        out.append("")  # `/a/b/..` names the folder `/a/`
+    return "/" + "/".join(out)
+
+
+def _unsigned_query(query: str) -> str:
+    """The query string without the parameters that only sign the URL (order of the others kept)."""
+    if not query:
+        return query
+    pairs = [(item.split("=", 1)[0].lower(), item) for item in query.split("&")]
+    names = {name for name, _ in pairs}
+    signing = {name for name in names if name.startswith(_SIGNING_PREFIXES)}
+    for marker, members in _SIGNED_BY.items():
+        if marker in names:
+            signing |= names & members
+    return "&".join(item for name, item in pairs if name not in signing)
+
+
+@dataclasses.dataclass(frozen=True)
+class UrlPolicy:
+    """Which URLs may be read as media: the settings `allowed_schemes` and `allow_private_addresses`.
+
+    Link-local addresses (169.254.0.0/16, fe80::/10: where cloud metadata services answer with
+    credentials) and metadata host names are never media. With ``allow_private_addresses=False``,
+    http(s) URLs must not point at loopback, private or shared addresses either; host names are
+    resolved (:meth:`check_resolved`) just before a download.
+
+    Examples:
+        >>> policy = UrlPolicy()
+        >>> policy.check(parse_url("http://169.254.169.254/latest/meta-data/"))
+        Traceback (most recent call last):
+        ...
+        mediatable.errors.MediaAccessDenied: refusing http://169.254.169.254/latest/meta-data/: ...
+        >>> UrlPolicy(schemes=("https",)).check(parse_url("file:///etc/passwd"))
+        Traceback (most recent call last):
+        ...
+        mediatable.errors.MediaAccessDenied: refusing file:///etc/passwd: the scheme file:// is not allowed ...
+    """
+
+    schemes: tuple[str, ...] = ()
+    allow_private: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UrlPolicy:
+        return cls(schemes=tuple(settings.allowed_schemes), allow_private=settings.allow_private_addresses)
+
+    def check(self, url: MediaUrl) -> None:
+        """Raise :class:`~mediatable.errors.MediaAccessDenied` if ``url`` may not be read (no DNS lookup)."""
+        scheme = url.url.split(":", 1)[0]
+        if self.schemes and scheme not in self.schemes:
+            self._refuse(
+                url, f"the scheme {scheme}:// is not allowed (setting allowed_schemes: {', '.join(self.schemes)})"
+            )
+        if url.kind != "http":
+            return
+        host = (urlsplit(url.url).hostname or "").lower()
+        if host in _METADATA_HOSTS:
+            self._refuse(url, "it names a cloud metadata service")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return
+        self._check_address(url, address)
+
+    def check_resolved(self, url: MediaUrl) -> None:
+        """:meth:`check`, then resolve the host name and check every address (blocking DNS lookup)."""
+        self.check(url)
+        if url.kind != "http" or self.allow_private:
+            return
+        parts = urlsplit(url.url)
+        try:
+            infos = socket.getaddrinfo(parts.hostname or "", parts.port or 443, proto=socket.IPPROTO_TCP)
+        except OSError:
+            return  # the download reports the unknown host
+        for info in infos:
+            self._check_address(url, ipaddress.ip_address(info[4][0].split("%", 1)[0]))
+
+    def _check_address(self, url: MediaUrl, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if address.is_link_local or address == ipaddress.ip_address("fd00:ec2::254"):
+            self._refuse(url, f"{address} is a link-local address (cloud metadata services answer there)")
+        if not self.allow_private and (
+            address.is_private or address.is_loopback or address.is_reserved or not address.is_global
+        ):
+            self._refuse(url, f"{address} is a private address (setting allow_private_addresses)")
+
+    @staticmethod
+    def _refuse(url: MediaUrl, why: str) -> None:
+        raise MediaAccessDenied(f"refusing {redact_url(url.url)}: {why}", url=redact_url(url.url))
 
 
 def _file_url(path: str) -> MediaUrl:

@@ -5,46 +5,48 @@ index write out of most downloads, a process reserves a chunk of space at a time
 budget, at most 64 MiB) under one row of its own and hands it out locally: its *credit*.
 Publishing an entry moves its bytes from that row to the entry (in the same transaction). Unused
 credit goes back when a lease closes and with the cache. Making room evicts unpinned entries, least
-recently used first.
+recently used first; an entry is deleted only while its pin key is held exclusively, so no lease
+anywhere holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from pathlib import Path
 
 from mediatable.io.cache.index import CacheIndex, Victim, delete_rows, pick_victims
-from mediatable.io.cache.sweep import drop_dead_owners
+from mediatable.io.cache.locks import LockSet
+from mediatable.io.cache.sweep import PIN_LOCKS, forget_dead
 
 __all__ = ["Budget"]
 
 
 class Budget:
-    """This process's share of the cache's space: reservations in the index and the local credit."""
+    """This process's share of the cache's space: its reservation in the index and the local credit."""
 
     def __init__(
         self,
         index: CacheIndex,
         budget: int,
         owner: str,
-        pid: int,
         pins: Mapping[str, int],
-        forget_dead: Callable[[], bool],
+        locks: Path,
+        remove_files: Callable[[list[Victim]], None],
     ) -> None:
         self.budget = budget
         self._index = index
         self._owner = owner
-        self._pid = pid
         self._pins = pins
-        self._forget_dead = forget_dead
+        self._locks = locks
+        self._remove_files = remove_files
         self._lock = threading.Lock()
-        self._credit = 0  # bytes reserved in the index under `_row` and not yet handed out
+        self._credit = 0  # bytes reserved in the index under this owner and not yet handed out
         self._published = 0  # reserved bytes now held by published entries, not yet written
-        self._row = f"credit:{owner}"
         self._chunk = min(budget // 256, 64 * 1024**2)
         self._refill: asyncio.Lock | None = None  # one refill at a time, or 32 downloads reserve 32 chunks
 
@@ -59,9 +61,11 @@ class Budget:
             return True
 
     async def reserve(self, size: int) -> list[Victim] | None:
-        """Reserve ``size`` bytes, evicting LRU entries: the evicted entries (their files are the
-        caller's to delete), or None when there is no room (everything else is pinned or reserved).
-        Runs on the transfer stage's loop."""
+        """Reserve ``size`` bytes, evicting LRU entries (their files are deleted before this returns).
+
+        Returns the evicted entries, or None when there is no room (everything else is pinned or
+        reserved). Runs on the transfer stage's loop; never waits for anything but the index.
+        """
         if self._take_credit(size):
             return []
         if self._refill is None:
@@ -69,45 +73,49 @@ class Budget:
         async with self._refill:
             if self._take_credit(size):
                 return []
-            loop = asyncio.get_running_loop()
             for want in dict.fromkeys((max(size, self._chunk), size)):  # a chunk, else just this file
-                victims = await asyncio.wrap_future(self._reserve_once(want))
-                if victims is None and await loop.run_in_executor(None, self._forget_dead):
-                    victims = await asyncio.wrap_future(self._reserve_once(want))  # dead processes held space
-                if victims is not None:
-                    with self._lock:
-                        self._credit += want - size
-                    return victims
+                with LockSet(self._locks, PIN_LOCKS) as evicting:
+                    reserve = functools.partial(self._reserve, size=want, evicting=evicting)
+                    victims = await asyncio.wrap_future(self._index.submit(reserve))
+                    if victims is None:
+                        continue
+                    if victims:
+                        self._remove_files(victims)  # still holding their pin keys: nobody can pin them
+                with self._lock:
+                    self._credit += want - size
+                return victims
         return None
 
-    def _reserve_once(self, size: int) -> Future[list[Victim] | None]:
-        """Add ``size`` bytes to this process's reservation; resolves to the evicted entries (None: no room)."""
-
-        def reserve(db: sqlite3.Connection) -> list[Victim] | None:
-            ((used,),) = db.execute(
-                "SELECT bytes + (SELECT COALESCE(SUM(size), 0) FROM reservations) FROM totals WHERE id = 0"
-            ).fetchall()
-            excess = used + size - self.budget
-            victims: list[Victim] = []
-            if excess > 0:
-                drop_dead_owners(db, self._pid)  # a dead process's pins must not block eviction
-                victims = pick_victims(db, excess, self._pins)
-                if not victims:
-                    return None
-                delete_rows(db, victims)
-            db.execute(
-                "INSERT INTO reservations (id, owner, pid, size, temp, created) VALUES (?, ?, ?, ?, '', ?)"
-                " ON CONFLICT (id) DO UPDATE SET size = size + excluded.size",
-                (self._row, self._owner, self._pid, size, time.time()),
-            )
-            return victims
-
-        return self._index.submit(reserve)
+    def _reserve(self, db: sqlite3.Connection, size: int, evicting: LockSet) -> list[Victim] | None:
+        """Add ``size`` bytes to this owner's reservation (in an index transaction); the evicted entries, or None."""
+        victims: list[Victim] = []
+        excess = _used(db) + size - self.budget
+        if excess > 0 and forget_dead(db, self._locks, self._owner):
+            excess = _used(db) + size - self.budget  # dead processes held space
+        if excess > 0:
+            victims = pick_victims(db, excess, self._pins, evicting)
+            if not victims:
+                return None
+            delete_rows(db, victims)
+        db.execute(
+            "INSERT INTO reservations (owner, size, created) VALUES (?, ?, ?)"
+            " ON CONFLICT (owner) DO UPDATE SET size = size + excluded.size",
+            (self._owner, size, time.time()),
+        )
+        return victims
 
     def unreserve(self, size: int) -> None:
         """A download that will not be published gives its space back (to this process's credit)."""
         with self._lock:
             self._credit += size
+
+    def give_back(self, size: int) -> None:
+        """Return ``size`` reserved bytes to the index at once (a download whose entry could not be written)."""
+
+        def give_back(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE reservations SET size = MAX(size - ?, 0) WHERE owner = ?", (size, self._owner))
+
+        self._index.submit(give_back)
 
     def published(self, size: int) -> None:
         """An entry of ``size`` bytes was published in the current index transaction (see :meth:`write`)."""
@@ -122,8 +130,8 @@ class Budget:
             credit, self._credit = self._credit, 0
 
         def give_back(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE reservations SET size = size - ? WHERE id = ?", (credit, self._row))
-            db.execute("DELETE FROM reservations WHERE id = ? AND size <= 0", (self._row,))
+            db.execute("UPDATE reservations SET size = size - ? WHERE owner = ?", (credit, self._owner))
+            db.execute("DELETE FROM reservations WHERE owner = ? AND size <= 0", (self._owner,))
 
         self._index.submit(give_back)
 
@@ -132,8 +140,15 @@ class Budget:
         with self._lock:
             published, self._published = self._published, 0
         if published:
-            db.execute("UPDATE reservations SET size = size - ? WHERE id = ?", (published, self._row))
+            db.execute("UPDATE reservations SET size = size - ? WHERE owner = ?", (published, self._owner))
 
     def forget(self, db: sqlite3.Connection) -> None:
-        """Drop this process's reservation (the cache closes)."""
+        """Drop this owner's reservation (the cache closes)."""
         db.execute("DELETE FROM reservations WHERE owner = ?", (self._owner,))
+
+
+def _used(db: sqlite3.Connection) -> int:
+    ((used,),) = db.execute(
+        "SELECT bytes + (SELECT COALESCE(SUM(size), 0) FROM reservations) FROM totals WHERE id = 0"
+    ).fetchall()
+    return int(used)

@@ -1,8 +1,8 @@
-"""The shared state of one open file cache, and the lookup-or-download path every lease goes through.
+"""The shared state of one open file cache, and how a lease is served a cached file.
 
 :class:`Core` is what a :class:`~mediatable.io.cache.cache.FileCache` owns and its leases use: the
-index, locks, pins, budget and downloader of one cache folder in this process. It is private to
-the package; users see ``FileCache`` and ``Lease``.
+index, locks, pins, budget, memo and transfer stage of one cache folder in this process. It is
+private to the package; users see ``FileCache`` and ``Lease``.
 """
 
 from __future__ import annotations
@@ -14,21 +14,21 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
-from mediatable.config import Settings
+from mediatable.config import Settings, create_home
 from mediatable.errors import CacheError
 from mediatable.io import fetch
 from mediatable.io.cache.budget import Budget
-from mediatable.io.cache.entries import MEMO_LIMIT, Entry, Memo, digest, same_version
+from mediatable.io.cache.entries import MEMO_LIMIT, Entry, Memo, digest
 from mediatable.io.cache.holding import Holding
 from mediatable.io.cache.index import CacheIndex, Victim
-from mediatable.io.cache.locks import EntryLocks
+from mediatable.io.cache.locks import EntryLocks, LockSet
 from mediatable.io.cache.pins import FLUSH_EVERY, AccessTimes, Pins
-from mediatable.io.cache.sweep import forget_dead, remove_leftovers
-from mediatable.io.objects import ObjectInfo
+from mediatable.io.cache.sweep import OWNER_LOCKS, PIN_LOCKS, forget_dead, remove_leftovers
 from mediatable.io.transfer import ProgressBars, TransferStage
-from mediatable.io.urls import MediaUrl, parse_url
+from mediatable.io.urls import MediaUrl, UrlPolicy, parse_url
 
 __all__ = ["Core", "Stats"]
 
@@ -52,7 +52,12 @@ class Stats:
 
 
 class Core:
-    """Index, locks, pins, budget, memo and transfer stage of one cache folder in this process."""
+    """Index, locks, pins, budget, memo and transfer stage of one cache folder in this process.
+
+    Lifecycle: created by ``FileCache`` (which sweeps crash leftovers right after), closed by it
+    after its leases; the owner lock taken here marks everything this object leaves in the folder
+    as alive until :meth:`close` or the process's death.
+    """
 
     def __init__(
         self,
@@ -67,26 +72,30 @@ class Core:
         self.stores = stores
         self.stage = stage
         self.progress_bars = progress_bars
+        self.url_policy = UrlPolicy.from_settings(settings)
         self.validate = settings.cache_validation == "etag"
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self.pid = os.getpid()
+        self.owner = uuid.uuid4().hex[:16]
         self.memo = Memo()
         self._parsed: dict[str, MediaUrl] = {}
-        self.pins = Pins(self.owner, self.pid)
         self.access = AccessTimes()
         self.stats = Stats()
         self.closed = False
         self._flush_queued = False
+        create_home(settings.home)
         for folder in (self.directory, *(self.directory / name for name in ("locks", "leases", "tmp"))):
             folder.mkdir(parents=True, exist_ok=True)
+        self.lock_folder = self.directory / "locks"
+        self._owner_lock = LockSet(self.lock_folder, OWNER_LOCKS)
+        self._owner_lock.add(self.owner, shared=False)
         self.locks = EntryLocks(self.directory)
+        self.pins = Pins(self.lock_folder)
         self.index = CacheIndex(self.directory / "index.db", self._write_pending)
         self.budget = Budget(
-            self.index, int(settings.cache_size), self.owner, self.pid, self.pins.counts, self.forget_dead
+            self.index, int(settings.cache_size), self.owner, self.pins.counts, self.lock_folder, self.remove_files
         )
         self.index.write(
             lambda db: db.execute(
-                "INSERT INTO owners (owner, pid, started) VALUES (?, ?, ?)", (self.owner, self.pid, time.time())
+                "INSERT INTO owners (owner, pid, started) VALUES (?, ?, ?)", (self.owner, os.getpid(), time.time())
             )
         )
 
@@ -97,32 +106,34 @@ class Core:
             raise CacheError("the file cache is closed")
 
     def parse(self, url: str | MediaUrl | os.PathLike[str]) -> MediaUrl:
+        """The parsed URL (memoized for strings); raises when the URL policy refuses it."""
         if isinstance(url, MediaUrl):
+            self.url_policy.check(url)
             return url
         if isinstance(url, str):
             parsed = self._parsed.get(url)
             if parsed is None:
                 parsed = parse_url(url)
+                self.url_policy.check(parsed)
                 if len(self._parsed) >= MEMO_LIMIT:
                     self._parsed.clear()
                 self._parsed[url] = parsed
             return parsed
-        return parse_url(url)
+        parsed = parse_url(url)
+        self.url_policy.check(parsed)
+        return parsed
 
     def lookup(self, url: str) -> Entry | None:
-        """The entry of ``url`` from the index if its file exists (memoized); heals a missing file."""
+        """The entry of ``url`` in the index (memoized), not yet checked against its file."""
         rows = self.index.read("SELECT path, size, etag, last_modified FROM entries WHERE url = ?", (url,))
         if not rows:
             return None
         entry = Entry.at(self.directory, *rows[0])
-        if not os.path.exists(entry.name):
-            path = rows[0][0]
-            self.index.submit(lambda db: db.execute("DELETE FROM entries WHERE url = ? AND path = ?", (url, path)))
-            return None
         self.memo.remember(url, entry)
         return entry
 
     def lookup_many(self, urls: list[str]) -> dict[str, Entry]:
+        """:meth:`lookup` for many URLs, a few queries in all."""
         found: dict[str, Entry] = {}
         for start in range(0, len(urls), 500):
             chunk = urls[start : start + 500]
@@ -132,38 +143,82 @@ class Core:
             )
             for url, *rest in rows:
                 entry = Entry.at(self.directory, *rest)
-                if os.path.exists(entry.name):
-                    self.memo.remember(url, entry)
-                    found[url] = entry
+                self.memo.remember(url, entry)
+                found[url] = entry
         return found
 
-    def cached(self, url: str, fresh: ObjectInfo | None) -> Entry | None:
-        """The usable entry of ``url`` (memo, else index), if any and (when ``fresh`` is known) current."""
-        entry = self.memo.get(url)
-        if entry is None or not os.path.exists(entry.name):
-            entry = self.lookup(url)
-        if entry is not None and (fresh is None or same_version(entry, fresh)):
-            return entry
-        return None
+    def serve(
+        self, url: str, entry: Entry, holding: Holding, prefetch: bool = False, windowed: bool = False
+    ) -> Path | None:
+        """Hand a cached file to a lease: pin it there, then check the file; None if it cannot be used.
 
-    def hit(self, url: str, entry: Entry, holding: Holding, prefetch: bool = False) -> Path:
-        """Serve a cached file to a lease: pin it there and note the access."""
+        Pinning comes first: once pinned, no process can delete the file; a file found intact after
+        that stays intact (short of someone outside the cache changing it). A file that is gone or
+        has the wrong size (truncated, rewritten behind the cache's back) drops its entry, so the
+        caller downloads the object again. ``prefetch``/``windowed``: how the lease holds it
+        (:meth:`~mediatable.io.cache.holding.Holding.hold`).
+        """
+        if not holding.hold(url, entry.size, prefetch, windowed):
+            return None  # an evictor is deleting it right now
+        if not self._intact(url, entry):
+            holding.release(url)
+            return None
         self.access.hit((url,), time.time())
-        holding.hold(url, entry.size, prefetch)
         self.maybe_flush()
         return entry.path
+
+    def serve_many(self, hits: Iterable[tuple[str, Entry]], holding: Holding) -> dict[str, Path]:
+        """:meth:`serve` (prefetched) for a batch; returns the URLs served."""
+        served: dict[str, Path] = {}
+        for url, entry in hits:
+            if holding.hold(url, entry.size, prefetch=True):
+                if self._intact(url, entry):
+                    served[url] = entry.path
+                else:
+                    holding.release(url)
+        if served:
+            self.access.hit(served, time.time())
+            self.maybe_flush()
+        return served
+
+    def _intact(self, url: str, entry: Entry) -> bool:
+        try:
+            if os.stat(entry.name).st_size == entry.size:
+                return True
+        except FileNotFoundError:
+            pass
+        self.memo.pop(url, None)
+        rel = os.path.relpath(entry.name, self.root)
+        # Only the row this entry came from: a newer download may have reused the name meanwhile
+        # (its row has its own size), and this process's memo may be older than the index.
+        self.index.submit(
+            lambda db: db.execute("DELETE FROM entries WHERE url = ? AND path = ? AND size = ?", (url, rel, entry.size))
+        )
+        log.info("cached file %s is missing or damaged: dropped, it will be downloaded again", entry.name)
+        return False
+
+    def drop_damaged(self, key: str, path: Path) -> None:
+        """Forget an entry whose file failed a content check, and delete the file (nobody can use it).
+
+        The caller holds the entry pinned, so no new download can have taken the file's name yet.
+        """
+        self.memo.pop(key, None)
+        rel = os.path.relpath(path, self.root)
+        self.index.write(lambda db: db.execute("DELETE FROM entries WHERE url = ? AND path = ?", (key, rel)))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _write_pending(self, db: sqlite3.Connection) -> bool:
-        """Write batched bookkeeping (runs at the end of every index transaction); True: pins wait."""
+        """Write batched bookkeeping (runs at the end of every index transaction)."""
         self._flush_queued = False
         self.budget.write(db)
         self.access.write(db)
-        return self.pins.write(db)
+        return False
 
     def maybe_flush(self) -> None:
-        """Have pending access times and pins written soon; never waits for the index.
+        """Have pending access times written soon; never waits for the index.
 
         Past `FLUSH_EVERY` pending access times a write is queued now, else the index's writer picks
         them up within `FLUSH_SECONDS` (or with the next download's transaction).
@@ -175,52 +230,63 @@ class Core:
             self.index.submit(lambda db: None)
 
     def flush(self) -> None:
-        """Write pending access times and all pins now."""
-        self.pins.publish_all()
+        """Write pending access times now."""
         self.index.write(lambda db: None)
 
-    def remove_files(self, victims: list[Victim]) -> None:
-        """Delete evicted files (after their rows are gone) unless a download of the URL is running.
+    def remove_files(self, victims: list[Victim], unpinned_only: bool = False) -> None:
+        """Delete evicted files (their rows are gone; the evictor holds their pin keys).
 
-        A download in progress (its entry lock is held) will publish a new file under the same name;
-        deleting it then would leave an entry without a file.
+        Skipped while a download of the URL is running (its entry lock is held): it may have just
+        renamed a new file to the same name, which the coming index row will reference.
+        ``unpinned_only``: the caller holds no pin keys; files a lease holds stay (``prune`` takes
+        them once they are free).
         """
         for url, _, _ in victims:
             self.memo.pop(url, None)
         self.stats.add(evictions=len(victims))
-        for url, path, _ in victims:
-            url_digest = digest(url)
-            lock = self.locks.try_acquire(url_digest)
-            if lock is None:
-                continue
-            try:
+        with LockSet(self.lock_folder, PIN_LOCKS) as evicting:
+            for url, path, _ in victims:
+                url_digest = digest(url)
+                if unpinned_only and not (self.pins.counts.get(url, 0) == 0 and evicting.add(url_digest, shared=False)):
+                    continue
+                lock = self.locks.try_acquire(url_digest)
+                if lock is None:
+                    continue
+                try:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.directory / path)
+                finally:
+                    self.locks.release(lock, url_digest)
+
+    def remove_if_unpinned(self, url: str, rel: str) -> None:
+        """Delete a file no entry references any more, unless a lease somewhere still reads it.
+
+        The caller holds the URL's entry lock. A pinned file stays until ``prune`` finds it unpinned.
+        """
+        with LockSet(self.lock_folder, PIN_LOCKS) as evicting:
+            if self.pins.counts.get(url, 0) == 0 and evicting.add(digest(url), shared=False):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.directory / path)
-            finally:
-                self.locks.release(lock, url_digest)
+                    os.unlink(f"{self.root}/{rel}")
 
     # -- crash leftovers -------------------------------------------------------------------
 
-    def forget_dead(self) -> bool:
-        """Drop the reserved space and pins of dead processes; True if there were any."""
-        return forget_dead(self.index, self.pid)
-
     def sweep(self) -> None:
-        """Remove what crashed processes left behind: reservations, temp files, locks, lease folders."""
+        """Remove what dead cache objects left behind: reservations, owner rows, temp files, lease folders."""
         try:
-            self.forget_dead()
-            remove_leftovers(self.directory, self.locks, self.pid)
+            self.index.write(lambda db: forget_dead(db, self.lock_folder, self.owner))
+            remove_leftovers(self.directory)
         except (OSError, sqlite3.Error, CacheError) as exc:
             log.warning("could not sweep the file cache at %s: %s", self.directory, exc)
 
     def close(self) -> None:
-        """Forget this process in the index and close it (leases and transfers are stopped first)."""
+        """Forget this owner in the index and close it (leases and transfers are stopped first)."""
 
         def forget_me(db: sqlite3.Connection) -> None:
             self.budget.forget(db)
-            db.execute("DELETE FROM pins WHERE owner = ?", (self.owner,))
             db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))
 
         with contextlib.suppress(CacheError):
             self.index.write(forget_me)
         self.index.close()
+        self.pins.close()
+        self._owner_lock.close()

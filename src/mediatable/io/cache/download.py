@@ -1,10 +1,12 @@
 """Download and publish: one transfer per URL at a time, streamed to a temp file, renamed, then indexed.
 
-A download streams into ``tmp/<name>.<pid>-<id>.part`` (same file system, so the final rename is
-atomic; one folder, so finding leftovers never walks the whole cache) under an exclusive ``flock``,
-has its length checked (:mod:`mediatable.io.fetch`), is renamed to its final name and only then
-gets its index row. The entry lock of the URL is held from before the transfer until that row is
-committed, so other processes wait and then find the entry.
+A download streams into ``tmp/<name>.<owner>-<n>.part`` (same file system, so the final rename is
+atomic; one folder, so finding leftovers never walks the whole cache), has its length checked and
+its sha256 computed (:mod:`mediatable.io.fetch`), is renamed to a name nothing else uses and only
+then gets its index row. The entry lock of the URL is held from before the transfer until that row
+is committed, so other processes wait and then find the entry. A new version of an object (ETag
+changed, damaged file) never overwrites the old file, which a lease elsewhere may be reading: it
+gets a name of its own, and the old file goes once nobody holds it.
 
 What is downloaded is a :class:`Source`: its index key, its file's extension and how to fetch it.
 A whole object is the usual one (:class:`WholeObject`); blocks of large objects are others
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import itertools
 import logging
 import os
@@ -25,6 +26,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -36,6 +38,8 @@ from mediatable.io.cache.core import Core
 from mediatable.io.cache.entries import Entry, digest, file_name, same_version
 from mediatable.io.cache.holding import Holding
 from mediatable.io.cache.info import human_size
+from mediatable.io.cache.locks import LockSet
+from mediatable.io.cache.sweep import PIN_LOCKS
 from mediatable.io.objects import ObjectInfo
 from mediatable.io.transfer import TransferStage
 from mediatable.io.urls import MediaUrl, redact_url
@@ -66,7 +70,7 @@ class Source(Protocol):
     """One thing to download into one cache entry.
 
     Attributes:
-        key: the entry's key in the index (the normalized URL for a whole object).
+        key: the entry's key in the index (:attr:`~mediatable.io.urls.MediaUrl.cache_key` for a whole object).
         url: the object it comes from (retries, error messages, the progress of its lease).
         extension: the entry file's extension.
     """
@@ -74,20 +78,29 @@ class Source(Protocol):
     key: str
     url: MediaUrl
     extension: str
+    windowed: bool  # held in the lease's window of recent files (blocks), not until it closes
 
-    async def fetch(self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo | Declined:
-        """Write the entry's bytes into ``sink(info)`` (retrying on ``stage``); the metadata to record."""
+    async def fetch(
+        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]
+    ) -> ObjectInfo | fetch.Downloaded | Declined:
+        """Write the entry's bytes into ``sink(info)`` (retrying on ``stage``); the metadata to record
+        (with the content's sha256 when the source computed it)."""
         ...
 
 
 class WholeObject:
-    """The whole object at a URL, with one GET (:func:`mediatable.io.fetch.download_attempt`)."""
+    """The whole object at a URL, with one GET (:func:`mediatable.io.fetch.download_attempt`), hashed on the way."""
+
+    windowed = False
 
     def __init__(self, stores: fetch.Stores, url: MediaUrl) -> None:
-        self.stores, self.url, self.key, self.extension = stores, url, url.url, url.extension
+        self.stores, self.url, self.key, self.extension = stores, url, url.cache_key, url.extension
 
-    async def fetch(self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo:
-        return await stage.run(self.url, lambda: fetch.download_attempt(self.stores, self.url, sink, on_bytes))
+    async def fetch(self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]) -> fetch.Downloaded:
+        return await stage.run(
+            self.url,
+            lambda: fetch.download_attempt(self.stores, self.url, sink, on_bytes, stall=stage.stall, hashed=True),
+        )
 
 
 class Outcome:
@@ -168,18 +181,20 @@ class Downloader:
     ) -> Outcome:
         """:meth:`obtain`, downloading with ``source`` (default the whole object), which may decline."""
         core = self._core
-        url = mu.url
+        key = mu.cache_key
         fresh: ObjectInfo | None = None
-        if core.validate and not holding.validated(url):
-            fresh = await core.stage.run(mu, lambda: core.stores.head_async(mu))
-            holding.mark_validated(url)
-        private = holding.private(url)
+        if core.validate and not holding.validated(key):
+            fresh = await core.stage.run(mu, lambda: fetch.head_attempt(core.stores, mu, stall=core.stage.stall))
+            holding.mark_validated(key)
+        private = holding.private(key)
         if private is not None and fresh is None:
             return Outcome(private, False, 0)
         if not (missing and fresh is None):
-            entry = core.cached(url, fresh)
-            if entry is not None:
-                return Outcome(core.hit(url, entry, holding, prefetch), True, entry.size)
+            entry = core.memo.get(key) or core.lookup(key)
+            if entry is not None and (fresh is None or same_version(entry, fresh)):
+                path = core.serve(key, entry, holding, prefetch)
+                if path is not None:
+                    return Outcome(path, True, entry.size)
         chosen = (source or self._whole)(mu, fresh)
         return await self._shared(chosen, holding, fresh, on_bytes, prefetch)
 
@@ -191,9 +206,11 @@ class Downloader:
         private = holding.private(key)
         if private is not None:
             return Outcome(private, False, 0)
-        entry = self._core.cached(key, None)
+        entry = self._core.memo.get(key) or self._core.lookup(key)
         if entry is not None:
-            return Outcome(self._core.hit(key, entry, holding, prefetch), True, entry.size)
+            path = self._core.serve(key, entry, holding, prefetch, source.windowed)
+            if path is not None:
+                return Outcome(path, True, entry.size)
         return await self._shared(source, holding, None, on_bytes, prefetch)
 
     async def _shared(
@@ -226,11 +243,14 @@ class Downloader:
             assert outcome.path is not None
             if outcome.cached:
                 entry = self._core.memo.get(key) or Entry(outcome.path, str(outcome.path), outcome.size, None, None)
-                return Outcome(self._core.hit(key, entry, holding, prefetch), True, outcome.size)
+                path = self._core.serve(key, entry, holding, prefetch, source.windowed)
+                if path is not None:
+                    return Outcome(path, True, outcome.size)
+                continue  # evicted (or damaged) already: fetch it again
             try:
                 return Outcome(holding.adopt(key, outcome.path), False, outcome.size)
             except OSError:  # the other lease already closed
-                return await self._download(source, holding, fresh, on_bytes, prefetch)
+                continue
         try:
             outcome = await self._download(source, holding, fresh, on_bytes, prefetch)
         except asyncio.CancelledError:
@@ -255,25 +275,25 @@ class Downloader:
         prefetch: bool,
     ) -> Outcome:
         core = self._core
-        url = source.key
-        url_digest = digest(url)
-        rel = file_name(url_digest, source.extension)
-        ext = rel[2 + 1 + 64 :]
-        final_name = f"{core.root}/{rel}"
+        key = source.key
+        mu = source.url
+        url_digest = digest(key)
         lock = await core.locks.acquire_async(url_digest)
         keep_lock = False  # handed over to the index write that publishes the entry
         try:
-            # Another process (or thread of another cache object) may have finished it meanwhile;
-            # it renames the file before it writes the row, so no file means no entry.
-            entry = core.lookup(url) if os.path.exists(final_name) else None
+            # Another process (or cache object) may have finished it while we waited for the lock.
+            entry = core.lookup(key)
             if entry is not None and (fresh is None or same_version(entry, fresh)):
-                core.hit(url, entry, holding, prefetch)
-                return Outcome(entry.path, True, entry.size)
-            if url_digest[:2] not in self._known_dirs:
-                os.makedirs(f"{core.root}/{url_digest[:2]}", exist_ok=True)
-                self._known_dirs.add(url_digest[:2])
+                path = core.serve(key, entry, holding, prefetch, source.windowed)
+                if path is not None:
+                    return Outcome(path, True, entry.size)
+            if mu.kind == "http" and not core.url_policy.allow_private:
+                await asyncio.to_thread(core.url_policy.check_resolved, mu)  # DNS: where does the name point?
+            extension = file_name(url_digest, source.extension)[3 + 64 :]
+            rel = self._new_name(url_digest, extension, key)
+            final_name = f"{core.root}/{rel}"
             core.stats.add(misses=1)
-            holding.note_download(url)
+            holding.note_download(key)
             state = _Download(core.root)
 
             def counted(n: int) -> None:
@@ -282,13 +302,14 @@ class Downloader:
                     on_bytes(n)
 
             try:
-                info = await source.fetch(
-                    core.stage, lambda info: self._sink(state, url, rel, ext, info, holding), counted
+                got = await source.fetch(
+                    core.stage, lambda info: self._sink(state, key, rel, extension, info, holding), counted
                 )
-                if isinstance(info, Declined):
-                    if info.then is not None:
-                        await info.then()  # still under the entry lock: other processes wait for it
-                    return Outcome(None, False, 0, declined=info.info)
+                if isinstance(got, Declined):
+                    if got.then is not None:
+                        await got.then()  # still under the entry lock: other processes wait for it
+                    return Outcome(None, False, 0, declined=got.info)
+                info, sha256 = (got.info, got.sha256) if isinstance(got, fetch.Downloaded) else (got, None)
                 assert state.file is not None
                 state.file.close()
                 state.file = None
@@ -296,20 +317,27 @@ class Downloader:
                     os.replace(f"{core.root}/{state.temp}", final_name)
                     state.temp = None
                     final = Path(final_name)
-                    holding.hold(url, info.size, prefetch)
-                    core.memo.remember(url, Entry(final, final_name, info.size, info.etag, None))
+                    # Pinned before the row exists: an evictor that still holds this URL's pin key
+                    # is removing an older entry (and lets go within a transaction); wait for it
+                    # without blocking the loop, where that evictor may be one of our own tasks.
+                    while not holding.hold(key, info.size, prefetch, source.windowed):
+                        await asyncio.sleep(0.002)
+                    core.memo.remember(key, Entry(final, final_name, info.size, info.etag, None))
                     # The file is complete: this process may use it at once. Other processes wait
                     # on the entry lock until the index row is committed, so the lock goes with
                     # the (group-committed) index write instead of making this thread wait.
-                    published = self._publish(url, rel, info)
+                    replaced: list[str] = []
+                    published = self._publish(key, rel, info, sha256, replaced)
                     state.reserved = False
                     keep_lock = True
-                    published.add_done_callback(lambda done: self._published(done, lock, url_digest, url))
+                    published.add_done_callback(
+                        lambda done: self._published(done, lock, url_digest, key, rel, info.size, replaced)
+                    )
                     return Outcome(final, True, info.size)
                 assert state.private is not None
                 private = state.private
                 state.private = None
-                holding.keep_private(url, private)
+                holding.keep_private(key, private)
                 return Outcome(private, False, info.size)
             except MediaError:
                 raise
@@ -327,52 +355,74 @@ class Downloader:
         """Make the local file ``source`` (the bytes just uploaded to ``mu``) the cache entry of ``mu``.
 
         Like a download's publish: under the entry lock and a reservation, ``source`` is moved in
-        (copied through ``tmp/`` when it is on another file system), renamed and indexed. Returns
-        False, leaving ``source`` where it is, when the budget has no room or the entry exists.
-        Runs on the transfer stage's loop.
+        (copied through ``tmp/`` when it is on another file system), renamed to a name no file has
+        and indexed. Returns False, leaving ``source`` where it is, when the budget has no room or
+        the entry exists. Runs on the transfer stage's loop.
         """
         core = self._core
-        url = mu.url
-        url_digest = digest(url)
-        rel = file_name(url_digest, mu.extension)
-        final_name = f"{core.root}/{rel}"
+        key = mu.cache_key
+        url_digest = digest(key)
         if not core.budget.fits(info.size):
             return False
         lock = await core.locks.acquire_async(url_digest)
         keep_lock = False
         try:
-            if os.path.exists(final_name) and core.lookup(url) is not None:
+            entry = core.lookup(key)
+            if entry is not None and os.path.exists(entry.name):
                 return False  # the same content is cached already (names are content addresses)
             victims = await core.budget.reserve(info.size)
             if victims is None:
                 return False
-            if victims:
-                core.remove_files(victims)
+            rel = self._new_name(url_digest, file_name(url_digest, mu.extension)[3 + 64 :], key)
+            final_name = f"{core.root}/{rel}"
             try:
-                os.makedirs(f"{core.root}/{url_digest[:2]}", exist_ok=True)
                 try:
                     os.replace(source, final_name)
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise
-                    temp = f"{core.root}/tmp/{rel[3:]}.{core.pid}-{core.owner[-12:]}{next(self._temp_ids):x}.part"
+                    temp = f"{core.root}/tmp/{rel[3:]}.{core.owner}-{next(self._temp_ids):x}.part"
                     shutil.copyfile(source, temp)
                     os.replace(temp, final_name)
                     os.unlink(source)
             except OSError as exc:
                 core.budget.unreserve(info.size)
                 raise CacheError(f"cannot write to the file cache at {core.directory}: {exc}") from exc
-            core.memo.remember(url, Entry(Path(final_name), final_name, info.size, info.etag, None))
-            published = self._publish(url, rel, info)
+            core.memo.remember(key, Entry(Path(final_name), final_name, info.size, info.etag, None))
+            replaced: list[str] = []
+            published = self._publish(key, rel, info, None, replaced)
             keep_lock = True
-            published.add_done_callback(lambda done: self._published(done, lock, url_digest, url))
+            published.add_done_callback(
+                lambda done: self._published(done, lock, url_digest, key, rel, info.size, replaced)
+            )
             return True
         finally:
             if not keep_lock:
                 core.locks.release(lock, url_digest)
 
+    def _new_name(self, url_digest: str, extension: str, key: str) -> str:
+        """A path for a new file of this URL that no file has (the caller holds the entry lock).
+
+        The usual name is free unless an older version, a damaged file or a crash leftover sits
+        there; it is taken over when nobody holds it, else the new file gets a name of its own.
+        """
+        core = self._core
+        if url_digest[:2] not in self._known_dirs:
+            os.makedirs(f"{core.root}/{url_digest[:2]}", exist_ok=True)
+            self._known_dirs.add(url_digest[:2])
+        rel = file_name(url_digest, extension)
+        if not os.path.exists(f"{core.root}/{rel}"):
+            return rel
+        with LockSet(core.lock_folder, PIN_LOCKS) as evicting:
+            if core.pins.counts.get(key, 0) == 0 and evicting.add(url_digest, shared=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{core.root}/{rel}")
+                return rel
+        stem, dot, ext = rel.rpartition(".") if "." in rel[3:] else (rel, "", "")
+        return f"{stem}~{uuid.uuid4().hex[:8]}{dot}{ext}"
+
     async def _sink(
-        self, state: _Download, url: str, rel: str, ext: str, info: ObjectInfo, holding: Holding
+        self, state: _Download, key: str, rel: str, ext: str, info: ObjectInfo, holding: Holding
     ) -> BinaryIO:
         """Choose the file for one attempt: a reserved temp file in the cache, or a lease-private file."""
         core = self._core
@@ -383,54 +433,65 @@ class Downloader:
             core.budget.unreserve(state.size)
             state.reserved = False
         state.size = info.size
-        temp = f"tmp/{rel[3:]}.{core.pid}-{core.owner[-12:]}{next(self._temp_ids):x}.part"
-        state.reserved = False
         if core.budget.fits(info.size):
             victims = await core.budget.reserve(info.size)
             if victims is not None:
                 state.reserved = True
                 if victims:
-                    core.remove_files(victims)
                     holding.note_evicted(url for url, _, _ in victims)
         if state.reserved:
-            fd = os.open(f"{core.root}/{temp}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)  # tells sweepers in other processes that the writer lives
+            temp = f"tmp/{rel[3:]}.{core.owner}-{next(self._temp_ids):x}.part"
+            fd = os.open(f"{core.root}/{temp}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
             state.temp = temp
             state.file = os.fdopen(fd, "w+b", buffering=0)  # chunks are large: no copy into a buffer
         else:
             if not core.budget.fits(info.size):
-                log.info("%s (%s) is larger than the cache: not cached", redact_url(url), human_size(info.size))
-            state.private = holding.private_path(url, ext)
+                log.info("%s (%s) is larger than the cache: not cached", redact_url(key), human_size(info.size))
+            state.private = holding.private_path(key, ext)
             state.file = open(state.private, "w+b", buffering=0)  # noqa: SIM115 - closed by the caller
         return state.file
 
-    def _publish(self, url: str, rel: str, info: ObjectInfo) -> Future[None]:
-        """Queue the index row of a renamed file (and turn its reservation into the entry)."""
+    def _publish(self, key: str, rel: str, info: ObjectInfo, sha256: str | None, replaced: list[str]) -> Future[None]:
+        """Queue the index row of a renamed file (and turn its reservation into the entry).
+
+        ``replaced`` receives the path of the entry's previous file, if it had another one.
+        """
         core = self._core
         now = time.time()
         modified = fetch.last_modified_timestamp(info.last_modified)
 
         def publish(db: sqlite3.Connection) -> None:
+            old = db.execute("SELECT path FROM entries WHERE url = ?", (key,)).fetchone()
             db.execute(
-                "INSERT INTO entries (url, path, size, etag, last_modified, created, last_access)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO entries (url, path, size, etag, last_modified, created, last_access, sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (url) DO UPDATE SET path = excluded.path, size = excluded.size,"
                 " etag = excluded.etag, last_modified = excluded.last_modified,"
-                " created = excluded.created, last_access = excluded.last_access",
-                (url, rel, info.size, info.etag, modified, now, now),
+                " created = excluded.created, last_access = excluded.last_access, sha256 = excluded.sha256",
+                (key, rel, info.size, info.etag, modified, now, now, sha256),
             )
-            # The smaller reservation and the lease's pin (taken before this was queued) are written
-            # at the end of this same transaction: other processes see the entry, its pin and its
-            # bytes moved out of the reservation all at once.
-            core.access.written(url, now)
+            # The smaller reservation is written at the end of this same transaction: other
+            # processes see the entry and its bytes moved out of the reservation at once.
+            core.access.written(key, now)
             core.budget.published(info.size)
+            replaced[:] = [old[0]] if old is not None and old[0] != rel else []
 
         return core.index.submit(publish)
 
-    def _published(self, done: Future[None], lock: int, url_digest: str, url: str) -> None:
-        """After the index row is committed: release the entry lock (other processes may read it now)."""
-        self._core.locks.release(lock, url_digest)
-        error = done.exception()
-        if error is not None:
-            self._core.memo.pop(url, None)
-            log.warning("could not record %s in the file cache index: %s", redact_url(url), error)
+    def _published(
+        self, done: Future[None], lock: int, url_digest: str, key: str, rel: str, size: int, replaced: list[str]
+    ) -> None:
+        """After the index row is committed (or failed): tidy up, then release the entry lock."""
+        core = self._core
+        try:
+            error = done.exception()
+            if error is not None:
+                # No row: the reserved bytes go back to the index (nothing else would return them),
+                # and the file is a leftover that prune removes once nobody holds it.
+                core.memo.pop(key, None)
+                core.budget.give_back(size)
+                log.warning("could not record %s in the file cache index: %s", redact_url(key), error)
+            for old in replaced:
+                core.remove_if_unpinned(key, old)
+        finally:
+            core.locks.release(lock, url_digest)

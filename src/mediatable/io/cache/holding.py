@@ -7,7 +7,6 @@ path records into it (through its methods, under its own lock) what it fetched f
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import threading
@@ -25,96 +24,113 @@ __all__ = ["Holding"]
 class Holding:
     """The pins, private files and statistics of one lease.
 
-    Pins: files handed out (url -> size, oldest first; unpinned beyond ``pin_cap`` bytes), and
-    files fetched ahead by ``get_many`` but not handed out yet (always pinned). Private files: objects
-    that could not be cached, in ``leases/<pid>-<token>/``, deleted when the lease closes.
+    Pins come in three kinds: files :meth:`hold` gave to ``Lease.get`` (kept until the lease closes
+    or releases them), files ``get_many`` fetched ahead and not yet handed out (kept likewise), and
+    files ``get_many`` handed out: a window of recent files (url -> size, oldest first) whose
+    oldest members are unpinned beyond ``pin_cap`` bytes, so one lease can stream over more data
+    than the cache holds. Private files: objects that could not be cached, in
+    ``leases/<owner>-<token>/``, deleted when the lease closes. Per-URL memories (validated,
+    evicted, seen) are bounded: a lease over ten million URLs does not keep ten million of each.
     """
 
-    def __init__(self, pins: Pins, directory: Path, pin_cap: int) -> None:
+    def __init__(self, pins: Pins, directory: Path, owner: str, pin_cap: int) -> None:
         self._pins = pins
-        self._directory = directory
-        self._token = uuid.uuid4().hex[:12]
+        self._folder = directory / "leases" / f"{owner}-{uuid.uuid4().hex[:12]}"
         self._lock = threading.Lock()
-        self._held: OrderedDict[str, int] = OrderedDict()
-        self._held_bytes = 0
+        self._kept: dict[str, int] = {}
+        self._window: OrderedDict[str, int] = OrderedDict()
+        self._window_bytes = 0
         self._prefetched: dict[str, int] = {}
         self._pin_cap = max(pin_cap, 1)
         self._private: dict[str, Path] = {}
-        self._private_dir: Path | None = None
-        self._private_lock: int | None = None
-        self._validated: set[str] = set()
-        self._evicted: set[str] = set()
-        self.seen: dict[str, int] = {}  # url -> size of everything this lease fetched
+        self._private_made = False
+        self._validated = _Recent()
+        self._evicted = _Recent()
+        self._seen = _Recent()
+        self.bytes_seen = (
+            0  # bytes of the distinct files this lease fetched (duplicates past the memory's bound count twice)
+        )
         self.thrashed = 0  # downloads of files this lease evicted itself
         self.closed = False
 
     # -- pins -----------------------------------------------------------------------------
 
-    def holds(self, url: str) -> bool:
-        return url in self._held
+    def hold(self, url: str, size: int, prefetch: bool = False, windowed: bool = False) -> bool:
+        """Pin ``url`` for this lease: until it closes (``Lease.get``), as fetched ahead (``prefetch``),
+        or in the window of recent files (``windowed``: blocks of a ranged read, streamed through).
 
-    def hold(self, url: str, size: int, prefetch: bool = False) -> None:
-        """Pin ``url`` for this lease.
-
-        A prefetched file stays pinned until :meth:`hand_out`; a handed-out one joins the window of
-        recent files, whose oldest members are unpinned beyond the cap.
+        Returns False when the entry cannot be pinned because an evictor is deleting it. A URL the
+        lease holds already needs no new pin.
         """
         with self._lock:
-            self.seen.setdefault(url, size)
+            if not self._seen.add(url):
+                self.bytes_seen += size
+            if url in self._kept:
+                return True
             if url in self._prefetched:
                 if not prefetch:
-                    self._hand_out_locked(url)
-                return
-            if url in self._held:
-                if prefetch:  # wanted again further down a get_many: keep it out of the window
-                    self._held_bytes -= self._held.pop(url)
-                    self._prefetched[url] = size
+                    self._kept[url] = self._prefetched.pop(url)
+                return True
+            if url in self._window:
+                if windowed:
+                    self._window.move_to_end(url)
+                    return True
+                size = self._window.pop(url)
+                self._window_bytes -= size
+                if prefetch:
+                    self._prefetched[url] = size  # wanted again further down a get_many
                 else:
-                    self._held.move_to_end(url)
-                return
-            self._pins.pin(url)
+                    self._kept[url] = size
+                return True
+            if not self._pins.pin(url):
+                return False
             if prefetch:
                 self._prefetched[url] = size
-            else:
-                self._add_to_window_locked(url, size)
-
-    def hold_many(self, hits: Iterable[tuple[str, int]]) -> None:
-        """:meth:`hold` (prefetched) for a batch of hits."""
-        for url, size in hits:
-            self.hold(url, size, prefetch=True)
-
-    def hand_out(self, url: str) -> None:
-        """A prefetched file reaches the consumer: it joins the window of recent files."""
-        with self._lock:
-            self._hand_out_locked(url)
-
-    def _hand_out_locked(self, url: str) -> None:
-        size = self._prefetched.pop(url, None)
-        if size is not None:
-            self._add_to_window_locked(url, size)
-        elif url in self._held:
-            self._held.move_to_end(url)
-
-    def _add_to_window_locked(self, url: str, size: int) -> None:
-        self._held[url] = size
-        self._held_bytes += size
-        dropped = []
-        while self._held_bytes > self._pin_cap and len(self._held) > 1:
-            old, old_size = self._held.popitem(last=False)
-            self._held_bytes -= old_size
-            dropped.append(old)
+                return True
+            if not windowed:
+                self._kept[url] = size
+                return True
+            dropped = self._add_to_window_locked(url, size)
         if dropped:
             self._pins.unpin_many(dropped)
+        return True
+
+    def hand_out(self, url: str) -> None:
+        """A prefetched file reaches the consumer of ``get_many``: it joins the window of recent files."""
+        with self._lock:
+            size = self._prefetched.pop(url, None)
+            if size is None:
+                if url in self._window:
+                    self._window.move_to_end(url)
+                return
+            dropped = self._add_to_window_locked(url, size)
+        if dropped:
+            self._pins.unpin_many(dropped)
+
+    def _add_to_window_locked(self, url: str, size: int) -> list[str]:
+        """Add to the window; returns the oldest members beyond the cap, to unpin (outside the lock)."""
+        self._window[url] = size
+        self._window_bytes += size
+        dropped = []
+        while self._window_bytes > self._pin_cap and len(self._window) > 1:
+            old, old_size = self._window.popitem(last=False)
+            self._window_bytes -= old_size
+            dropped.append(old)
+        return dropped
 
     def release(self, url: str) -> None:
         """Unpin one URL and delete its private file, if any."""
         with self._lock:
-            size = self._held.pop(url, None)
+            held = False
+            for pinned in (self._kept, self._prefetched):
+                held = pinned.pop(url, None) is not None or held
+            size = self._window.pop(url, None)
             if size is not None:
-                self._held_bytes -= size
-            if self._prefetched.pop(url, None) is not None or size is not None:
-                self._pins.unpin_many([url])
+                self._window_bytes -= size
+                held = True
             private = self._private.pop(url, None)
+        if held:
+            self._pins.unpin_many([url])
         if private is not None:
             with contextlib.suppress(OSError):
                 private.unlink()
@@ -125,16 +141,16 @@ class Holding:
             if self.closed:
                 return False
             self.closed = True
-            self._pins.unpin_many([*self._held, *self._prefetched])
-            self._held.clear()
+            held = [*self._kept, *self._prefetched, *self._window]
+            self._kept.clear()
             self._prefetched.clear()
-            self._held_bytes = 0
+            self._window.clear()
+            self._window_bytes = 0
             self._private.clear()
-        if self._private_dir is not None:
-            shutil.rmtree(self._private_dir, ignore_errors=True)
-        if self._private_lock is not None:
-            os.close(self._private_lock)
-            self._private_lock = None
+            made = self._private_made
+        self._pins.unpin_many(held)
+        if made:
+            shutil.rmtree(self._folder, ignore_errors=True)
         return True
 
     # -- validation and statistics ----------------------------------------------------------
@@ -149,7 +165,8 @@ class Holding:
 
     def note_evicted(self, urls: Iterable[str]) -> None:
         with self._lock:
-            self._evicted.update(urls)
+            for url in urls:
+                self._evicted.add(url)
 
     def note_download(self, url: str) -> None:
         """A download for this lease starts: count it as thrashing if this lease evicted the file."""
@@ -167,16 +184,12 @@ class Holding:
             self._private[url] = path
 
     def private_path(self, url: str, ext: str) -> Path:
-        """A new file name in this lease's own folder (created and locked on first use)."""
+        """A new file name in this lease's own folder (created on first use; its name says whose it is)."""
         with self._lock:
-            if self._private_dir is None:
-                folder = self._directory / "leases" / f"{os.getpid()}-{self._token}"
-                folder.mkdir(parents=True, exist_ok=True)
-                fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-                fcntl.flock(fd, fcntl.LOCK_EX)  # held until the lease closes: sweepers keep out
-                self._private_lock = fd
-                self._private_dir = folder
-            return self._private_dir / f"{digest(url)}-{uuid.uuid4().hex[:6]}{ext}"
+            if not self._private_made:
+                self._folder.mkdir(parents=True, exist_ok=True)
+                self._private_made = True
+            return self._folder / f"{digest(url)}-{uuid.uuid4().hex[:6]}{ext}"
 
     def adopt(self, url: str, other: Path) -> Path:
         """Share a file another lease fetched without caching: a hard link in this lease's folder."""
@@ -187,3 +200,24 @@ class Holding:
         os.link(other, mine)
         self.keep_private(url, mine)
         return mine
+
+
+class _Recent:
+    """A set that remembers at most ``limit`` of its most recently added members."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._members: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._members
+
+    def add(self, key: str) -> bool:
+        """Add ``key``; returns whether it was there already."""
+        if key in self._members:
+            self._members.move_to_end(key)
+            return True
+        self._members[key] = None
+        if len(self._members) > self._limit:
+            self._members.popitem(last=False)
+        return False

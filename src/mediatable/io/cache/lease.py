@@ -6,7 +6,6 @@ import itertools
 import logging
 import os
 import threading
-import time
 import warnings
 from collections import deque
 from collections.abc import Collection, Iterable, Iterator, Sized
@@ -49,7 +48,7 @@ class Lease:
         self._downloader = downloader
         self._reads = reads
         self._on_close = on_close
-        self._holding = Holding(core.pins, core.directory, core.budget.budget // 2)
+        self._holding = Holding(core.pins, core.directory, core.owner, core.budget.budget // 2)
         self._warned = False
 
     def get(self, url: str | MediaUrl | os.PathLike[str]) -> Path:
@@ -59,7 +58,7 @@ class Lease:
             url: any URL :func:`~mediatable.io.urls.parse_url` accepts, or a local path.
 
         Returns:
-            A path that stays valid until the lease closes (local files: their own path).
+            A path that stays valid until the lease closes or releases it (local files: their own path).
 
         Raises:
             MediaError: the object cannot be fetched (MediaNotFound, MediaAccessDenied, ...).
@@ -107,11 +106,13 @@ class Lease:
         mu = core.parse(url)
         if mu.kind == "file":
             return _local(mu)
-        key = mu.url
+        key = mu.cache_key
         if not core.validate or holding.validated(key):
             entry = core.memo.get(key)
-            if entry is not None and os.path.exists(entry.name):
-                return core.hit(key, entry, holding)
+            if entry is not None:
+                path = core.serve(key, entry, holding)
+                if path is not None:
+                    return path
         self._check_open()
         fetching = self._reads.open(mu, holding) if ranged else self._downloader.obtain(mu, holding)
         got: Path | RemoteObject = core.stage.submit(fetching).result()
@@ -130,6 +131,10 @@ class Lease:
         while the caller works on earlier results. A URL that appears twice is downloaded once. A
         failure yields that position's :class:`~mediatable.errors.MediaError` (its message names the
         redacted URL and the HTTP status) and the other URLs proceed.
+
+        A yielded path stays pinned while the lease has handed out less than half the cache's
+        budget after it (so a scan larger than the cache works), or until the lease closes, or
+        :meth:`get` or :meth:`release` is called for it; use :meth:`get` for a path that must last.
 
         Args:
             urls: media URLs or local paths.
@@ -191,7 +196,7 @@ class Lease:
         Examples:
             >>> lease.release("s3://bucket/a.jpg")  # doctest: +SKIP
         """
-        self._holding.release(self._core.parse(url).url)
+        self._holding.release(self._core.parse(url).cache_key)
         self._core.maybe_flush()
 
     def close(self) -> None:
@@ -230,10 +235,14 @@ class Lease:
         out: list[Path | RemoteObject | MediaError | Future[Path | RemoteObject | MediaError] | None] = []
         misses: list[tuple[int, MediaUrl]] = []
         wants_ranges: set[int] = set()
-        hits: list[tuple[str, Entry]] = []
-        exists = os.path.exists
+        hits: list[tuple[int, MediaUrl, Entry]] = []
         for raw in batch:
-            mu = core.parse(raw)
+            try:
+                mu = core.parse(raw)
+            except MediaError as error:  # refused by the URL policy: this item's error
+                keys.append(None)
+                out.append(error)
+                continue
             if mu.kind == "file":
                 keys.append(None)
                 try:
@@ -241,31 +250,34 @@ class Lease:
                 except MediaError as error:
                     out.append(error)
                 continue
-            keys.append(mu.url)
+            key = mu.cache_key
+            keys.append(key)
             if ranged and isinstance(raw, str) and raw in ranged:
                 wants_ranges.add(len(out))
-            entry = None if core.validate and not holding.validated(mu.url) else core.memo.get(mu.url)
-            if entry is not None and exists(entry.name):
-                hits.append((mu.url, entry))
-                out.append(entry.path)
-                continue
-            misses.append((len(out), mu))
+            entry = None if core.validate and not holding.validated(key) else core.memo.get(key)
+            if entry is not None:
+                hits.append((len(out), mu, entry))
+            else:
+                misses.append((len(out), mu))
             out.append(None)
         if misses and not core.validate:
-            found = core.lookup_many([mu.url for _, mu in misses])
+            found = core.lookup_many([mu.cache_key for _, mu in misses])
             still: list[tuple[int, MediaUrl]] = []
             for index, mu in misses:
-                entry = found.get(mu.url)
+                entry = found.get(mu.cache_key)
                 if entry is not None:
-                    hits.append((mu.url, entry))
-                    out[index] = entry.path
+                    hits.append((index, mu, entry))
                 else:
                     still.append((index, mu))
             misses = still
         if hits:  # one round for the whole batch: this is the warm path
-            core.access.hit((url for url, _ in hits), time.time())
-            holding.hold_many((url, entry.size) for url, entry in hits)
-            core.maybe_flush()
+            served = core.serve_many(((mu.cache_key, entry) for _, mu, entry in hits), holding)
+            for index, mu, _ in hits:
+                path = served.get(mu.cache_key)
+                if path is not None:
+                    out[index] = path
+                else:
+                    misses.append((index, mu))  # evicted or damaged meanwhile: fetch it
         if misses:  # one hand-over to the transfer stage for the whole batch
             futures = core.stage.submit_many(
                 [self._fetch_one(mu, counter, not core.validate, index in wants_ranges) for index, mu in misses]
@@ -290,7 +302,7 @@ class Lease:
             return
         self._warned = True
         budget = self._core.budget.budget
-        needed = sum(holding.seen.values())
+        needed = holding.bytes_seen
         suggested = round_size(max(int(needed * 1.25), budget * 2))
         message = (
             f"the file cache ({human_size(budget)}) is too small for this operation: it downloaded "

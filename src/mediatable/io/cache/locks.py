@@ -1,10 +1,21 @@
-"""Cross-process locks of the file cache: one per entry being downloaded, dropped by the kernel when its holder dies.
+"""Kernel locks of the file cache: the kernel drops them when their holder dies, even by SIGKILL.
 
-On Linux, one byte per entry of the shared file `locks/entries.lock` (at an offset taken from the
-URL's hash) is locked with an open-file-description lock: like flock, it belongs to one open() and
-the kernel drops it when the process dies; unlike a lock file per entry, it costs no file creation
-(~100 us on ext4, a third of a download's overhead). Each acquisition opens the file anew, so
-threads exclude each other too. Elsewhere, flock on a file per entry (`locks/<sha256>.lock`).
+Three kinds, each keyed by a hex digest:
+
+- *entry locks* (``locks/entries.lock``): exclusive, one per URL being downloaded, held from before
+  the transfer until its index row is committed; waiters sleep in the kernel;
+- *pins* (``locks/pins.lock``): shared, one per URL a live lease holds; an evictor takes the same
+  key exclusively (never waiting) before it deletes an entry, so a pinned file is never deleted,
+  and a pin is visible to every process the moment it is taken;
+- *owners* (``locks/owners.lock``): exclusive, one per open cache object for its whole life; what
+  an owner left behind (reserved space, temp files, lease folders) is someone else's to remove
+  once its lock is free. This works across containers sharing the folder and under pid reuse,
+  where asking whether a pid is alive does not.
+
+On Linux each kind is one file whose bytes are locked with open-file-description locks (at an
+offset taken from the key): like flock, a lock belongs to one open() and dies with the process;
+unlike a lock file per key, it costs no file creation (~100 us on ext4). Elsewhere, flock on a
+file per key (``locks/<kind>-<key>.lock``).
 """
 
 from __future__ import annotations
@@ -15,22 +26,25 @@ import fcntl
 import os
 import struct
 import sys
+import threading
 from pathlib import Path
 from typing import cast
 
-__all__ = ["SHARED_LOCK", "EntryLocks", "try_flock"]
+from mediatable.io.transfer import wait_in_thread
+
+__all__ = ["ENTRY_LOCKS", "EntryLocks", "LockSet", "is_held"]
 
 # Byte-range locks owned by an open file description (Linux).
 _OFD_LOCKS = sys.platform == "linux" and hasattr(fcntl, "F_OFD_SETLKW")
-SHARED_LOCK = "entries.lock"
+ENTRY_LOCKS = "entries.lock"
 
 
 class EntryLocks:
-    """The entry locks of one cache folder; a lock is a file descriptor, keyed by the URL's sha256 digest."""
+    """The entry locks of one cache folder; a held lock is a file descriptor, keyed by the URL's sha256 digest."""
 
     def __init__(self, directory: Path) -> None:
         self._folder = directory / "locks"
-        self._shared = f"{directory}/locks/{SHARED_LOCK}"
+        self._shared = f"{directory}/locks/{ENTRY_LOCKS}"
 
     def acquire(self, digest: str) -> int:
         """Block until this process holds the lock of one entry; returns the lock's descriptor."""
@@ -38,23 +52,30 @@ class EntryLocks:
             return cast(int, self._ofd_lock(digest, wait=True))  # waiting never gives None
         path = self._path(digest)
         while True:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
             if _same_file(fd, path):
                 return fd
             os.close(fd)  # the holder unlinked it while we waited: lock the new file instead
 
     async def acquire_async(self, digest: str) -> int:
-        """:meth:`acquire` without blocking the event loop while another process downloads."""
+        """:meth:`acquire` without blocking the event loop while another process downloads.
+
+        The wait runs on a thread of its own (:func:`~mediatable.io.transfer.wait_in_thread`): in a
+        bounded pool, waits for locks other processes hold could take every thread while the work
+        that ends them waits for one.
+        """
         fd = self.try_acquire(digest)
         if fd is not None:
             return fd
-        waiting = asyncio.get_running_loop().run_in_executor(None, self.acquire, digest)
+        waiting = wait_in_thread(lambda: self.acquire(digest))
         try:
-            return await asyncio.shield(waiting)
+            return await asyncio.wrap_future(waiting)
         except asyncio.CancelledError:
             # The thread still gets the lock eventually: release it then.
-            waiting.add_done_callback(lambda done: done.exception() or self.release(done.result(), digest))
+            waiting.add_done_callback(
+                lambda done: done.cancelled() or done.exception() or self.release(done.result(), digest)
+            )
             raise
 
     def try_acquire(self, digest: str) -> int | None:
@@ -62,7 +83,7 @@ class EntryLocks:
         if _OFD_LOCKS:
             return self._ofd_lock(digest, wait=False)
         path = self._path(digest)
-        fd = try_flock(path, create=True)
+        fd = _try_flock(path, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if fd is not None and not _same_file(fd, path):
             os.close(fd)
             return None
@@ -83,7 +104,7 @@ class EntryLocks:
 
     def _ofd_lock(self, digest: str, wait: bool) -> int | None:
         """Lock this entry's byte of the shared lock file; without `wait`, None when someone holds it."""
-        fd = os.open(self._shared, os.O_CREAT | os.O_RDWR, 0o644)
+        fd = os.open(self._shared, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, _lock_range(fcntl.F_WRLCK, digest))
         except OSError:
@@ -100,23 +121,123 @@ class EntryLocks:
         return self._folder / f"{digest}.lock"
 
 
-def try_flock(path: Path, create: bool = False) -> int | None:
-    """An exclusive lock on ``path`` if nobody holds one (descriptor), else None."""
+class LockSet:
+    """Locks on many keys of one kind, held through one handle; taking one never waits unless asked.
+
+    ``LockSet(folder, "pins")`` locks bytes of ``folder/pins.lock`` (Linux) or files
+    ``folder/pins-<key>.lock``. Shared locks of different sets coexist; an exclusive one excludes
+    every other set, in this process too. Taking a lock never waits. Thread-safe.
+    """
+
+    def __init__(self, folder: Path, kind: str) -> None:
+        self._folder = folder
+        self._kind = kind
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._files: dict[str, int] = {}  # flock fallback: key -> descriptor
+        if _OFD_LOCKS:
+            self._fd = os.open(folder / f"{kind}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+
+    def add(self, key: str, shared: bool) -> bool:
+        """Lock ``key``; False when another set holds a conflicting lock (never waits)."""
+        kind = fcntl.F_RDLCK if shared else fcntl.F_WRLCK
+        with self._lock:
+            if self._fd is not None:
+                try:
+                    fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _lock_range(kind, key))
+                except BlockingIOError:
+                    return False
+                except OSError as exc:
+                    if exc.errno in (11, 13):  # EAGAIN/EACCES: held by someone else
+                        return False
+                    raise
+                return True
+            if key in self._files:
+                return True
+        flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+        fd = _try_flock(self._folder / f"{self._kind}-{key}.lock", flags)
+        if fd is None:
+            return False
+        with self._lock:
+            self._files[key] = fd
+        return True
+
+    def remove(self, key: str) -> None:
+        """Drop the lock on ``key`` (a key not held is ignored)."""
+        with self._lock:
+            if self._fd is not None:
+                fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _lock_range(fcntl.F_UNLCK, key))
+                return
+            fd = self._files.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Drop every lock of the set."""
+        with self._lock:
+            fds = [self._fd] if self._fd is not None else []
+            fds += self._files.values()
+            self._fd = None
+            self._files = {}
+        for fd in fds:
+            os.close(fd)
+
+    def __enter__(self) -> LockSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def is_held(folder: Path, kind: str, key: str) -> bool:
+    """Whether any live lock set holds ``key`` of ``kind`` (shared or exclusive).
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> owner = LockSet(folder, "owners")
+        >>> owner.add("0123abcd", shared=False)
+        True
+        >>> is_held(folder, "owners", "0123abcd")
+        True
+        >>> owner.close()
+        >>> is_held(folder, "owners", "0123abcd")
+        False
+    """
+    if _OFD_LOCKS:
+        try:
+            fd = os.open(folder / f"{kind}.lock", os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _lock_range(fcntl.F_WRLCK, key))
+        finally:
+            os.close(fd)
+        return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
+    fd = _try_flock(folder / f"{kind}-{key}.lock", fcntl.LOCK_EX | fcntl.LOCK_NB, create=False)
+    if fd is None:
+        return (folder / f"{kind}-{key}.lock").exists()
+    os.close(fd)
+    return False
+
+
+def _try_flock(path: Path, flags: int, create: bool = True) -> int | None:
+    """A flock on ``path`` (descriptor), or None if it is held or cannot be opened."""
     try:
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, flags)
     except OSError:
         os.close(fd)
         return None
     return fd
 
 
-def _lock_range(kind: int, digest: str) -> bytes:
-    """A `struct flock` for the one byte of an entry in the shared lock file (l_pid 0, as OFD locks need)."""
-    return struct.pack("hhqqi4x", kind, os.SEEK_SET, int(digest[:15], 16), 1, 0)
+def _lock_range(kind: int, key: str) -> bytes:
+    """A `struct flock` for the one byte of a key (l_pid 0, as OFD locks need)."""
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, int(key[:15], 16), 1, 0)
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -1,98 +1,68 @@
-"""Pins and access times: what this process's leases hold and touched, written to the index in batches.
+"""Pins and access times: what this process's leases hold and touched.
 
-A pinned entry is never evicted. In this process pins are exact (reference counts per URL, one per
-lease holding it); other processes see them through the index's ``pins`` table. Access times feed
-the LRU order. Both change on every cache hit, so neither is written per hit: they wait for the
-next index transaction (a download's, or the writer's own within ``FLUSH_SECONDS``), and are
-recorded to a resolution of ``ACCESS_RESOLUTION`` seconds.
+A pinned entry is never evicted: a pin is a shared kernel lock, taken when the first lease of this
+process holds the URL and dropped when the last one lets go. Access times feed the LRU order; they
+change on every cache hit, so they are not written per hit: they wait for the next index
+transaction (a download's, or the writer's own within ``FLUSH_SECONDS``), and are recorded to a
+resolution of ``ACCESS_RESOLUTION`` seconds.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable
+from pathlib import Path
 
-from mediatable.io.cache.entries import MEMO_LIMIT
+from mediatable.io.cache.entries import MEMO_LIMIT, digest
+from mediatable.io.cache.locks import LockSet
+from mediatable.io.cache.sweep import PIN_LOCKS
 
-__all__ = ["ACCESS_RESOLUTION", "FLUSH_EVERY", "PIN_DELAY", "AccessTimes", "Pins"]
+__all__ = ["ACCESS_RESOLUTION", "FLUSH_EVERY", "AccessTimes", "Pins"]
 
 # Past this many pending access times a write is queued at once.
 FLUSH_EVERY = 512
 # Last-access times are recorded to this resolution (seconds): a warm pass right after a cold one,
 # or two passes in a row, write no access updates at all.
 ACCESS_RESOLUTION = 10.0
-# A pin reaches the index once it is this old (seconds): a lease that reads a batch of cached files
-# and closes within that time costs the index nothing.
-PIN_DELAY = 1.0
 
 
 class Pins:
-    """Pin counts of this process (url -> leases holding it), published to the index's ``pins`` table."""
+    """Pins of this process: a count per URL (leases holding it) and a shared kernel lock while it is above 0.
 
-    def __init__(self, owner: str, pid: int) -> None:
-        self._owner = owner
-        self._pid = pid
+    The lock (:class:`~mediatable.io.cache.locks.LockSet` of kind ``pins``, keyed by the URL's
+    digest) is what evictors in every process respect; it exists from the moment of the pin, so a
+    hit here is safe from eviction elsewhere at once, and it vanishes with the process.
+    """
+
+    def __init__(self, locks: Path) -> None:
         self._lock = threading.Lock()
+        self._locks = LockSet(locks, PIN_LOCKS)
         self.counts: dict[str, int] = {}  # read without the lock by eviction (a dict read is atomic)
-        self._in_index: set[str] = set()
-        self._dirty: set[str] = set()
-        self._pinned_at: dict[str, float] = {}
-        self._force = False
 
-    def pin(self, url: str) -> None:
+    def pin(self, url: str) -> bool:
+        """Add one pin; False when an evictor holds the entry right now (it is being deleted)."""
         with self._lock:
             count = self.counts.get(url, 0)
+            if count == 0 and not self._locks.add(digest(url), shared=True):
+                return False
             self.counts[url] = count + 1
-            if count == 0:
-                self._dirty.add(url)
-                self._pinned_at[url] = time.monotonic()
+            return True
 
     def unpin_many(self, urls: Iterable[str]) -> None:
         with self._lock:
             for url in urls:
                 count = self.counts.get(url, 0) - 1
                 if count <= 0:
-                    self.counts.pop(url, None)
-                    self._pinned_at.pop(url, None)
-                    self._dirty.add(url)
+                    if self.counts.pop(url, None) is not None:
+                        self._locks.remove(digest(url))
                 else:
                     self.counts[url] = count
 
-    def publish_all(self) -> None:
-        """Have the next index transaction write every pin, however young."""
+    def close(self) -> None:
         with self._lock:
-            self._force = True
-
-    def write(self, db: sqlite3.Connection) -> bool:
-        """Write pin changes due now (in an index transaction); True when younger ones wait for later."""
-        now = time.monotonic()
-        with self._lock:
-            force, self._force = self._force, False
-            dirty, self._dirty = self._dirty, set()
-            add, drop = [], []
-            for url in dirty:
-                if self.counts.get(url, 0) > 0:
-                    if url in self._in_index:
-                        continue
-                    if force or now - self._pinned_at.get(url, now) >= PIN_DELAY:
-                        add.append(url)
-                    else:
-                        self._dirty.add(url)  # not yet: next round
-                elif url in self._in_index:
-                    drop.append(url)
-            waiting = bool(self._dirty)
-            self._in_index.update(add)
-            self._in_index.difference_update(drop)
-        if add:
-            db.executemany(
-                "INSERT OR IGNORE INTO pins (url, owner, pid) VALUES (?, ?, ?)",
-                [(url, self._owner, self._pid) for url in add],
-            )
-        if drop:
-            db.executemany("DELETE FROM pins WHERE url = ? AND owner = ?", [(url, self._owner) for url in drop])
-        return waiting
+            self.counts.clear()
+            self._locks.close()
 
 
 class AccessTimes:

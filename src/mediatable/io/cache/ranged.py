@@ -124,26 +124,30 @@ class RangedReads:
 
     def known(self, mu: MediaUrl, fresh: ObjectInfo | None) -> KnownVersion | None:
         """The most recently cached version of ``mu`` with blocks (matching ``fresh`` when given)."""
-        for known in known_versions(self.core.index, mu.url):
+        for known in known_versions(self.core.index, mu.cache_key):
             if fresh is None or same_object(known.info, fresh):
                 return known
         return None
 
     def forget(self, mu: MediaUrl, version: ObjectInfo) -> None:
         """Drop the blocks of a version found to be gone from the server."""
-        victims = forget_version(self.core.index, mu.url, version)
+        victims = forget_version(self.core.index, mu.cache_key, version)
         if victims:
-            self.core.remove_files(victims)
+            self.core.remove_files(victims, unpinned_only=True)
 
 
 class WholeFromBlocks:
     """A whole object: cached blocks of one version copied, the gaps fetched pinned to that version."""
 
+    windowed = False
+
     def __init__(self, reads: RangedReads, mu: MediaUrl, fresh: ObjectInfo | None) -> None:
         self.reads, self.url, self.fresh = reads, mu, fresh
-        self.key, self.extension = mu.url, mu.extension
+        self.key, self.extension = mu.cache_key, mu.extension
 
-    async def fetch(self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo:
+    async def fetch(
+        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]
+    ) -> ObjectInfo | fetch.Downloaded:
         known = self.reads.known(self.url, self.fresh)
         if known is not None:
             try:
@@ -151,7 +155,9 @@ class WholeFromBlocks:
             except (MediaChanged, RangesUnsupported):
                 self.reads.forget(self.url, known.info)
         stores = self.reads.core.stores
-        return await stage.run(self.url, lambda: fetch.download_attempt(stores, self.url, sink, on_bytes))
+        return await stage.run(
+            self.url, lambda: fetch.download_attempt(stores, self.url, sink, on_bytes, stall=stage.stall, hashed=True)
+        )
 
     async def _assemble(self, known: KnownVersion, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo:
         info, size, block_size = known.info, known.info.size, known.block_size
@@ -183,11 +189,15 @@ class WholeFromBlocks:
 class FirstBlock:
     """Opening an object for ranged reads: under its whole-object key, the first block or the whole object."""
 
+    windowed = False
+
     def __init__(self, reads: RangedReads, holding: Holding, mu: MediaUrl, fresh: ObjectInfo | None) -> None:
         self.reads, self.holding, self.url, self.fresh = reads, holding, mu, fresh
-        self.key, self.extension = mu.url, mu.extension
+        self.key, self.extension = mu.cache_key, mu.extension
 
-    async def fetch(self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo | Declined:
+    async def fetch(
+        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]
+    ) -> ObjectInfo | fetch.Downloaded | Declined:
         reads = self.reads
         known = reads.known(self.url, self.fresh)
         if known is not None:
@@ -199,7 +209,9 @@ class FirstBlock:
         except RangesUnsupported:
             reads.no_ranges(self.url)
         stores = reads.core.stores
-        return await stage.run(self.url, lambda: fetch.download_attempt(stores, self.url, sink, on_bytes))
+        return await stage.run(
+            self.url, lambda: fetch.download_attempt(stores, self.url, sink, on_bytes, stall=stage.stall, hashed=True)
+        )
 
     async def _attempt(self, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo | Declined:
         reads = self.reads
@@ -225,7 +237,7 @@ class FirstBlock:
             return info
 
         async def keep_first_block() -> None:
-            key = block_key(self.url.url, info, block_size, 0)
+            key = block_key(self.url.cache_key, info, block_size, 0)
             await reads.downloader.obtain_source(_Prefilled(key, self.url, first, info), self.holding)
 
         return Declined(info, keep_first_block)
@@ -249,6 +261,8 @@ async def _read_body(result: object, mu: MediaUrl, expected: int, on_bytes: Call
 class _Prefilled:
     """A block whose bytes are already here (the first block of an object being opened)."""
 
+    windowed = True
+
     def __init__(self, key: str, mu: MediaUrl, data: bytes, version: ObjectInfo) -> None:
         self.key, self.url, self.extension = key, mu, BLOCK_EXTENSION
         self.data, self.version = data, version
@@ -260,9 +274,11 @@ class _Prefilled:
 class _Block:
     """One block of one version of an object, fetched with one ranged GET."""
 
+    windowed = True
+
     def __init__(self, reads: RangedReads, mu: MediaUrl, version: ObjectInfo, block_size: int, index: int) -> None:
         self.reads, self.url, self.version, self.index = reads, mu, version, index
-        self.key, self.extension = block_key(mu.url, version, block_size, index), BLOCK_EXTENSION
+        self.key, self.extension = block_key(mu.cache_key, version, block_size, index), BLOCK_EXTENSION
         self.start, self.end = _block_span(index, version.size, block_size)
 
     async def fetch(self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo:
@@ -354,20 +370,18 @@ class RemoteObject:
 
     def _cached(self, key: str, pin: bool = True) -> Path | None:
         core = self._reads.core
-        entry = core.memo.get(key)
-        if entry is None or not os.path.exists(entry.name):
-            entry = core.lookup(key)
-            if entry is None or not os.path.exists(entry.name):
-                return None
-        return core.hit(key, entry, self._holding) if pin else entry.path
+        entry = core.memo.get(key) or core.lookup(key)
+        if entry is None:
+            return None
+        if not pin:
+            return entry.path if os.path.exists(entry.name) else None
+        return core.serve(key, entry, self._holding, windowed=True)
 
     def _drop(self, key: str, path: Path) -> None:
         """A block that fails its check: forget its entry so that it is fetched again."""
         core = self._reads.core
         log.warning("block %s of %s is damaged in the cache: fetching it again", key.rsplit("/", 1)[-1], self.name)
-        core.memo.pop(key, None)
-        rel = os.path.relpath(path, core.root)
-        core.index.write(lambda db: db.execute("DELETE FROM entries WHERE url = ? AND path = ?", (key, rel)))
+        core.drop_damaged(key, path)
 
     def __repr__(self) -> str:
         return f"<RemoteObject {self.name!r} {self.size} bytes, {self.version.etag or 'no ETag'}>"

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable
 
 from mediatable.errors import MediaError
+from mediatable.io import fetch
 from mediatable.io.cache.core import Core
 from mediatable.io.cache.info import human_size
 from mediatable.io.cache.lease import Lease
@@ -94,14 +95,17 @@ def warm(core: Core, lease: Lease, urls: Iterable[str | os.PathLike[str]], progr
         if mu.kind == "file":
             local += 1
         else:
-            order.setdefault(mu.url, mu)
+            order.setdefault(mu.cache_key, mu)
     cached = {url: entry.size for url, entry in core.lookup_many(list(order)).items()}
     unknown = [mu for url, mu in order.items() if url not in cached]
-    futures = core.stage.submit_many([core.stage.run(mu, lambda mu=mu: core.stores.head_async(mu)) for mu in unknown])
+    stall = core.stage.stall
+    futures = core.stage.submit_many(
+        [core.stage.run(mu, lambda mu=mu: fetch.head_attempt(core.stores, mu, stall=stall)) for mu in unknown]
+    )
     sizes = dict(cached)
     for mu, future in zip(unknown, futures, strict=True):
         try:
-            sizes[mu.url] = future.result().size
+            sizes[mu.cache_key] = future.result().size
         except MediaError as error:
             failed[redact_url(mu.url)] = str(error)
     budget = core.budget.budget
@@ -120,7 +124,8 @@ def warm(core: Core, lease: Lease, urls: Iterable[str | os.PathLike[str]], progr
         total += size
     before = core.stats.bytes_downloaded
     fetched = 0
-    for url, got in zip(chosen, lease.get_many(chosen, progress=progress), strict=True):
+    # Downloads use the URLs as given (signatures and all); `chosen` holds their cache keys.
+    for url, got in zip(chosen, lease.get_many([order[key] for key in chosen], progress=progress), strict=True):
         if isinstance(got, MediaError):
             failed[redact_url(url)] = str(got)
             total -= sizes[url]
