@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -136,6 +138,70 @@ def test_schema_change_refused_while_another_process_changes_the_table(session: 
     assert outcome.startswith("refused") and "'race'" in outcome
     t = mt.get_table("race")
     assert t.columns == ["n", "notes"]  # the loser left nothing behind
+
+
+_HOLD_SCHEMA_CHANGE = """
+    from mediatable.catalog.model import Column
+
+    session = mt.api._current[-1]
+    t = mt.get_table('race')
+    with session.catalog.change(t._meta, 'add_column', schema_change=True, summary='held') as change:
+        change.add_column(Column(name='held', col_type=mt.Int, table_name='race', owner_id=t._meta.id, position=0))
+        print('locked', flush=True)
+        sys.stdin.readline()                   # the family stays locked mid-change until the parent says so
+    print('committed', flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda t: t.add_column(notes=mt.String),
+        lambda t: t.add_columns({"a": mt.Int, "b": mt.Int}),
+        lambda t: t.rename_column("n", "m"),
+        lambda t: t.drop_column("n2"),
+    ],
+    ids=["add_column", "add_columns", "rename_column", "drop_column"],
+)
+def test_plain_schema_change_is_refused_while_another_process_changes_the_schema(
+    session: mt.Session, change: Any
+) -> None:
+    t = mt.create_table("race", {"n": mt.Int, "n2": mt.Int})
+    t.insert([{"n": 1, "n2": 2}], quiet=True)
+    holder = child(session, _HOLD_SCHEMA_CHANGE)
+    assert holder.stdout.readline().strip() == "locked"
+
+    def release() -> None:
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+
+    timer = threading.Timer(1.0, release)  # while this process waits for the family's lock
+    timer.start()
+    try:
+        with pytest.raises(mt.ConcurrentChange, match=r"'race'.*nothing was changed, try again") as caught:
+            change(t)
+    finally:
+        timer.join()
+    assert caught.value.table == "race"
+    assert finish(holder).strip() == "committed"
+    t = mt.get_table("race")
+    assert t.columns == ["n", "n2", "held"]  # the winner's change, and nothing of the loser's
+    assert [h for h in t.history()["summary"]][:1] == ["held"]
+    change(t)  # tried again on the schema it now sees, it works
+
+
+def test_inserts_wait_for_a_schema_change_of_another_process(session: mt.Session) -> None:
+    t = mt.create_table("race", {"n": mt.Int, "n2": mt.Int})
+    holder = child(session, _HOLD_SCHEMA_CHANGE)
+    assert holder.stdout.readline().strip() == "locked"
+    timer = threading.Timer(1.0, lambda: (holder.stdin.write("go\n"), holder.stdin.flush()))
+    timer.start()
+    try:
+        t.insert([{"n": 1}], quiet=True)  # data writes queue behind the change, then see its schema
+    finally:
+        timer.join()
+    finish(holder)
+    assert mt.get_table("race").collect()[0] == {"n": 1, "n2": None, "held": None}
 
 
 # -- issue 10 item 4: SIGKILL during add_computed_column -----------------------------------------

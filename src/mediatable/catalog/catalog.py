@@ -216,9 +216,15 @@ class Catalog(PathOps):
 
         The yielded :class:`Change` holds the connection, the new version and `meta` reloaded under
         the family's lock: the catalog's current schema, whatever handle started the change.
+
+        A schema change is prepared against `meta`'s schema: if another process changed the family's
+        schema while this one waited for the lock, it is refused (:class:`ConcurrentChange`), not
+        applied to a schema its caller never saw.
         """
         if meta.read_only:
             raise ReadOnlyTable(f"{meta.path!r} is version {meta.at_version} of a table: it cannot change")
+        if schema_change and expect_schema_version is None:
+            expect_schema_version = meta.family_schema_version
         with self.engine.begin() as conn:
             version = versions.begin_change(
                 conn,
