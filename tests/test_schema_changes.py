@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 import mediatable as mt
+from mediagen import make_mp4
 
 
 @pytest.fixture
@@ -370,3 +371,35 @@ def test_changes_through_a_view_do_not_make_the_base_handle_look_concurrent(sess
     t.update({"n": t.n + 1}, quiet=True)
     assert t.select(t.double).collect()["double"] == [6]
     assert "notes" not in view.columns and "double" in view.columns
+
+
+# -- a view is created and filled in one transaction -----------------------------------------------
+def test_sigkill_while_a_view_fills_leaves_no_view(session: mt.Session, http_server: Any, tmp_path: Path) -> None:
+    clip = make_mp4(tmp_path / "clip.mp4", seconds=2.0)
+    url = http_server.put("slow/clip.mp4", clip.read_bytes())
+    http_server.set_fault("slow/clip.mp4", latency=20.0)  # the view's fill is still fetching when it is killed
+    videos = mt.create_table("videos", {"video": mt.Video})
+    videos.insert([{"video": url}], quiet=True)
+    versions_before = len(videos.history())
+    proc = child(
+        session,
+        """
+        print('creating', flush=True)
+        mt.create_view('frames', mt.get_table('videos'), iterator=mt.frames(mt.get_table('videos').video, fps=1))
+        print('created', flush=True)
+        """,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "creating"
+        deadline = time.monotonic() + 60
+        while http_server.count("slow/clip.mp4", method=None) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert http_server.count("slow/clip.mp4", method=None) > 0, proc.stderr.read()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    assert mt.list_tables() == ["videos"]  # no view, empty or half-filled
+    assert len(mt.get_table("videos").history()) == versions_before  # and no version of its creation
+    http_server.clear_fault("slow/clip.mp4")
+    frames = mt.create_view("frames", videos, iterator=mt.frames(videos.video, fps=1))
+    assert frames.count() == 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -120,10 +120,13 @@ class Catalog(PathOps):
         iterator: dict[str, Any] | None = None,
         primary_key: Sequence[str] = (),
         media_validation: str = "on_read",
+        populate: Callable[[sa.Connection, TableMeta], None] | None = None,
     ) -> TableMeta:
         """Create a table (or, with `base`, a view) and its SQL tables, in one transaction.
 
         A table starts a family at version 0; a view takes its base family's next version.
+        `populate(conn, meta)`, if given, writes the first rows in that same transaction (a view's
+        rows from its base), so a failure or a kill while it runs leaves nothing behind.
         """
         schema.check_path(path, "table")
         for name in columns:
@@ -176,6 +179,8 @@ class Catalog(PathOps):
                 sa.Index(
                     f"ux_{data.name}_key", *[data.c[meta.own_columns[n].sql_name] for n in primary_key], unique=True
                 ).create(conn)
+            if populate is not None:
+                populate(conn, meta)
         return meta
 
     def get_table(self, path: str, version: int | None = None) -> TableMeta:

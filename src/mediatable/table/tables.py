@@ -7,8 +7,11 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
+
 from mediatable import types as ts
 from mediatable.catalog.catalog import check_choice
+from mediatable.catalog.model import TableMeta
 from mediatable.catalog.schema import as_column_name
 from mediatable.errors import AlreadyExists, InvalidArgument
 from mediatable.exec import query as run
@@ -139,15 +142,18 @@ def create_view(session: Session, path: str, base: Table, iterator: IteratorSpec
         "outputs": list(iterator_cls.output_schema),
     }
     base_meta = base._current_meta()
-    meta = session.catalog.create_table(path, dict(iterator_cls.output_schema), base=base_meta, iterator=spec)
-    try:
+
+    def fill(conn: sa.Connection, meta: TableMeta) -> None:
+        # Read under the family's lock (taken by the view's creation): no base insert can slip in between.
         base_rows = run.matching_rows(session, run.QuerySpec(base_meta))
         if base_rows:
-            with session.cache_lease() as lease, session.engine.begin() as conn:
+            with session.cache_lease() as lease:
                 views.propagate(session, meta, lease, base_rows, None, conn=conn, version=meta.created_version)
-    except BaseException:
-        session.catalog.drop_table(path, if_not_exists="ignore", force=True)  # no half-filled view is left
-        raise
+
+    # One transaction: a failure or a kill while the view fills leaves no view and no version.
+    meta = session.catalog.create_table(
+        path, dict(iterator_cls.output_schema), base=base_meta, iterator=spec, populate=fill
+    )
     return Table(session, meta)
 
 
