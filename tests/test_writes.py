@@ -86,6 +86,18 @@ def test_composite_keys(session: mt.Session) -> None:
     assert ordered(t, "game", "player", "score") == [("chess", 1, 8), ("go", 1, 9), ("go", 2, 6)]
 
 
+def test_updating_a_key_onto_another_rows_key_is_a_clear_error(session: mt.Session) -> None:
+    t = mt.create_table("people", {"id": mt.Int, "name": mt.String}, primary_key="id")
+    t.insert([{"id": 1, "name": "ann"}, {"id": 2, "name": "bob"}], quiet=True)
+    versions = len(t.history())
+    with pytest.raises(mt.DataError, match=r"update of 'people' would give two rows the same primary key \(id\)"):
+        t.update({"id": 2}, where=t.id == 1)
+    assert ordered(t, "id", "name") == [(1, "ann"), (2, "bob")]  # nothing changed
+    assert len(t.history()) == versions
+    t.update({"id": 3}, where=t.id == 1)  # a free key is fine
+    assert ordered(t, "id", "name") == [(2, "bob"), (3, "ann")]
+
+
 def test_insert_commits_base_and_views_together(session: mt.Session, tmp_path: Path) -> None:
     good = mediagen.make_mp4(tmp_path / "good.mp4", seconds=2.0, fps=4)
     videos = mt.create_table("videos", {"video": mt.Video, "n": mt.Int})

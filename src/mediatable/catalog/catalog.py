@@ -27,6 +27,7 @@ from mediatable.errors import (
     AlreadyExists,
     CatalogError,
     ColumnNotFound,
+    DataError,
     DependencyError,
     DirNotFound,
     InvalidArgument,
@@ -240,7 +241,16 @@ class Catalog(PathOps):
                 expect_schema_version=expect_schema_version,
             )
             change = Change(self, conn, version, self._load_id(conn, meta.id))
-            yield change
+            try:
+                yield change
+            except sa.exc.IntegrityError as exc:
+                if not change.meta.primary_key:
+                    raise
+                key = ", ".join(change.meta.primary_key)
+                raise DataError(
+                    f"this {op.replace('_', ' ')} of {meta.path!r} would give two rows the same primary key "
+                    f"({key}); nothing was changed"
+                ) from exc
             if schema_change:
                 self._bump_family(conn, meta.root_id)
 
