@@ -177,6 +177,38 @@ def test_generated_media_of_reverted_rows_stays_readable(session: mt.Session, tm
     assert t.select(url=t.thumb.fileurl, w=t.thumb.width).collect()[0] == {"url": before, "w": 16}
 
 
+def test_dropping_deletes_generated_media_once_the_drop_commits(session: mt.Session, tmp_path: Path) -> None:
+    image = mediagen.make_jpeg(tmp_path / "a.jpg", size=(64, 48))
+    video = mediagen.make_mp4(tmp_path / "v.mp4", seconds=2.0)
+
+    def folder_of(t: mt.Table) -> Path:
+        return session.settings.media_dir / str(t._meta.id)
+
+    pics = mt.create_table("pics", {"image": mt.Image})
+    pics.insert([{"image": str(image)}], quiet=True)
+    pics.add_computed_column(thumb=pics.image.resize((16, 12)), quiet=True)
+    clips = mt.create_table("clips", {"video": mt.Video})
+    clips.insert([{"video": str(video)}], quiet=True)
+    frames = mt.create_view("frames", clips, iterator=mt.frames(clips.video, fps=1))
+    mt.create_snapshot("pics_then", pics)
+    made = [folder_of(pics), folder_of(frames)]
+    assert all(any(f.rglob("*.*")) for f in made)
+
+    with pytest.raises(mt.DependencyError):
+        mt.drop_table("clips")  # refused: nothing is deleted
+    with pytest.raises(mt.DependencyError):
+        mt.drop_table("pics")  # a snapshot still reads its media
+    assert all(any(f.rglob("*.*")) for f in made)
+    mt.drop_table("pics_then")  # dropping a snapshot leaves its base's media
+    assert pics.select(w=pics.thumb.width).collect()["w"] == [16]
+    mt.drop_table("pics")
+    mt.drop_table("clips", force=True)  # with its view
+    assert not any(f.exists() for f in made)
+    assert image.exists() and video.exists()  # the user's own files are never touched
+    again = mt.create_table("pics", {"image": mt.Image})  # a new table never takes a dropped table's id
+    assert again._meta.id not in {int(f.name) for f in made}
+
+
 def test_revert_while_another_process_reads(session: mt.Session, clean_env: Path) -> None:
     t = mt.create_table("nums", {"n": mt.Int})
     t.insert([{"n": 1} for _ in range(100)], quiet=True)

@@ -61,6 +61,7 @@ class Session:
         self.cache = FileCache(settings, self.stores, self.transfers, self.progress_bars)
         self.presigner = Presigner(self.stores)
         self.media_store = MediaStore(settings.media_dir, ImageEncoding(settings.image_format, settings.image_quality))
+        self.catalog.on_drop = self.media_store.remove_tables  # a dropped table's generated media go too
         self.providers = providers.Providers(settings)  # AI providers' clients, made on first use
         providers.activate(self.providers)
         self.uploads = Uploads(

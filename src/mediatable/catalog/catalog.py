@@ -61,8 +61,9 @@ class Catalog(PathOps):
         ['demo']
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, on_drop: Callable[[list[int]], None] | None = None) -> None:
         self.engine = engine
+        self.on_drop = on_drop  # told the ids of dropped tables and views, after the drop commits
         with engine.begin() as conn:
             existing = (
                 sa.inspect(conn).get_columns(schema.tables.name) if sa.inspect(conn).has_table("mt_tables") else []
@@ -283,7 +284,8 @@ class Catalog(PathOps):
                 if if_not_exists == "ignore":
                     return
                 raise TableNotFound(f"table {path!r} does not exist")
-            self._drop_with_views(conn, row, force)
+            dropped = self._drop_with_views(conn, row, force)
+        self._after_drop(dropped)
 
     # -- columns ------------------------------------------------------------------------------
     def add_column(self, meta: TableMeta, column: Column, if_exists: str = "error") -> TableMeta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,10 +47,16 @@ class PathOps:
     """
 
     engine: Any
+    on_drop: Callable[[list[int]], None] | None
     _dir_exists: Any
     _table_row: Any
     _load: Any
     _bump_schema_version: Any
+
+    def _after_drop(self, table_ids: list[int]) -> None:
+        """Tell `on_drop` (the session's media store) which tables are gone, once their drop committed."""
+        if table_ids and self.on_drop is not None:
+            self.on_drop(table_ids)
 
     def drop_dir(self, path: str, force: bool = False) -> None:
         """Drop a directory; refuses if it holds anything unless `force`, which drops its contents."""
@@ -78,10 +85,12 @@ class PathOps:
             def depth(row: Any) -> int:
                 return 0 if row.base_id not in by_id else 1 + depth(by_id[row.base_id])
 
+            dropped = []
             for row in sorted(contained, key=lambda r: (r.kind != "snapshot", -depth(r))):
-                self._drop_table_rows(conn, row)
+                dropped += self._drop_table_rows(conn, row)
             conn.execute(schema.dirs.delete().where(schema.dirs.c.path.startswith(prefix)))
             conn.execute(schema.dirs.delete().where(schema.dirs.c.path == path))
+        self._after_drop(dropped)
 
     def move(self, path: str, new_path: str) -> None:
         """Move (rename) a table, view, snapshot or directory; a directory takes everything in it along."""
@@ -133,28 +142,35 @@ class PathOps:
             if parent and not self._dir_exists(conn, parent):
                 raise DirNotFound(f"directory {parent!r} does not exist")
             target = self._table_row(conn, new_path)
+            dropped = []
             if target is not None or self._dir_exists(conn, new_path):
                 if target is None or not replace:
                     raise AlreadyExists(f"table {new_path!r} already exists")
-                self._drop_with_views(conn, target, force=True)
+                dropped = self._drop_with_views(conn, target, force=True)
             conn.execute(schema.tables.update().where(schema.tables.c.id == row.id).values(path=new_path))
             self._bump_schema_version(conn, row.id)
-            return self._load(conn, new_path)
+            meta = self._load(conn, new_path)
+        self._after_drop(dropped)
+        return meta
 
-    def _drop_with_views(self, conn: sa.Connection, row: Any, force: bool) -> None:
-        """Drop a table (or snapshot) with its views and snapshots; refuses while they exist unless `force`."""
+    def _drop_with_views(self, conn: sa.Connection, row: Any, force: bool) -> list[int]:
+        """Drop a table (or snapshot) with its views and snapshots; refuses while they exist unless `force`.
+
+        Returns the ids of the tables and views dropped (see :meth:`_after_drop`).
+        """
         if row.kind == "snapshot":
             conn.execute(schema.tables.delete().where(schema.tables.c.id == row.id))
-            return
+            return []
         dependents = self._dependent_rows(conn, row.id)
         if dependents and not force:
             raise DependencyError(
                 f"cannot drop {row.path!r}: views or snapshots depend on it "
                 f"({', '.join(sorted(d.path for d in dependents))}); drop them first or pass force=True"
             )
-        for dependent in dependents:
-            self._drop_table_rows(conn, dependent)
-        self._drop_table_rows(conn, row)
+        dropped = []
+        for dependent in [*dependents, row]:
+            dropped += self._drop_table_rows(conn, dependent)
+        return dropped
 
     def _dependent_rows(self, conn: sa.Connection, table_id: int) -> list[Any]:
         """Rows of the views (at any depth) and snapshots that depend on table `table_id`, deepest first."""
@@ -166,7 +182,9 @@ class PathOps:
             frontier = [r.id for r in rows if r.kind != "snapshot"]
         return list(reversed(out))
 
-    def _drop_table_rows(self, conn: sa.Connection, row: Any) -> None:
+    def _drop_table_rows(self, conn: sa.Connection, row: Any) -> list[int]:
+        """Drop one table's, view's or snapshot's rows; returns [its id], or [] for a snapshot (whose media are
+        its base's)."""
         preparer = conn.dialect.identifier_preparer
         if row.kind != "snapshot":
             for name in (schema.data_table_name(row.id), schema.history_table_name(row.id)):
@@ -175,3 +193,4 @@ class PathOps:
         if row.base_id is None:
             conn.execute(schema.versions.delete().where(schema.versions.c.root_id == row.id))
         conn.execute(schema.tables.delete().where(schema.tables.c.id == row.id))
+        return [] if row.kind == "snapshot" else [row.id]

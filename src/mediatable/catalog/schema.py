@@ -50,6 +50,9 @@ tables = sa.Table(
     sa.Column("created_version", sa.Integer, nullable=False, server_default="0"),  # snapshots: the version frozen
     sa.Column("primary_key", sa.JSON, nullable=True),
     sa.Column("media_validation", sa.String(8), nullable=False, server_default="on_read"),
+    # Ids are never reused (SQLite would reuse the highest after a drop): files named by a dropped
+    # table's id are deleted after its drop commits, and must not belong to a newer table by then.
+    sqlite_autoincrement=True,
 )
 
 columns = sa.Table(

@@ -9,6 +9,7 @@ column's own.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ import PIL.Image
 
 from mediatable.errors import DataError, InvalidArgument
 from mediatable.io.urls import normalize_url
+
+log = logging.getLogger(__name__)
 
 IMAGE_FORMATS = ("jpeg", "webp", "png")
 # Pillow writes these as WebP (grayscale and palettes as RGB or RGBA); other modes go to PNG
@@ -93,6 +96,18 @@ class MediaStore:
         never moved away.
         """
         return normalize_url(str(self.write(value, self.root / str(table_id) / column, encoding)))
+
+    def remove_tables(self, table_ids: list[int]) -> None:
+        """Delete the media generated for tables that were dropped (``<root>/<id>/``).
+
+        Only this store's own files: objects uploaded to a destination (a user's bucket) are never
+        deleted. A file another process is still reading stays readable to it (POSIX unlink).
+        """
+        for table_id in table_ids:
+            folder = self.root / str(int(table_id))
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                log.debug("deleted the generated media of dropped table %d", table_id)
 
     def write(self, value: Any, folder: Path, encoding: ImageEncoding | None = None) -> Path:
         """Write `value` as a file with a new unique name in `folder` (created when missing); its path.
