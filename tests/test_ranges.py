@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ import PIL.Image
 import pytest
 
 import mediatable as mt
-from mediagen import make_noise_mp4
+from mediagen import make_noise_mp4, make_png
 from mediatable.config import Settings, load_settings
 from mediatable.errors import MediaChanged
 from mediatable.functions import audio, video
@@ -316,6 +317,28 @@ def test_a_column_needing_whole_files_downloads_them_whole(
     assert _ranges(http_server, "ranged-whole/v.mp4") == [None]  # one plain GET, no ranges
 
 
+def test_image_header_properties_read_the_first_block_only(
+    http_server: FaultServer, home: Path, tmp_path: Path
+) -> None:
+    large = make_png(tmp_path / "large.png", size=(640, 480), noise=True)  # ~900 KiB: read by ranges
+    small = make_png(tmp_path / "small.png", size=(64, 48), noise=True)
+    assert large.stat().st_size > 4 * MIN_RANGED / 2
+    urls = [http_server.put(f"ranged-image/{p.name}", p.read_bytes()) for p in (large, small)]
+    mt.init(home=home, quiet=True, **_overrides())
+    t = mt.create_table("images", {"image": mt.Image})
+    t.insert([{"image": url} for url in urls], quiet=True)
+    t.add_computed_column(w=t.image.width, m=t.image.mode)
+    assert list(t.select(t.w, t.m, s=t.image.size).collect()) == [
+        {"w": 640, "m": "RGB", "s": [640, 480]},
+        {"w": 64, "m": "RGB", "s": [64, 48]},
+    ]
+    assert _ranges(http_server, "ranged-image/large.png") == [f"bytes=0-{BLOCK - 1}"]  # the header's block
+    assert _ranges(http_server, "ranged-image/small.png") == [f"bytes=0-{BLOCK - 1}"]  # the whole file at once
+    pixels = t.select(r=t.image.resize((32, 24))).collect()["r"][0]  # decoding needs the whole file
+    assert pixels.size == (32, 24)
+    assert http_server.sent("ranged-image/large.png") == large.stat().st_size
+
+
 # -- versions ------------------------------------------------------------------------------------
 
 
@@ -469,6 +492,35 @@ def test_eight_processes_reading_the_same_ranges_fetch_each_block_once(http_serv
     ranges = _ranges(http_server, "procs/obj.bin")
     assert sorted(ranges) == sorted(_block_ranges(blocks, len(data)))  # one GET per block, in all
     assert _check_consistent(home / "file_cache") == len(blocks)
+
+
+def test_threads_reading_the_same_ranges_fetch_each_block_once(http_server: FaultServer, home: Path) -> None:
+    data = os.urandom(16 * BLOCK)
+    url = http_server.put("threads/obj.bin", data)
+    http_server.set_fault("threads/obj.bin", latency=0.05)
+    offsets = [5 * BLOCK + 3, 0, 12 * BLOCK, 9 * BLOCK - 10]
+    errors: list[BaseException] = []
+    with FileCache(_settings(home)) as cache, cache.lease() as lease:
+        obj = lease.get_ranged(url)
+        assert isinstance(obj, RemoteObject)
+
+        def read() -> None:
+            try:
+                with obj.open() as file:
+                    for offset in offsets:
+                        file.seek(offset)
+                        assert file.read(100) == data[offset : offset + 100]
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not errors
+    got = sorted(_ranges(http_server, "threads/obj.bin"))
+    assert got == sorted(_block_ranges([0, 5, 8, 9, 12], len(data)))  # 9 * BLOCK - 10 + 100 reaches block 9
 
 
 def test_blocks_obey_the_budget(http_server: FaultServer, home: Path) -> None:

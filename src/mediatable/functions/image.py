@@ -116,9 +116,11 @@ def _color_bands(img: PIL.Image.Image) -> PIL.Image.Image:
 
 
 # -- header-only properties -----------------------------------------------------------------------
+# `ranged`: in a table, a large remote image is opened from a file over its blocks, so only the
+# blocks holding the header are fetched.
 
 
-@udf(method_of=ts.Image, is_property=True, light=True)
+@udf(method_of=ts.Image, is_property=True, light=True, ranged=True)
 @_reads_image(pixels=False)
 def width(img: ts.Image) -> int:
     """The image's width in pixels, read from the header (no decoding).
@@ -130,7 +132,7 @@ def width(img: ts.Image) -> int:
     return img.width
 
 
-@udf(method_of=ts.Image, is_property=True, light=True)
+@udf(method_of=ts.Image, is_property=True, light=True, ranged=True)
 @_reads_image(pixels=False)
 def height(img: ts.Image) -> int:
     """The image's height in pixels, read from the header (no decoding).
@@ -142,7 +144,7 @@ def height(img: ts.Image) -> int:
     return img.height
 
 
-@udf(method_of=ts.Image, is_property=True, light=True)
+@udf(method_of=ts.Image, is_property=True, light=True, ranged=True)
 @_reads_image(pixels=False)
 def mode(img: ts.Image) -> str:
     """The Pillow mode (`'RGB'`, `'RGBA'`, `'L'`, `'P'`, ...), read from the header.
@@ -154,7 +156,7 @@ def mode(img: ts.Image) -> str:
     return img.mode
 
 
-@udf(method_of=ts.Image, is_property=True, light=True)
+@udf(method_of=ts.Image, is_property=True, light=True, ranged=True)
 @_reads_image(pixels=False)
 def size(img: ts.Image) -> list[int]:
     """`[width, height]` in pixels, read from the header.

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 from obstore.exceptions import BaseError as ObstoreError
 
@@ -218,11 +219,12 @@ class FirstBlock:
         block_size = reads.block_size
         stores = reads.core.stores
         result, info = await get_range(stores, self.url, 0, block_size, self.fresh)
-        if info.size <= block_size:  # the whole object came in this answer
+        if info.size <= block_size:  # the whole object came in this answer: one read, like a small download
+            data = await _read_body(result, self.url, info.size, on_bytes, copy=False)
             file = await sink(info)
             file.seek(0)
             file.truncate()
-            await stream_into(result, file, self.url, info.size, on_bytes)
+            file.write(data)
             file.flush()
             return info
         first = await _read_body(result, self.url, block_size, on_bytes)
@@ -243,9 +245,13 @@ class FirstBlock:
         return Declined(info, keep_first_block)
 
 
-async def _read_body(result: object, mu: MediaUrl, expected: int, on_bytes: Callable[[int], None]) -> bytes:
+async def _read_body(
+    result: object, mu: MediaUrl, expected: int, on_bytes: Callable[[int], None], copy: bool = True
+) -> Any:
+    """The whole body of a GET: ``bytes`` (what the CRC32C needs), or obstore's buffer without ``copy``."""
     try:
-        data = bytes(await result.bytes_async())  # type: ignore[attr-defined]
+        body = await result.bytes_async()  # type: ignore[attr-defined]
+        data = bytes(body) if copy else body
     except (ObstoreError, OSError) as exc:
         safe = redact_url(mu.url)
         raise MediaFetchError(f"connection lost reading {safe}: {exc}", url=safe, retryable=True) from exc
