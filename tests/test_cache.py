@@ -374,6 +374,17 @@ def test_sigkill_mid_download_leaves_no_entry_and_orphans_are_removed(http_serve
 # -- budget, pins, eviction -----------------------------------------------------------------
 
 
+def test_concurrent_downloads_that_fit_are_all_cached(http_server: FaultServer, home: Path) -> None:
+    # An entry published in the same index transaction as another download's reservation used to
+    # count twice there (its bytes and its reservation), so one of these sometimes went uncached.
+    for attempt in range(20):
+        urls = list(_put_many(http_server, f"fit{attempt}", 3, 100 * KB))
+        with FileCache(_settings(home / f"r{attempt}", cache_size=350 * KB)) as file_cache:
+            with file_cache.lease() as lease:
+                assert all(isinstance(path, Path) for path in lease.get_many(urls))
+            assert file_cache.info().entries == 3
+
+
 def test_budget_smaller_than_working_set(http_server: FaultServer, home: Path) -> None:
     objects = _put_many(http_server, "budget", 30, 10 * KB)
     budget = 100 * KB

@@ -89,6 +89,9 @@ class Budget:
     def _reserve(self, db: sqlite3.Connection, size: int, evicting: LockSet) -> list[Victim] | None:
         """Add ``size`` bytes to this owner's reservation (in an index transaction); the evicted entries, or None."""
         victims: list[Victim] = []
+        # An entry published earlier in this transaction holds its bytes already: move them out
+        # of the reservation now, not at the end of the transaction, or they count twice here.
+        self.write(db)
         excess = _used(db) + size - self.budget
         if excess > 0 and forget_dead(db, self._locks, self._owner):
             excess = _used(db) + size - self.budget  # dead processes held space

@@ -51,6 +51,7 @@ from mediatable.io.cache.blocks import (
 )
 from mediatable.io.cache.core import Core
 from mediatable.io.cache.download import Declined, Downloader, Sink, Source
+from mediatable.io.cache.entries import same_version
 from mediatable.io.cache.holding import Holding
 from mediatable.io.objects import ObjectInfo
 from mediatable.io.ranges import RemoteFile
@@ -152,9 +153,13 @@ class WholeFromBlocks:
         known = self.reads.known(self.url, self.fresh)
         if known is not None:
             try:
-                return await stage.run(self.url, lambda: self._assemble(known, sink, on_bytes))
+                info = await stage.run(self.url, lambda: self._assemble(known, sink, on_bytes))
             except (MediaChanged, RangesUnsupported):
-                self.reads.forget(self.url, known.info)
+                await asyncio.to_thread(self.reads.forget, self.url, known.info)
+            else:
+                # The whole copy serves every range from now on: its blocks would only take space.
+                await asyncio.to_thread(self.reads.forget, self.url, known.info)
+                return info
         stores = self.reads.core.stores
         return await stage.run(
             self.url, lambda: fetch.download_attempt(stores, self.url, sink, on_bytes, stall=stage.stall, hashed=True)
@@ -241,6 +246,9 @@ class FirstBlock:
         async def keep_first_block() -> None:
             key = block_key(self.url.cache_key, info, block_size, 0)
             await reads.downloader.obtain_source(_Prefilled(key, self.url, first, info), self.holding)
+            # Its index row is group-committed; a write queued after it commits after it. Until then
+            # the object's lock stays held, so a process opening it next finds this block and its version.
+            await asyncio.wrap_future(reads.core.index.submit(lambda db: None))
 
         return Declined(info, keep_first_block)
 
@@ -336,6 +344,13 @@ class RemoteObject:
         core = self._reads.core
         source = _Block(self._reads, self._mu, self.version, self.block_size, index)
         expected = source.end - source.start
+        whole = self._whole_copy()
+        if whole is not None:
+            with open(whole, "rb") as file:
+                file.seek(source.start)
+                data = file.read(expected)
+            if len(data) == expected:
+                return data
         for _ in range(2):
             path = self._cached(source.key)
             if path is None:
@@ -373,6 +388,16 @@ class RemoteObject:
             self._ahead.discard(future)
         if not future.cancelled() and future.exception() is not None:
             log.debug("read-ahead of %s failed: %s", self.name, future.exception())
+
+    def _whole_copy(self) -> Path | None:
+        """The cached whole copy of this version, if one was downloaded since the object was opened."""
+        core = self._reads.core
+        entry = core.memo.get(self.url)
+        if entry is None or not os.path.exists(entry.name):
+            entry = core.lookup(self.url)
+        if entry is None or not os.path.exists(entry.name) or not same_version(entry, self.version):
+            return None
+        return core.hit(self.url, entry, self._holding)
 
     def _cached(self, key: str, pin: bool = True) -> Path | None:
         core = self._reads.core
