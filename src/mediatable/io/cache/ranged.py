@@ -171,21 +171,30 @@ class WholeFromBlocks:
         file.seek(0)
         file.truncate()
         count = _block_count(size, block_size)
-        root = self.reads.core.root
+        core = self.reads.core
+
+        def block_file(index: int) -> str | None:
+            rel = known.blocks.get(index)
+            if rel is not None:
+                return f"{core.root}/{rel}"
+            # fetched by this process a moment ago, its index row not committed yet
+            entry = core.memo.get(block_key(self.url.url, info, block_size, index))
+            return entry.name if entry is not None else None
+
         index = 0
         while index < count:
             start, end = _block_span(index, size, block_size)
-            path = known.blocks.get(index)
-            data = None if path is None else await asyncio.to_thread(read_block_file, f"{root}/{path}")
+            path = block_file(index)
+            data = None if path is None else await asyncio.to_thread(read_block_file, path)
             if data is not None and len(data) == end - start:
                 file.write(data)
                 index += 1
                 continue
             stop = index + 1  # a run of missing blocks: one request
-            while stop < count and stop not in known.blocks:
+            while stop < count and block_file(stop) is None:
                 stop += 1
             end = _block_span(stop - 1, size, block_size)[1]
-            result, _ = await get_range(self.reads.core.stores, self.url, start, end, info)
+            result, _ = await get_range(core.stores, self.url, start, end, info)
             await stream_into(result, file, self.url, end - start, on_bytes)
             index = stop
         file.flush()
