@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import random
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +35,6 @@ from mediatable.io.cache.entries import digest, file_name
 from mediatable.iterators import FrameIterator
 from servers.cloud import AzureServer, GCSServer, S3Server
 from servers.http import FaultServer
-from test_cache import _check_consistent
 
 pytestmark = pytest.mark.usefixtures("private_tempdir")
 
@@ -66,6 +66,26 @@ def _block_ranges(indices: list[int], size: int) -> list[str]:
 
 def _block_path(cache_dir: Path, url: str, obj: RemoteObject, index: int) -> Path:
     return cache_dir / file_name(digest(block_key(url, obj.version, BLOCK, index)), ".blk")
+
+
+def _check_consistent(cache_dir: Path) -> int:
+    """Index and files agree, nothing reserved or half-written is left; returns the entry count.
+
+    (test_cache's check also wants a content hash on every entry: blocks carry a CRC32C instead.)
+    """
+    db = sqlite3.connect(cache_dir / "index.db")
+    try:
+        rows = db.execute("SELECT path, size FROM entries").fetchall()
+        totals = db.execute("SELECT entries, bytes FROM totals").fetchone()
+    finally:
+        db.close()
+    files = sorted(f"{p.parent.name}/{p.name}" for p in cache_dir.glob("??/*"))
+    assert files == sorted(path for path, _ in rows)
+    for path, size in rows:
+        assert (cache_dir / path).stat().st_size == size
+    assert totals == (len(rows), sum(size for _, size in rows))
+    assert not list((cache_dir / "tmp").iterdir())
+    return len(rows)
 
 
 # -- the seekable file ---------------------------------------------------------------------------

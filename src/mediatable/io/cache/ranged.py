@@ -178,7 +178,7 @@ class WholeFromBlocks:
             if rel is not None:
                 return f"{core.root}/{rel}"
             # fetched by this process a moment ago, its index row not committed yet
-            entry = core.memo.get(block_key(self.url.url, info, block_size, index))
+            entry = core.memo.get(block_key(self.url.cache_key, info, block_size, index))
             return entry.name if entry is not None else None
 
         index = 0
@@ -401,12 +401,11 @@ class RemoteObject:
     def _whole_copy(self) -> Path | None:
         """The cached whole copy of this version, if one was downloaded since the object was opened."""
         core = self._reads.core
-        entry = core.memo.get(self.url)
-        if entry is None or not os.path.exists(entry.name):
-            entry = core.lookup(self.url)
-        if entry is None or not os.path.exists(entry.name) or not same_version(entry, self.version):
+        key = self._mu.cache_key
+        entry = core.memo.get(key) or core.lookup(key)
+        if entry is None or not same_version(entry, self.version):
             return None
-        return core.hit(self.url, entry, self._holding)
+        return core.serve(key, entry, self._holding, windowed=True)
 
     def _cached(self, key: str, pin: bool = True) -> Path | None:
         core = self._reads.core
