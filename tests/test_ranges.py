@@ -8,14 +8,15 @@ count of requests comes from the server's own log; cross-process behaviour runs 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import multiprocessing
 import os
+import queue
 import random
 import signal
 import sqlite3
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,11 +134,10 @@ def test_sequential_reads_fetch_ahead(http_server: FaultServer, home: Path) -> N
             while chunk := file.read(32 * KB):
                 chunks.append(chunk)
         assert b"".join(chunks) == data
-    log = [r for r in http_server.requests("ranges/seq.bin") if r.method == "GET"]
-    assert len(log) == 16
-    # with read-ahead, later blocks are asked for before the reader reaches them: some overlap in time
-    arrivals = sorted(r.at for r in log)
-    assert min(b - a for a, b in itertools.pairwise(arrivals)) < 0.04
+    assert len(_ranges(http_server, "ranges/seq.bin")) == 16
+    # with read-ahead, later blocks are asked for while the reader waits for one: requests overlap
+    # (one block at a time, each answered after 50 ms, would never have two in flight)
+    assert http_server.peak_concurrency >= 2
 
 
 def test_size_decides_between_whole_file_and_ranges(http_server: FaultServer, home: Path) -> None:
@@ -426,6 +426,22 @@ def test_a_server_ignoring_range_gets_a_whole_download(http_server: FaultServer,
     assert t.select(d=t.video.duration).collect()["d"] == [video.duration(str(path))]
 
 
+# Children are spawned (a fresh interpreter importing mediatable): generous for a loaded machine,
+# bounded all the same, and every child is killed and joined whatever happens (a live child makes
+# pytest hang at exit).
+PROCESS_DEADLINE = 200.0
+
+
+def _stop(processes: list[Any]) -> None:
+    """Kill the children still alive and wait for all of them (bounded)."""
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    for process in processes:
+        if process.pid is not None:
+            process.join(timeout=30)
+
+
 def _child_read_block(home: str, url: str, offset: int) -> None:
     with FileCache(_settings(Path(home))) as cache, cache.lease() as lease:
         obj = lease.get_ranged(url)
@@ -440,17 +456,22 @@ def test_sigkill_during_a_block_fetch_leaves_nothing_broken(http_server: FaultSe
     url = http_server.put("crash/obj.bin", data)
     with FileCache(_settings(home)) as cache, cache.lease() as lease:
         assert isinstance(lease.get_ranged(url), RemoteObject)  # the first block is cached
-    http_server.set_fault("crash/obj.bin", slow_body=0.2)  # 16 KiB per 0.2 s: ~0.8 s per block
+    http_server.set_fault("crash/obj.bin", slow_body=0.5)  # 16 KiB per 0.5 s: ~2 s per block
     context = multiprocessing.get_context("spawn")
     child = context.Process(target=_child_read_block, args=(str(home), url, 5 * BLOCK + 7))
-    child.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and http_server.sent("crash/obj.bin") < 16 * KB:
-        time.sleep(0.02)
-    assert http_server.sent("crash/obj.bin") >= 16 * KB, "the child never started fetching its block"
-    os.kill(child.pid, signal.SIGKILL)
-    child.join(timeout=10)
-    assert child.exitcode == -signal.SIGKILL
+    try:
+        child.start()
+        # a spawned child imports everything first: on a loaded machine that takes a while
+        deadline = time.monotonic() + PROCESS_DEADLINE
+        while time.monotonic() < deadline and child.is_alive() and http_server.sent("crash/obj.bin") < 16 * KB:
+            time.sleep(0.02)
+        assert http_server.sent("crash/obj.bin") >= 16 * KB, f"the child never fetched its block ({child.exitcode=})"
+        assert child.is_alive(), "the child finished its block before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(timeout=30)
+        assert child.exitcode == -signal.SIGKILL
+    finally:
+        _stop([child])
     http_server.reset()
     with FileCache(_settings(home)) as cache, cache.lease() as lease:
         assert (cache.info().entries, cache.info().in_flight_bytes) == (1, 0)
@@ -464,14 +485,18 @@ def test_sigkill_during_a_block_fetch_leaves_nothing_broken(http_server: FaultSe
 
 
 def _child_read_ranges(home: str, url: str, offsets: list[int], results: Any) -> None:
-    with FileCache(_settings(Path(home))) as cache, cache.lease() as lease:
-        obj = lease.get_ranged(url)
-        assert isinstance(obj, RemoteObject)
-        with obj.open() as file:
-            pieces = []
-            for offset in offsets:
-                file.seek(offset)
-                pieces.append(file.read(2 * KB))
+    try:
+        with FileCache(_settings(Path(home))) as cache, cache.lease() as lease:
+            obj = lease.get_ranged(url)
+            assert isinstance(obj, RemoteObject)
+            with obj.open() as file:
+                pieces = []
+                for offset in offsets:
+                    file.seek(offset)
+                    pieces.append(file.read(2 * KB))
+    except BaseException:
+        results.put(traceback.format_exc())  # the test fails with the child's reason, at once
+        raise
     results.put(pieces)
 
 
@@ -483,12 +508,29 @@ def test_eight_processes_reading_the_same_ranges_fetch_each_block_once(http_serv
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     processes = [context.Process(target=_child_read_ranges, args=(str(home), url, offsets, results)) for _ in range(8)]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(timeout=30)
-        assert process.exitcode == 0
+    deadline = time.monotonic() + PROCESS_DEADLINE
+    outcomes: list[Any] = []
+    try:
+        for process in processes:
+            process.start()
+        while len(outcomes) < len(processes):
+            left = deadline - time.monotonic()
+            assert left > 0, f"{len(outcomes)} of {len(processes)} children answered in {PROCESS_DEADLINE} s"
+            try:
+                outcome = results.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                died = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+                assert not died, f"children died without answering: exit codes {died}"
+                continue
+            assert not isinstance(outcome, str), f"a child failed:\n{outcome}"
+            outcomes.append(outcome)
+        for process in processes:
+            process.join(timeout=max(deadline - time.monotonic(), 10))
+        assert [process.exitcode for process in processes] == [0] * len(processes)
+    finally:
+        _stop(processes)
+        results.close()
+        results.join_thread()
     expected = [data[offset : offset + 2 * KB] for offset in offsets]
     assert all(pieces == expected for pieces in outcomes)
     blocks = sorted({i for offset in offsets for i in range(offset // BLOCK, (offset + 2 * KB - 1) // BLOCK + 1)})
