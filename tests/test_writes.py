@@ -157,6 +157,22 @@ def test_media_validation_on_write_heads_each_url(
         mt.create_table("bad", {"image": mt.Image}, media_validation="sometimes")
 
 
+def test_media_validation_retries_and_bounds_its_heads(
+    db_url: str, clean_env: Path, http_server: FaultServer, tmp_path: Path
+) -> None:
+    mt.init(home=clean_env, db_url=db_url, quiet=True, max_concurrent_downloads=3, retry_backoff=0.01)
+    data = mediagen.make_jpeg(tmp_path / "ok.jpg").read_bytes()
+    urls = [http_server.put(f"many/{i}.jpg", data) for i in range(24)]
+    http_server.set_fault(None, latency=0.05, methods=("HEAD",))  # so that the checks overlap
+    http_server.set_fault("many/0.jpg", status=503, times=2, methods=("HEAD",))  # then it answers
+    t = mt.create_table("checked", {"image": mt.Image}, media_validation="on_write")
+    status = t.insert([{"image": u} for u in urls], quiet=True)
+    assert status.num_rows == 24 and status.num_excs == 0
+    assert http_server.count("many/0.jpg", method="HEAD") == 3  # two 503s, then the answer
+    assert 1 < http_server.peak_concurrency <= 3  # in parallel, within the setting
+    assert http_server.count(method="GET") == 0
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
