@@ -60,6 +60,23 @@ def test_errortype_and_errormsg_on_any_expression(mixed: mt.Table) -> None:
     assert rows[0]["width_errormsg"] is None
 
 
+def test_failed_cells_show_their_error_in_text_and_html(mixed: mt.Table) -> None:
+    t = mixed
+    t.add_computed_column(width=t.image.width, quiet=True)
+    for query in (t.order_by(t.n).select(t.n, w=t.image.width), t.order_by(t.n).select(t.n, w=t.width)):
+        result = query.collect(on_error="ignore", quiet=True)
+        assert result["w"] == [30, None, 40, 50, None] and list(result)[1] == {"n": 1, "w": None}
+        assert result.to_pandas()["w"].isna().tolist() == [False, True, False, False, True]
+        assert result.to_arrow().column("w").null_count == 2
+        lines = repr(result).splitlines()
+        assert lines[3].split()[:2] == ["1", "MediaNotFound:"] and lines[6].split()[:2] == ["4", "MediaDecodeError:"]
+        page = result._repr_html_()
+        assert page.count('class="mt-err"') == 2 and "missing.jpg" in page and "SECRET123" not in page
+        assert "MediaNotFound: " in page and "MediaDecodeError: " in page
+    page = t._repr_html_()  # the preview: the two images that cannot be shown, and their stored widths' errors
+    assert page.count('class="mt-err"') == 4 and "SECRET123" not in page
+
+
 def test_stored_errors_read_back_as_stored(mixed: mt.Table, capsys: pytest.CaptureFixture[str]) -> None:
     t = mixed
     t.add_computed_column(width=t.image.width, quiet=True)

@@ -14,6 +14,7 @@ from typing import Any
 import PIL.Image
 
 from mediatable import types as ts
+from mediatable.exprs import CellError
 from mediatable.functions._errors import decode_errors
 from mediatable.io.urls import redact_url
 
@@ -64,5 +65,7 @@ class MediaCell:
 
 
 def user_value(value: Any) -> Any:
-    """A result cell as users see it (media references opened, everything else as is)."""
-    return value.value() if isinstance(value, MediaCell) else value
+    """A result cell as users see it: media references opened, a failed cell None, the rest as is."""
+    if isinstance(value, MediaCell):
+        return value.value()
+    return None if isinstance(value, CellError) else value

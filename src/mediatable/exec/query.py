@@ -169,8 +169,9 @@ def run_batches(
 ) -> Iterator[list[list[Any]]]:
     """The query's output rows (lists of values, media as :class:`MediaCell`), `batch_size` rows at a time.
 
-    With `on_error='ignore'`, failed values are None and a summary line is printed at the end
-    (unless `quiet`).
+    A failed value is its :class:`~mediatable.exprs.CellError` (results give users None and show
+    the error): stored errors always, errors of this run with `on_error='ignore'`, which also
+    prints a summary line at the end (unless `quiet`).
 
     Raises:
         ComputeError: a value computed by the query failed (unless `on_error='ignore'`).
@@ -231,19 +232,25 @@ _AS_STORED = ("Int", "Float", "String")
 def _sql_batches(
     session: Session, spec: QuerySpec, plan: _Plan, outputs: list[tuple[str, Expr]], batch_size: int
 ) -> Iterator[list[Any]]:
-    """The fast path: one SELECT of exactly the output columns.
+    """The fast path: one SELECT of exactly the output columns (and the error columns of computed ones).
 
     When every output is an Int, Float or String, the statement runs on the driver's own cursor and
-    its tuples are the rows (no per-row work in Python); otherwise SQLAlchemy converts the values.
+    its tuples are the rows (no per-row work in Python unless computed columns are read); otherwise
+    SQLAlchemy converts the values.
     """
     columns = [e.column for _, e in outputs]  # type: ignore[attr-defined]
-    query = sa.select(*[plan.sql.value_column(c) for c in columns]).select_from(plan.sql.from_clause())
+    computed = [i for i, c in enumerate(columns) if c.is_computed]
+    errors = [plan.sql.error_columns(columns[i]) for i in computed]
+    query = sa.select(*[plan.sql.value_column(c) for c in columns], *[c for pair in errors for c in pair]).select_from(
+        plan.sql.from_clause()
+    )
     if plan.sql_where is not None:
         query = query.where(plan.sql_where)
     query = query.order_by(*(plan.sql_order or ()), plan.sql.table.c[ROWID])
     if spec.limit is not None:
         query = query.limit(spec.limit)
     convert = [None if c.col_type.name in _AS_STORED else c.col_type.from_sql for c in columns]
+    convert += [None] * (2 * len(computed))  # error types and messages are text
     with read_only(session.engine) as conn:
         if not any(convert):
             compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
@@ -254,13 +261,31 @@ def _sql_batches(
             try:
                 cursor.execute(str(compiled), params)
                 while part := cursor.fetchmany(batch_size):
-                    yield part
+                    yield _with_stored_errors(part, len(columns), computed) if computed else part
             finally:
                 cursor.close()
             return
         result = conn.execution_options(yield_per=batch_size).execute(query)
         for part in result.partitions(batch_size):
-            yield [[v if f is None else f(v) for f, v in zip(convert, row, strict=True)] for row in part]
+            rows = [[v if f is None else f(v) for f, v in zip(convert, row, strict=True)] for row in part]
+            yield _with_stored_errors(rows, len(columns), computed) if computed else rows
+
+
+def _with_stored_errors(rows: Sequence[Sequence[Any]], width: int, computed: list[int]) -> list[Sequence[Any]]:
+    """Rows of `width` values, where the (errortype, errormsg) pairs after them put a stored CellError."""
+    blank = (None,) * (2 * len(computed))
+    out: list[Sequence[Any]] = []
+    for row in rows:
+        if tuple(row[width:]) == blank:
+            out.append(row[:width])
+            continue
+        values = list(row[:width])
+        for j, i in enumerate(computed):
+            errortype = row[width + 2 * j]
+            if errortype is not None:
+                values[i] = CellError(errortype, row[width + 2 * j + 1] or "", stored=True)
+        out.append(values)
+    return out
 
 
 def _grouped(session: Session, spec: QuerySpec, on_error: str, quiet: bool) -> list[list[Any]]:
@@ -293,19 +318,23 @@ def _grouped(session: Session, spec: QuerySpec, on_error: str, quiet: bool) -> l
 
 
 def _output_row(row: dict[str, Any], outputs: list[tuple[str, Expr]], failures: Failures) -> list[Any]:
+    """One output row; a failed value stays its CellError (results show it, and give None to users)."""
     values = []
     for i, (name, expr) in enumerate(outputs):
         value = row[f"__out{i}"]
-        if isinstance(expr, ColumnRef) and expr.col_type.is_media and isinstance(value, str):
-            cell = MediaCell(row.get(expr.column.name), value, expr.col_type)
-            try:
-                cell.check()
-                value = cell
-            except Exception as exc:
-                value = CellError.from_exception(exc)
+        if isinstance(expr, ColumnRef):
+            stored = row.get(expr.column.name)
+            if isinstance(stored, CellError):
+                value = stored  # the stored cell's own error, not "upstream column failed"
+            elif expr.col_type.is_media and isinstance(value, str):
+                cell = MediaCell(stored, value, expr.col_type)
+                try:
+                    cell.check()
+                    value = cell
+                except Exception as exc:
+                    value = CellError.from_exception(exc)
         if isinstance(value, CellError):
             failures.failed(repr(name), row.get(ROWID), value)
-            value = None
         values.append(value)
     return values
 

@@ -44,6 +44,12 @@ class TableSql:
         except KeyError:
             return None
 
+    def error_columns(self, column: Column) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
+        """The SQL columns of a computed column's stored error type and message."""
+        sql_table = self.sql_table_of(column)
+        errortype, errormsg = schema.error_columns(column.name)
+        return sql_table.c[errortype], sql_table.c[errormsg]
+
     def from_clause(self) -> sa.FromClause:
         if self.base is None:
             return self.table

@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,14 @@ import PIL.Image
 from mediatable import types as ts
 from mediatable.errors import MediaError
 from mediatable.exec.media_cells import MediaCell
+from mediatable.exprs import CellError
 from mediatable.functions import video as video_functions
 from mediatable.io.urls import is_url_like, redact_url
 
 THUMBNAIL = (96, 96)
 FOLD_AT = 80
 AUDIO_INLINE_BYTES = 2 * 1024 * 1024
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 _STYLE = (
     "<style>.mt-table{border-collapse:collapse;font:13px sans-serif}"
     ".mt-table th,.mt-table td{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left}"
@@ -64,10 +67,25 @@ def table_html(
     return f'{_STYLE}<table class="mt-table">{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}'
 
 
+def error_text(error: CellError) -> str:
+    """A failed cell as text: its error type and message (URLs in it redacted).
+
+    Examples:
+        >>> error_text(CellError("MediaNotFound", "404 for https://h/a.jpg?token=x"))
+        'MediaNotFound: 404 for https://h/a.jpg?…'
+    """
+    message = _URL_IN_TEXT.sub(lambda m: redact_url(m.group()), error.errormsg)
+    return f"{error.errortype}: {message}" if message else error.errortype
+
+
 def cell_html(value: Any, col_type: ts.ColumnType) -> str:
-    """One cell as HTML (never raises: a cell that cannot be shown says why)."""
+    """One cell as HTML (never raises: a cell that cannot be shown says why, a failed cell its error)."""
     if value is None:
         return '<span class="mt-null">None</span>'
+    if isinstance(value, CellError):
+        text = error_text(value)
+        short = text if len(text) <= FOLD_AT else text[: FOLD_AT - 1] + "…"
+        return f'<span class="mt-err" title="{html.escape(text)}">{html.escape(short)}</span>'
     try:
         if isinstance(value, MediaCell):
             return _media_html(value)

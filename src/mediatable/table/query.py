@@ -122,7 +122,7 @@ class Query:
         return self.limit(n).collect(on_error=on_error, quiet=quiet)
 
     def show(self, n: int = 10) -> None:
-        """Print the first `n` rows (values that fail are shown as None, with the summary line).
+        """Print the first `n` rows (a failed value shows its error type and message, with the summary line).
 
         Examples:
             >>> import mediatable as mt, tempfile
@@ -163,7 +163,7 @@ class Query:
         names, types = self._output_names_and_types()
         batches = run.run_batches(self._session, self._spec, on_error=on_error, quiet=quiet)
         rows = [row for batch in batches for row in batch]
-        return ResultSet(names, types, rows)
+        return ResultSet(names, types, rows, self._fallible())
 
     def iter_batches(self, batch_size: int = 1000, *, on_error: str = "abort") -> Iterator[ResultSet]:
         """Stream the result, `batch_size` rows at a time; memory is bounded by the batch.
@@ -184,8 +184,9 @@ class Query:
             raise InvalidArgument(f"batch_size must be a positive int, not {batch_size!r}")
         names, types = self._output_names_and_types()
         batches = run.run_batches(self._session, self._spec, batch_size=batch_size, on_error=on_error)
+        fallible = self._fallible()
         for rows in ahead(batches):
-            yield ResultSet(names, types, rows)
+            yield ResultSet(names, types, rows, fallible)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Rows as dicts, streamed in batches (see :meth:`iter_batches`)."""
@@ -203,6 +204,10 @@ class Query:
     def _output_names_and_types(self) -> tuple[list[str], list[ts.ColumnType]]:
         outputs = self._spec.outputs()
         return [name for name, _ in outputs], [expr.col_type for _, expr in outputs]
+
+    def _fallible(self) -> list[bool]:
+        """Which outputs may hold failed cells: all but inserted (not computed) stored columns."""
+        return [not (isinstance(e, ColumnRef) and not e.column.is_computed) for _, e in self._spec.outputs()]
 
     def _check(self, value: Any) -> Expr:
         expr = as_expr(value)

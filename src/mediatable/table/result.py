@@ -2,6 +2,8 @@
 
 Media cells are held as references (URL + cached file) and opened when a row is read: Image cells
 as lazily decoded `PIL.Image.Image` objects, Video/Audio/Document cells as local file paths.
+A failed cell is held as its error: users get None (and `.errortype`/`.errormsg` in a query say
+why), while the text and HTML displays show the error's type and message.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pyarrow as pa
 
 from mediatable import types as ts
 from mediatable.exec.media_cells import MediaCell, user_value
+from mediatable.exprs import CellError
 from mediatable.io.urls import is_url_like, redact_url
 from mediatable.table import convert, display
 
@@ -32,17 +35,26 @@ class ResultSet:
         {'a': Int64Dtype(), 'b': dtype('O')}
     """
 
-    def __init__(self, columns: list[str], col_types: list[ts.ColumnType], rows: Sequence[Sequence[Any]]) -> None:
+    def __init__(
+        self,
+        columns: list[str],
+        col_types: list[ts.ColumnType],
+        rows: Sequence[Sequence[Any]],
+        fallible: Sequence[bool] | None = None,
+    ) -> None:
+        """`fallible[i]`: column `i` may hold failed cells (CellErrors); default: every column may."""
         self.columns = columns
         self.col_types = col_types
         self._rows = rows
+        may_fail = [True] * len(columns) if fallible is None else list(fallible)
         self._media = [i for i, t in enumerate(col_types) if t.is_media]
+        self._converted = {i for i, t in enumerate(col_types) if t.is_media or may_fail[i]}
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def _user_row(self, row: Sequence[Any]) -> dict[str, Any]:
-        if not self._media:
+        if not self._converted:
             return dict(zip(self.columns, row, strict=True))
         return {name: user_value(value) for name, value in zip(self.columns, row, strict=True)}
 
@@ -55,12 +67,15 @@ class ResultSet:
             if key not in self.columns:
                 raise KeyError(f"no column {key!r} in result (columns: {', '.join(self.columns)})")
             index = self.columns.index(key)
-            if index in self._media:
+            if index in self._converted:
                 return [user_value(row[index]) for row in self._rows]
             return [row[index] for row in self._rows]
         return self._user_row(self._rows[key])
 
     def _column(self, index: int) -> list[Any]:
+        """Stored values (media as references, failed cells as None), for Arrow and pandas."""
+        if index in self._converted:
+            return [None if isinstance(row[index], CellError) else row[index] for row in self._rows]
         return [row[index] for row in self._rows]
 
     def to_pandas(self, *, media: str = "url") -> pd.DataFrame:
@@ -110,6 +125,9 @@ class ResultSet:
 
 
 def _cell_text(value: Any) -> str:
+    if isinstance(value, CellError):
+        text = display.error_text(value)
+        return text if len(text) <= 48 else text[:47] + "…"
     if isinstance(value, MediaCell) and value.col_type == ts.Image:
         value = value.value()
     elif isinstance(value, MediaCell):
