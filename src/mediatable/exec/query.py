@@ -11,7 +11,7 @@ which needs every matching row's inputs, never their media). Failed values follo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from mediatable import types as ts
 from mediatable.catalog.catalog import read_only
 from mediatable.catalog.model import Column, TableMeta
-from mediatable.errors import ExprError
 from mediatable.exec import grouping, joins
 from mediatable.exec.failures import Failures
 from mediatable.exec.media_cells import MediaCell
@@ -63,24 +62,53 @@ class QuerySpec:
         if self.select is not None:
             return list(self.select)
         if self.join is not None:
-            return joins.default_outputs(self.meta, self.join.meta)
+            return joins.default_outputs(self.meta, self.join)
         return [(name, ColumnRef(column)) for name, column in self.meta.columns.items()]
+
+
+RowSource = TableSql | joins.JoinSql
+
+
+def bound(spec: QuerySpec) -> tuple[QuerySpec, RowSource]:
+    """The spec with its expressions bound to where rows are read, and that row source.
+
+    A query of one table reads its table (nothing to bind); a join binds each column reference to
+    its side (see :mod:`~mediatable.exec.joins`). Binding a bound spec again gives the same row keys.
+    """
+    if spec.join is None:
+        return spec, TableSql(spec.meta)
+    source = joins.JoinSql(spec.meta, spec.join)
+    bind = source.bind
+    spec = dataclasses.replace(
+        spec,
+        select=tuple((name, bind(e)) for name, e in spec.outputs()),
+        where=None if spec.where is None else bind(spec.where),
+        order=tuple(OrderKey(bind(k.expr), k.asc) for k in spec.order),
+        group_by=None if spec.group_by is None else tuple(bind(k) for k in spec.group_by),
+    )
+    return spec, source
+
+
+def subject(spec: QuerySpec) -> str:
+    """What a query reads, for messages: the table's path, or the join."""
+    return spec.meta.path if spec.join is None else joins.JoinSql(spec.meta, spec.join).subject
 
 
 @dataclasses.dataclass
 class _Plan:
     """How a spec runs: what SQL reads, filters, sorts and limits, and what is left for the pipeline."""
 
-    sql: TableSql
+    sql: RowSource
     columns: list[Column]
     sql_where: Any
     py_where: Expr | None
+    order: tuple[OrderKey, ...]  # the sort keys, bound to the row source
     sql_order: list[Any] | None  # None: some sort key must be computed in Python
     sql_limit: int | None
 
 
 def _plan(spec: QuerySpec) -> _Plan:
-    sql = TableSql(spec.meta)
+    spec, sql = bound(spec)
     needed: list[Expr] = [e for _, e in spec.outputs()]
     if spec.where is not None:
         needed.append(spec.where)
@@ -97,9 +125,10 @@ def _plan(spec: QuerySpec) -> _Plan:
         ]
     return _Plan(
         sql=sql,
-        columns=referenced_columns(needed, spec.meta),
+        columns=referenced_columns(needed, sql.columns),
         sql_where=sa.and_(*pushed) if pushed else None,
         py_where=(left[0] if len(left) == 1 else BoolOp("and", left)) if left else None,
+        order=spec.order,
         sql_order=sql_order,
         sql_limit=spec.limit if not left and sql_order is not None else None,
     )
@@ -118,10 +147,13 @@ def explain(spec: QuerySpec) -> str:
           where   ((nums.n % 10) == 0)  in SQL
           limit   5
     """
-    sql = TableSql(spec.meta)
-    lines = [f"query over {spec.meta.path!r}"]
     outputs = spec.outputs()
     shown = [name if isinstance(e, ColumnRef) and e.column.name == name else f"{name}={e!r}" for name, e in outputs]
+    spec, sql = bound(spec)
+    lines = [f"query over {spec.meta.path!r}"]
+    if isinstance(sql, joins.JoinSql):
+        alias = f" as {spec.join.alias!r}" if spec.join.alias else ""  # type: ignore[union-attr]
+        lines.append(f"  {spec.join.how} join {spec.join.meta.path!r}{alias} on {sql.on!r}  in SQL")  # type: ignore[union-attr]
     lines.append(f"  select  {', '.join(shown) if shown else '(row ids)'}")
     for part in conjuncts(spec.where):
         lines.append(f"  where   {part!r}  in {'SQL' if part.to_sql(sql.value_column) is not None else 'Python'}")
@@ -135,8 +167,6 @@ def explain(spec: QuerySpec) -> str:
 
 def count(session: Session, spec: QuerySpec) -> int:
     """Number of rows matching the filter (counted by the database when the filter runs in SQL)."""
-    if spec.join is not None:
-        return len(joins.run(session, spec))
     if spec.grouped:
         return len(_grouped(session, spec, "abort", quiet=False))
     plan = _plan(spec)
@@ -152,7 +182,7 @@ def count(session: Session, spec: QuerySpec) -> int:
 
 def matching_rows(session: Session, spec: QuerySpec, on_error: str = "abort") -> list[dict[str, Any]]:
     """Matching rows (with every column any part of the query reads), filtered, ordered and limited."""
-    failures = Failures(on_error, spec.meta.path)
+    failures = Failures(on_error, subject(spec))
     with session.cache_lease() as lease:
         pipeline = Pipeline(
             lease,
@@ -176,24 +206,18 @@ def run_batches(
     Raises:
         ComputeError: a value computed by the query failed (unless `on_error='ignore'`).
     """
-    if spec.join is not None:
-        if spec.grouped:
-            raise ExprError("group_by() and distinct() over a join are not supported yet")
-        rows = joins.run(session, spec)
-        for start in range(0, len(rows), batch_size):
-            yield rows[start : start + batch_size]
-        return
     if spec.grouped:
         rows = _grouped(session, spec, on_error, quiet)
         for start in range(0, len(rows), batch_size):
             yield rows[start : start + batch_size]
         return
+    spec, _ = bound(spec)
     outputs = spec.outputs()
     plan = _plan(spec)
     if _straight_from_sql(outputs, plan):
         yield from _sql_batches(session, spec, plan, outputs, batch_size)
         return
-    failures = Failures(on_error, spec.meta.path)
+    failures = Failures(on_error, subject(spec))
     targets = [
         Target(name=f"__out{i}", expr=_readable(expr), col_type=expr.col_type, save_media=False)
         for i, (_, expr) in enumerate(outputs)
@@ -246,7 +270,7 @@ def _sql_batches(
     )
     if plan.sql_where is not None:
         query = query.where(plan.sql_where)
-    query = query.order_by(*(plan.sql_order or ()), plan.sql.table.c[ROWID])
+    query = query.order_by(*(plan.sql_order or ()), *plan.sql.tiebreak())
     if spec.limit is not None:
         query = query.limit(spec.limit)
     convert = [None if c.col_type.name in _AS_STORED else c.col_type.from_sql for c in columns]
@@ -289,6 +313,7 @@ def _with_stored_errors(rows: Sequence[Sequence[Any]], width: int, computed: lis
 
 
 def _grouped(session: Session, spec: QuerySpec, on_error: str, quiet: bool) -> list[list[Any]]:
+    spec, _ = bound(spec)
     outputs = spec.outputs()
     keys = grouping.group_keys(outputs, spec.group_by, spec.distinct)
     grouping.check_outputs(outputs, keys)
@@ -300,7 +325,7 @@ def _grouped(session: Session, spec: QuerySpec, on_error: str, quiet: bool) -> l
                 found = conn.execute(query).all()
             types = [e.col_type for _, e in outputs]
             return [[t.from_sql(v) for t, v in zip(types, row, strict=True)] for row in found]
-    failures = Failures(on_error, spec.meta.path)
+    failures = Failures(on_error, subject(spec))
     with session.cache_lease() as lease:
         pipeline = Pipeline(
             lease,
@@ -372,7 +397,7 @@ def _row_batches(
             yield kept
         return
     kept_all.extend(kept)
-    ordered = _sort(kept_all, spec.order, pipeline, failures)
+    ordered = _sort(kept_all, plan.order, pipeline, failures)
     if spec.limit is not None:
         ordered = ordered[: spec.limit]
     for start in range(0, len(ordered), batch_size):
@@ -431,12 +456,11 @@ def conjuncts(expr: Expr | None) -> list[Expr]:
     return [expr]
 
 
-def referenced_columns(exprs: Sequence[Expr], meta: TableMeta) -> list[Column]:
-    """The catalog columns that `exprs` read, in first-use order."""
+def referenced_columns(exprs: Sequence[Expr], visible: Mapping[str, Column]) -> list[Column]:
+    """The columns that `exprs` read (as `visible` describes them, by name), in first-use order."""
     names: list[str] = []
     for expr in exprs:
         for node in expr.walk():
             if isinstance(node, ColumnRef) and node.column.name not in names:
                 names.append(node.column.name)
-    visible = meta.columns
     return [visible[n] for n in names]

@@ -22,13 +22,28 @@ _AS_IS = frozenset({"Int", "Float", "String", "Bool", "Image", "Video", "Audio",
 
 
 class TableSql:
-    """SQLAlchemy objects for one table or view: its data table, its base's, and column lookups."""
+    """SQLAlchemy objects for one table or view: its data table, its base's, and column lookups.
 
-    def __init__(self, meta: TableMeta) -> None:
+    With `alias`, the SQL tables are read under that name (and `<alias>_b` for a view's base), so
+    the same table can appear twice in one statement (self-joins, a view joined with its base).
+    """
+
+    def __init__(self, meta: TableMeta, alias: str | None = None) -> None:
         self.meta = meta
         # An earlier version reads through a derived table with the data table's column names.
-        self.table: Any = meta.sql_table() if meta.at_version is None else versions.rows_at(meta, meta.at_version)
-        self.base = TableSql(meta.base) if meta.base is not None else None
+        table: Any = meta.sql_table() if meta.at_version is None else versions.rows_at(meta, meta.at_version)
+        self.table: Any = table if alias is None else table.alias(alias)
+        base_alias = f"{alias}_b" if alias is not None else None
+        self.base = TableSql(meta.base, base_alias) if meta.base is not None else None
+
+    @property
+    def columns(self) -> dict[str, Column]:
+        """The columns rows can be read with, by name."""
+        return self.meta.columns
+
+    def tiebreak(self) -> list[Any]:
+        """What orders rows that sort keys leave tied: the row id."""
+        return [self.table.c[ROWID]]
 
     def sql_table_of(self, column: Column) -> sa.Table:
         if column.owner_id == self.meta.id:
@@ -47,7 +62,7 @@ class TableSql:
     def error_columns(self, column: Column) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]:
         """The SQL columns of a computed column's stored error type and message."""
         sql_table = self.sql_table_of(column)
-        errortype, errormsg = schema.error_columns(column.name)
+        errortype, errormsg = column.error_names
         return sql_table.c[errortype], sql_table.c[errormsg]
 
     def from_clause(self) -> sa.FromClause:
@@ -83,7 +98,7 @@ class TableSql:
             query = query.where(where)
         if rowids is not None:
             query = query.where(self.table.c[ROWID].in_(list(rowids)))
-        query = query.order_by(*order_by, self.table.c[ROWID])
+        query = query.order_by(*order_by, *self.tiebreak())
         if limit is not None:
             query = query.limit(limit)
         result = conn.execute(query.execution_options(yield_per=READ_BATCH))  # this statement only: conn may write next

@@ -10,6 +10,7 @@ conditionals in :mod:`~mediatable.exprs.calls`.
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,6 +58,25 @@ class Expr:
 
     def default_name(self) -> str:
         return "col"
+
+    def with_columns(self, replace: Callable[[Any], Expr]) -> Expr:
+        """A copy of this expression with each column reference `ref` replaced by `replace(ref)`.
+
+        Executors use it to bind the references of a join to the side of the join they read.
+        """
+
+        def rebuilt(value: Any) -> Any:
+            return value.with_columns(replace) if isinstance(value, Expr) else value
+
+        clone = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, Expr):
+                setattr(clone, name, rebuilt(value))
+            elif isinstance(value, list | tuple) and any(isinstance(v, Expr) for v in value):
+                setattr(clone, name, type(value)(rebuilt(v) for v in value))
+            elif isinstance(value, dict) and any(isinstance(v, Expr) for v in value.values()):
+                setattr(clone, name, {k: rebuilt(v) for k, v in value.items()})
+        return clone
 
     # -- operators ------------------------------------------------------------------------------
     def _binary(self, op: str, other: Any, reverse: bool = False) -> Expr:

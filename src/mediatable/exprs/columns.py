@@ -11,19 +11,23 @@ from mediatable.exprs.cells import CellError, EvalEnv
 
 
 class ColumnRef(Expr):
-    """A column of a table or view (`t.label`, `t['label']`).
+    """A column of a table or view (`t.label`, `t['label']`), or of a table's alias in a join (`alias`).
 
     Media columns have extra properties: `.localpath` (cached local file), `.fileurl` (stored URL);
     `.errortype` and `.errormsg` say why a computed column's cell failed, or why a media file cannot
     be fetched.
     """
 
-    def __init__(self, column: Any) -> None:
+    def __init__(self, column: Any, alias: str | None = None) -> None:
         self.column = column
+        self.alias = alias
         self.col_type = column.col_type
 
     def __repr__(self) -> str:
-        return f"{self.column.table_name}.{self.column.name}"
+        return f"{self.alias or self.column.table_name}.{self.column.name}"
+
+    def with_columns(self, replace: Callable[[Any], Expr]) -> Expr:
+        return replace(self)
 
     def default_name(self) -> str:
         return str(self.column.name)

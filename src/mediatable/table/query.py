@@ -23,6 +23,7 @@ from mediatable.exec.failures import ON_ERROR
 from mediatable.exec.query import OrderKey, QuerySpec
 from mediatable.exprs import BoolOp, ColumnRef, Expr, as_expr
 from mediatable.session import Session
+from mediatable.table.alias import TableAlias
 from mediatable.table.result import ResultSet
 
 
@@ -211,19 +212,25 @@ class Query:
 
     def _check(self, value: Any) -> Expr:
         expr = as_expr(value)
-        sides = [self._spec.meta] + ([self._spec.join.meta] if self._spec.join is not None else [])
+        meta, join = self._spec.meta, self._spec.join
         for node in expr.walk():
-            if isinstance(node, ColumnRef) and not any(
-                node.column.name in m.columns and node.column.owner_id in m.owner_ids() for m in sides
-            ):
-                raise ExprError(f"{node!r} is not a column of {' or '.join(repr(m.path) for m in sides)}")
+            if not isinstance(node, ColumnRef):
+                continue
+            if join is not None:
+                joins.on_right(meta, join, node)  # raises ExprError for a column of neither side
+            elif node.column.name not in meta.columns or node.column.owner_id not in meta.owner_ids():
+                raise ExprError(f"{node!r} is not a column of {meta.path!r}")
         return expr
 
     def join(self, other: Any, *, on: Any, how: str = "inner") -> Query:
-        """Join another table: rows of both where `on` holds (`how='left'` keeps unmatched rows of this side).
+        """Join another table (or an alias of one): rows of both where `on` holds.
 
-        Runs as one SQL query, so `on`, filters, sort keys and outputs must be stored columns and
-        expressions that run in SQL; media columns come back as their stored URLs.
+        `how='left'` also keeps the rows of this side that match none (the other side's values are
+        None). The database joins the rows, so `on` must run in SQL (stored columns compared);
+        everything else works as in a query of one table: filters and sort keys in SQL or computed
+        in Python, outputs over either side (functions over media fetch their files through the
+        cache), group_by() and distinct(). To join a table with itself, name the other side with
+        :meth:`~mediatable.table.Table.alias`.
 
         Examples:
             >>> import mediatable as mt, tempfile
@@ -241,9 +248,12 @@ class Query:
         check_choice("how", how, joins.HOW)
         if self._spec.join is not None:
             raise InvalidArgument("a query joins two tables at most (for now)")
+        alias = other._alias if isinstance(other, TableAlias) else None
+        if alias is not None and alias in (self._spec.meta.name, self._spec.meta.path):
+            raise InvalidArgument(f"the alias {alias!r} is the name of the left side: choose another")
         other_meta = other._fresh()
-        joins.check_sides(self._spec.meta, other_meta)
-        joined = self._copy(join=joins.Join(other_meta, as_expr(on), how))
+        joins.check_sides(self._spec.meta, other_meta, alias)
+        joined = self._copy(join=joins.Join(other_meta, as_expr(on), how, alias))
         on_expr = joined._check(on)
         if on_expr.col_type != ts.Bool:
             raise ExprError(f"join(on=...) needs a boolean expression, got {on_expr!r}")

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mediatable.table import display
+from mediatable.table.alias import TableAlias
 from mediatable.table.base import TableBase
 from mediatable.table.query import Query
 from mediatable.table.result import ResultSet
@@ -48,6 +49,10 @@ class Reads(TableBase):
     def join(self, other: Any, *, on: Any, how: str = "inner") -> Query:
         """Start a query joining another table. See :meth:`Query.join`."""
         return self._query().join(other, on=on, how=how)
+
+    def alias(self, name: str) -> TableAlias:
+        """This table under another name, to join it with itself. See :class:`TableAlias`."""
+        return TableAlias(self, name)
 
     def distinct(self) -> Query:
         """Start a query returning distinct rows. See :meth:`Query.distinct`."""
