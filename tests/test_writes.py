@@ -119,6 +119,35 @@ def test_insert_commits_base_and_views_together(session: mt.Session, tmp_path: P
     assert frames.count() == 0
 
 
+def test_delete_commits_base_and_views_together(session: mt.Session, tmp_path: Path) -> None:
+    good = mediagen.make_mp4(tmp_path / "good.mp4", seconds=2.0, fps=4)
+    videos = mt.create_table("videos", {"video": mt.Video, "n": mt.Int})
+    frames = mt.create_view("frames", videos, iterator=mt.frames(videos.video, fps=1))
+    videos.insert([{"video": str(good), "n": 1}, {"video": str(good), "n": 2}], quiet=True)
+    version, history = videos.version, len(videos.history())
+    # The database itself refuses the view's step: a trigger on the view's own SQL table.
+    view_table = frames._meta.sql_table().name
+    with session.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse BEFORE DELETE ON \"{view_table}\" BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused'; END $$"
+            )
+            conn.exec_driver_sql(f'CREATE TRIGGER refuse BEFORE DELETE ON "{view_table}" EXECUTE FUNCTION refuse()')
+    with pytest.raises(Exception, match="refused"):
+        videos.delete(where=videos.n == 1, quiet=True)
+    assert videos.count() == 2 and frames.count() == 4  # neither the base rows nor the view's went
+    assert videos.version == version and len(videos.history()) == history
+    with session.engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TRIGGER refuse{'' if conn.dialect.name == 'sqlite' else f' ON {view_table}'}")
+    videos.delete(where=videos.n == 1, quiet=True)
+    assert videos.count() == 1 and frames.count() == 2
+
+
 def test_aborted_computed_column_leaves_the_table_exactly_as_before(session: mt.Session) -> None:
     t = mt.create_table("nums", {"n": mt.Int})
     t.insert([{"n": 1}, {"n": 0}, {"n": 2}], quiet=True)
