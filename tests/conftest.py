@@ -20,6 +20,7 @@ pytest_plugins = [
     "servers.cloud",
     "servers.postgres",
     "servers.openai_api",
+    "servers.ray_cluster",
 ]
 
 _CLEARED_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "MEDIATABLE_", "STORAGE_EMULATOR", "OPENAI_")

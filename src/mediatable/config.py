@@ -198,6 +198,14 @@ class Settings:
     `destination=`: `s3://bucket/prefix/`, `gs://…`, `az://…` or a local folder. Env
     `MEDIATABLE_OUTPUT_MEDIA_DEST`; default None (`<home>/media`)."""
 
+    executor: str = "local"
+    """Where computed columns are evaluated: `local` (this process), `ray` (the Ray cluster of `RAY_ADDRESS`,
+    or a new local one) or `ray://host:port` (a Ray cluster's client address). Env `MEDIATABLE_EXECUTOR`;
+    default `local`."""
+
+    ray_workers: int | None = None
+    """Ray actors computing at once (one CPU each). Env `MEDIATABLE_RAY_WORKERS`; default the cluster's CPUs."""
+
     buckets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
     """Per-bucket object-store options keyed by `scheme://bucket`, in obstore's key names. Config file only."""
 
@@ -297,6 +305,8 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "MEDIATABLE_BLOCK_SIZE": ("block_size", parse_size),
     "MEDIATABLE_MIN_RANGED_SIZE": ("min_ranged_size", parse_size),
     "MEDIATABLE_OUTPUT_MEDIA_DEST": ("output_media_dest", str),
+    "MEDIATABLE_EXECUTOR": ("executor", str),
+    "MEDIATABLE_RAY_WORKERS": ("ray_workers", int),
     "MEDIATABLE_MIN_TRANSFER_RATE": ("min_transfer_rate", parse_size),
     "MEDIATABLE_ALLOWED_SCHEMES": ("allowed_schemes", _parse_names),
     "MEDIATABLE_ALLOW_PRIVATE_ADDRESSES": ("allow_private_addresses", _parse_bool),
@@ -318,6 +328,8 @@ _FILE_PARSERS: dict[str, Any] = {
     "block_size": parse_size,
     "min_ranged_size": parse_size,
     "output_media_dest": str,
+    "executor": str,
+    "ray_workers": int,
     "min_transfer_rate": parse_size,
     "allowed_schemes": _parse_names,
     "allow_private_addresses": _parse_bool,
@@ -410,13 +422,30 @@ def load_settings(
         raise ConfigError(f"image_format must be 'jpeg', 'webp' or 'png', not {values['image_format']!r}")
     if not 1 <= int(values.get("image_quality", 90)) <= 100:
         raise ConfigError(f"image_quality must be from 1 to 100, not {values['image_quality']}")
-    for positive in ("max_concurrent_downloads", "compute_workers", "block_size"):
+    check_executor(values.get("executor", "local"))
+    for positive in ("max_concurrent_downloads", "compute_workers", "block_size", "ray_workers"):
         if positive in values and int(values[positive]) < 1:
             raise ConfigError(f"{positive} must be at least 1, not {values[positive]}")
     for duration in ("connect_timeout", "request_timeout"):
         if duration in values and not float(values[duration]) > 0:
             raise ConfigError(f"{duration} must be more than 0 seconds, not {values[duration]}")
     return Settings(**values)
+
+
+def check_executor(value: str) -> str:
+    """`value` if it names an executor: `local`, `ray` or `ray://host:port`.
+
+    Examples:
+        >>> check_executor("ray://10.0.0.5:10001")
+        'ray://10.0.0.5:10001'
+        >>> check_executor("spark")
+        Traceback (most recent call last):
+        ...
+        mediatable.errors.ConfigError: executor must be 'local', 'ray' or 'ray://host:port', not 'spark'
+    """
+    if value in ("local", "ray") or re.fullmatch(r"ray://[^/\s:]+:[0-9]+", value):
+        return value
+    raise ConfigError(f"executor must be 'local', 'ray' or 'ray://host:port', not {value!r}")
 
 
 def _convert(field: str, raw: Any, parser: Any, source: str) -> Any:

@@ -6,8 +6,9 @@ These functions take a :class:`~mediatable.session.Session` and a table's
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -74,6 +75,66 @@ def compute(
     pipeline.run(rows, targets(meta, columns, on_error, session.media_store.encoding))
 
 
+class Executor(Protocol):
+    """Where computed values are evaluated: :class:`LocalExecutor` here, or a cluster (`exec.executors`)."""
+
+    def fill(
+        self,
+        session: Session,
+        meta: TableMeta,
+        rows: list[dict[str, Any]],
+        columns: Sequence[Column],
+        on_error: str | None,
+        desc: str,
+    ) -> contextlib.AbstractContextManager[None]:
+        """Compute `columns` for stored `rows` (dicts with `_rowid`) in place on entering; the caller
+        stores them inside the block. Rows deleted meanwhile may be removed from `rows`."""
+        ...
+
+    def compute(
+        self,
+        session: Session,
+        meta: TableMeta,
+        lease: Any,
+        rows: list[dict[str, Any]],
+        columns: Sequence[Column],
+        on_error: str | None,
+    ) -> None:
+        """Compute `columns` for rows about to be inserted, in place (values or CellErrors)."""
+        ...
+
+
+class LocalExecutor:
+    """Computes in this process, on the pipeline's threads and worker processes (the default executor)."""
+
+    @contextlib.contextmanager
+    def fill(
+        self,
+        session: Session,
+        meta: TableMeta,
+        rows: list[dict[str, Any]],
+        columns: Sequence[Column],
+        on_error: str | None,
+        desc: str,
+    ) -> Iterator[None]:
+        compute_with_bar(session, meta, rows, columns, on_error, desc)
+        yield
+
+    def compute(
+        self,
+        session: Session,
+        meta: TableMeta,
+        lease: Any,
+        rows: list[dict[str, Any]],
+        columns: Sequence[Column],
+        on_error: str | None,
+    ) -> None:
+        compute(session, meta, lease, rows, columns, on_error)
+
+
+LOCAL = LocalExecutor()
+
+
 def fill(
     session: Session,
     meta: TableMeta,
@@ -83,8 +144,9 @@ def fill(
     desc: str,
     rowids: Iterable[int] | None = None,
     errors_only: bool = False,
+    executor: Executor = LOCAL,
 ) -> UpdateStatus:
-    """Compute `columns` again for stored rows and write them back, as one new version.
+    """Compute `columns` again for stored rows (on `executor`) and write them back, as one new version.
 
     Rows: all, or those in `rowids`; with `errors_only`, only those where one of `columns` holds an error.
     Values are computed before the change starts; if another process changes the schema meanwhile,
@@ -96,9 +158,8 @@ def fill(
     status = count(UpdateStatus(operation="updated"), [], columns, meta.path)
     if not rows:
         return status
-    compute_with_bar(session, meta, rows, columns, on_error, desc)
     summary = f"recomputed {', '.join(c.name for c in columns)}"
-    with session.catalog.change(
+    with executor.fill(session, meta, rows, columns, on_error, desc), session.catalog.change(
         meta, "recompute", summary=summary, expect_schema_version=meta.family_schema_version
     ) as change:
         TableSql(change.meta).update(change.conn, rows, columns, change.version)
@@ -107,9 +168,9 @@ def fill(
 
 
 def add_computed(
-    session: Session, meta: TableMeta, column: Column, if_exists: str, desc: str
+    session: Session, meta: TableMeta, column: Column, if_exists: str, desc: str, executor: Executor = LOCAL
 ) -> tuple[TableMeta, UpdateStatus]:
-    """Add computed `column` to `meta` and fill it for every row, as one new version.
+    """Add computed `column` to `meta` and fill it for every row (on `executor`), as one new version.
 
     The values are computed first, then the column and its values are stored in one transaction
     (with rows inserted meanwhile computed there too): an abort, a crash or a kill leaves the table
@@ -121,9 +182,8 @@ def add_computed(
         ComputeError: `on_error='abort'` and a value failed.
     """
     rows = read_inputs(session, meta, [column])
-    compute_with_bar(session, meta, rows, [column], None, desc)
     summary = f"added computed column {column.name}"
-    with session.catalog.change(
+    with executor.fill(session, meta, rows, [column], None, desc), session.catalog.change(
         meta, "add_column", summary=summary, schema_change=True, expect_schema_version=meta.family_schema_version
     ) as change:
         stored = change.add_column(column, if_exists=if_exists)

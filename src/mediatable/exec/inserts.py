@@ -65,11 +65,11 @@ class _Batch:
         if meta.media_validation == "on_write":
             self.failures = validation.unreachable(session, meta, self.rows, self.first)
 
-    def compute(self, session: Session, lease: Any, on_error: str | None) -> None:
+    def compute(self, session: Session, lease: Any, on_error: str | None, executor: compute.Executor) -> None:
         if self.failures and on_error == "abort":
             raise DataError(f"media cannot be read: {next(iter(self.failures.values()))[0]}")
         self.rows = [r for i, r in enumerate(self.rows, start=self.first) if i not in self.failures]
-        compute.compute(session, self.meta, lease, self.rows, compute.computed_columns(self.meta), on_error)
+        executor.compute(session, self.meta, lease, self.rows, compute.computed_columns(self.meta), on_error)
 
 
 def insert(
@@ -80,8 +80,12 @@ def insert(
     on_error: str | None,
     on_conflict: str,
     progress: Any,
+    executor: compute.Executor = compute.LOCAL,
 ) -> UpdateStatus:
-    """Insert every batch of input records into `meta`'s table as one change; returns the status."""
+    """Insert every batch of input records into `meta`'s table as one change; returns the status.
+
+    The table's computed columns are computed on `executor`; views' rows and columns here.
+    """
     status = UpdateStatus(operation="inserted")
     errors: list[str] = []
     seen = inserted = updated = 0
@@ -90,13 +94,13 @@ def insert(
         view_metas: list[TableMeta] = []
         for records in batches:
             batch = _Batch(session, meta, records, seen)
-            batch.compute(session, lease, on_error)
+            batch.compute(session, lease, on_error, executor)
             if change is None:  # opened once the first batch is computed: a short insert locks briefly
                 change = stack.enter_context(session.catalog.change(meta, "insert"))
                 if change.meta.family_schema_version != meta.family_schema_version:  # changed meanwhile: compute anew
                     meta = change.meta
                     batch.prepare(session, meta)
-                    batch.compute(session, lease, on_error)
+                    batch.compute(session, lease, on_error, executor)
                 view_metas = session.catalog.views(meta, change.conn)
             to_insert, to_update, _ = keys.split(change.conn, meta, batch.rows, on_conflict, seen)
             rowids = TableSql(meta).insert(change.conn, to_insert, list(meta.own_columns.values()), change.version)

@@ -11,6 +11,7 @@ from mediatable.catalog.catalog import check_choice
 from mediatable.catalog.model import BuiltExpr, Column
 from mediatable.errors import AlreadyExists, ColumnNotFound, ExprError, InvalidArgument
 from mediatable.exec import compute
+from mediatable.exec.executors import executor_for
 from mediatable.exec.status import UpdateStatus, plural
 from mediatable.exprs import ColumnRef, Expr, as_expr, serialize
 from mediatable.io.destinations import parse_destination, probe
@@ -29,6 +30,7 @@ class ComputedColumns(TableBase):
         destination: str | None = None,
         image_format: str | None = None,
         image_quality: int | None = None,
+        executor: str | None = None,
         quiet: bool = False,
         **named: Any,
     ) -> UpdateStatus:
@@ -47,6 +49,8 @@ class ComputedColumns(TableBase):
                 (default: the `image_format` setting, 'jpeg'; images with alpha are PNG under 'jpeg').
             image_quality: for Image columns, the JPEG/WebP quality 1-100 (default: the `image_quality`
                 setting, 90).
+            executor: where the values are computed: 'local' (this process), 'ray' or 'ray://host:port'
+                (a Ray cluster, `pip install 'mediatable[ray]'`); default: the `executor` setting, 'local'.
             quiet: do not print the per-column summary lines.
             **named: `name=expression` pairs, e.g. `width=t.image.width`.
 
@@ -85,6 +89,7 @@ class ComputedColumns(TableBase):
                     f"image_format and image_quality apply to Image columns; {name!r} is {expr.col_type!r}"
                 )
         destinations = self._destinations(exprs, destination)
+        runner = executor_for(self._session, executor)
         total = UpdateStatus(operation="updated")
         for name, expr in exprs.items():
             schema.check_name(name, "column")
@@ -111,6 +116,7 @@ class ComputedColumns(TableBase):
                 column,
                 if_exists="replace" if if_exists == "replace" else "error",
                 desc=f"Computing `{name}`",
+                executor=runner,
             )
             self._set_meta(meta)
             if not quiet:
@@ -150,12 +156,15 @@ class ComputedColumns(TableBase):
                 raise ExprError(f"{node!r} belongs to another table than {self.path!r}")
         serialize.to_dict(expr)  # fails early if it cannot be stored
 
-    def recompute_columns(self, *names: str, errors_only: bool = False, quiet: bool = False) -> UpdateStatus:
+    def recompute_columns(
+        self, *names: str, errors_only: bool = False, executor: str | None = None, quiet: bool = False
+    ) -> UpdateStatus:
         """Compute the named computed columns again (and the columns that depend on them).
 
         Args:
             *names: computed column names.
             errors_only: only rows where one of them currently holds an error.
+            executor: 'local', 'ray' or 'ray://host:port' (see :meth:`add_computed_column`).
             quiet: do not print the summary line.
 
         Examples:
@@ -179,7 +188,13 @@ class ComputedColumns(TableBase):
             chosen.add(name)
         columns = compute.dependents_of(self._meta, chosen, include=True)
         status = compute.fill(
-            self._session, self._meta, columns, on_error=None, desc="Recomputing", errors_only=errors_only
+            self._session,
+            self._meta,
+            columns,
+            on_error=None,
+            desc="Recomputing",
+            errors_only=errors_only,
+            executor=executor_for(self._session, executor),
         )
         if not quiet:
             print(f"Recomputed {plural(status.num_computed_values, 'value')} with {plural(status.num_excs, 'error')}.")

@@ -12,6 +12,7 @@ import pyarrow as pa
 from mediatable.catalog.catalog import check_choice
 from mediatable.errors import InvalidArgument
 from mediatable.exec import inserts, keys
+from mediatable.exec.executors import executor_for
 from mediatable.exec.status import UpdateStatus, plural, progress_bar
 from mediatable.importers import BATCH_SIZE, RowSource
 from mediatable.table.base import ON_ERROR, TableBase
@@ -27,6 +28,7 @@ class Inserts(TableBase):
         *,
         on_error: str | None = None,
         on_conflict: str = "error",
+        executor: str | None = None,
         quiet: bool = False,
         **values: Any,
     ) -> UpdateStatus:
@@ -45,6 +47,8 @@ class Inserts(TableBase):
             on_conflict: for tables with a primary key, a row whose key is stored already:
                 'error' (default: nothing of the call is inserted), 'ignore' (the row is skipped) or
                 'update' (the stored row takes the row's values; its computed columns recompute).
+            executor: where the table's computed columns are computed: 'local', 'ray' or
+                'ray://host:port' (default: the `executor` setting, 'local'); views compute locally.
             quiet: do not print the summary line.
             **values: a single row given as keyword arguments (`t.insert(image='a.jpg', label='cat')`).
 
@@ -87,6 +91,7 @@ class Inserts(TableBase):
                 raise InvalidArgument("insert() needs rows (a list of dicts, a DataFrame or a file) or keyword values")
             rows = [values]
         session = self._session
+        runner = executor_for(session, executor)
         meta = self._current_meta()  # the catalog's schema, not this handle's: others may have changed it
         column_types = {name: c.col_type for name, c in meta.own_columns.items()}
         source = rows if isinstance(rows, RowSource) else RowSource(rows)
@@ -94,7 +99,13 @@ class Inserts(TableBase):
         bar = progress_bar(session.settings, f"Inserting rows into `{meta.name}`", total=None)
         try:
             status = inserts.insert(
-                session, meta, batches, on_error=on_error, on_conflict=on_conflict, progress=bar.update
+                session,
+                meta,
+                batches,
+                on_error=on_error,
+                on_conflict=on_conflict,
+                progress=bar.update,
+                executor=runner,
             )
         finally:
             bar.close()

@@ -1,0 +1,127 @@
+"""A real Ray head on 127.0.0.1 for the whole test session (`ray start --head --block`).
+
+Started once (about half a minute here, ~520 MB of fixed processes) and shared by every Ray test.
+Its processes run in their own process group, which is ended at teardown. Ray workers get this
+checkout's `src` and `tests` on PYTHONPATH (they import mediatable and the tests' UDFs), and the
+variables that keep Ray offline (`RAY_USAGE_STATS_ENABLED=0`, `RAY_AUTH_MODE=disabled`); the driver
+side gets the same two variables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from servers.cloud import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+_START_TIMEOUT = 180.0
+CPUS = 2
+
+
+@dataclasses.dataclass
+class RayHead:
+    """A running Ray head.
+
+    Attributes:
+        address: the GCS address `127.0.0.1:<port>` (what `RAY_ADDRESS` takes for `executor='ray'`).
+        cpus: CPUs the head offers (= Ray workers that run at once).
+        pythonpath: what the head's workers have on PYTHONPATH (drivers started by tests use it too).
+    """
+
+    address: str
+    cpus: int
+    pythonpath: str
+    process: subprocess.Popen[bytes] = dataclasses.field(repr=False)
+    log_path: Path = dataclasses.field(repr=False)
+
+    def driver_env(self) -> dict[str, str]:
+        """The environment of a driver process a test starts: this one plus Ray's offline variables."""
+        return {**os.environ, **RAY_ENV, "PYTHONPATH": self.pythonpath, "RAY_ADDRESS": self.address}
+
+
+@pytest.fixture
+def ray_address(ray_head: RayHead, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`RAY_ADDRESS` set to the session's head: `executor='ray'` connects to it. Returns `'ray'`."""
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    return "ray"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    """A Ray head with :data:`CPUS` CPUs on 127.0.0.1, stopped (its whole process group) at the end."""
+    ray_bin = Path(sys.executable).parent / "ray"
+    if not ray_bin.exists():
+        pytest.fail(f"ray not found next to {sys.executable}: pip install 'mediatable[ray]'", pytrace=False)
+    temp = Path(tempfile.mkdtemp(prefix="mtray-"))  # short: Ray's socket paths live below it
+    port = free_port()
+    pythonpath = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])
+    cleared = ("AWS_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR", "MEDIATABLE_", "OPENAI_", "RAY_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(cleared)}
+    env.update(RAY_ENV, PYTHONPATH=pythonpath)
+    argv = [
+        str(ray_bin),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        f"--num-cpus={CPUS}",
+        "--object-store-memory=200000000",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={temp}",
+    ]
+    log_path = temp / "head.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+    head = RayHead(f"127.0.0.1:{port}", CPUS, pythonpath, process, log_path)
+    saved = {name: os.environ.get(name) for name in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    try:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Ray head did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
+            time.sleep(0.2)
+        yield head
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _stop(process)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """End the head's process group: SIGTERM, a grace period, then SIGKILL for what is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
