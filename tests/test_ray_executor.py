@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import mediagen
 import mediatable as mt
-from servers.http import FaultServer
-from servers.ray_cluster import RayHead
 
 
 @mt.udf

@@ -3,8 +3,8 @@
 Lifecycle: `mt.init()` builds a :class:`Session` (settings, catalog engine, file cache, object
 stores, media store) and makes it the current one; later calls of the module-level API use it.
 `mt.init()` again replaces it (closing the old one). Layers above add what they build on first use
-(`exec` its worker processes, the Ray executor its actors) through :meth:`Session.resource`; closing the session closes those
-first. Nothing else is global. The session knows
+(`exec` its worker processes, the Ray executor its actors) through :meth:`Session.resource`; closing
+the session closes those first. Nothing else is global. The session knows
 nothing of tables as users see them: :mod:`mediatable.table` builds handles over it.
 """
 

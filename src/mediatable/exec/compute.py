@@ -159,9 +159,12 @@ def fill(
     if not rows:
         return status
     summary = f"recomputed {', '.join(c.name for c in columns)}"
-    with executor.fill(session, meta, rows, columns, on_error, desc), session.catalog.change(
-        meta, "recompute", summary=summary, expect_schema_version=meta.family_schema_version
-    ) as change:
+    with (
+        executor.fill(session, meta, rows, columns, on_error, desc),
+        session.catalog.change(
+            meta, "recompute", summary=summary, expect_schema_version=meta.family_schema_version
+        ) as change,
+    ):
         TableSql(change.meta).update(change.conn, rows, columns, change.version)
         versions.note_rows(change.conn, meta.root_id, change.version, updated=len(rows))
     return count(status, rows, columns, meta.path)
@@ -183,9 +186,12 @@ def add_computed(
     """
     rows = read_inputs(session, meta, [column])
     summary = f"added computed column {column.name}"
-    with executor.fill(session, meta, rows, [column], None, desc), session.catalog.change(
-        meta, "add_column", summary=summary, schema_change=True, expect_schema_version=meta.family_schema_version
-    ) as change:
+    with (
+        executor.fill(session, meta, rows, [column], None, desc),
+        session.catalog.change(
+            meta, "add_column", summary=summary, schema_change=True, expect_schema_version=meta.family_schema_version
+        ) as change,
+    ):
         stored = change.add_column(column, if_exists=if_exists)
         done = {row[ROWID] for row in rows}
         sql = TableSql(change.meta)

@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mediatable import types as ts
-from mediatable.exec.executors.jobs import Job
 from mediatable.catalog.model import V_MIN
+from mediatable.exec.executors.jobs import Job
 from mediatable.exec.rows import ROWID
 from mediatable.exprs import CellError
 
@@ -54,7 +54,8 @@ class Staging:
         >>> stage = Staging(job)
         >>> stage.open(engine)
         >>> with engine.begin() as conn:
-        ...     stage.write(conn, [{"_rowid": 1, "_v_min": 4, "w": 7}, {"_rowid": 2, "_v_min": 4, "w": CellError("E", "bad")}])
+        ...     failed = CellError("E", "bad")
+        ...     stage.write(conn, [{"_rowid": 1, "_v_min": 4, "w": 7}, {"_rowid": 2, "_v_min": 4, "w": failed}])
         ...     stage.write(conn, [{"_rowid": 1, "_v_min": 4, "w": 8}])  # staged from that row version: skipped
         ...     stage.write(conn, [{"_rowid": 2, "_v_min": 5, "w": 9}])  # the row changed since: staged anew
         2
