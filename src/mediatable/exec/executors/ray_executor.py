@@ -216,7 +216,7 @@ class RayExecutor:
     ) -> Iterator[None]:
         preflight(rows, [(c.name, c.computed.get()) for c in columns])
         job = Job.of(meta, columns, on_error)
-        self._check_media(job)
+        self._check_cluster(session, job)
         stage = Staging(job)
         stage.open(session.engine)
         try:
@@ -276,7 +276,7 @@ class RayExecutor:
         if not rows or not columns:
             return
         job = Job.of(meta, columns, on_error)
-        self._check_media(job)
+        self._check_cluster(session, job)
 
         def finished(positions: list[int], values: list[list[Any]]) -> None:
             for position, row_values in zip(positions, values, strict=True):
@@ -292,14 +292,25 @@ class RayExecutor:
             ),
         )
 
-    def _check_media(self, job: Job) -> None:
-        """Generated media needs a destination all nodes share once the cluster has several nodes."""
+    def _check_cluster(self, session: Session, job: Job) -> None:
+        """Once the cluster has several nodes, the catalog and generated media must be where all nodes reach them.
+
+        Raises:
+            ConfigError: a SQLite catalog (a file on this machine), or a media column without a destination.
+        """
         local = [spec.name for spec in job.columns if _is_media(spec.col_type) and spec.destination is None]
-        if local and self.cluster.nodes() > 1:
+        sqlite = session.engine.dialect.name == "sqlite"
+        if not (local or sqlite) or self.cluster.nodes() < 2:
+            return
+        if sqlite:
             raise ConfigError(
-                f"column {local[0]!r} generates media, which Ray workers on other nodes would write to their own "
-                f"disks: give it a destination= (a bucket) or set output_media_dest"
+                "the catalog is an SQLite file on this machine, which Ray workers on other nodes cannot reach: "
+                "use a PostgreSQL catalog (MEDIATABLE_DB_URL=postgresql+psycopg://...)"
             )
+        raise ConfigError(
+            f"column {local[0]!r} generates media, which Ray workers on other nodes would write to their own "
+            f"disks: give it a destination= (a bucket) or set output_media_dest"
+        )
 
 
 def _is_media(col_type: dict[str, Any]) -> bool:
