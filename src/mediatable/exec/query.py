@@ -10,6 +10,7 @@ which needs every matching row's inputs, never their media). Failed values follo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -195,9 +196,18 @@ def matching_rows(session: Session, spec: QuerySpec, on_error: str = "abort") ->
 
 
 def run_batches(
-    session: Session, spec: QuerySpec, *, batch_size: int = BATCH_SIZE, on_error: str = "abort", quiet: bool = False
+    session: Session,
+    spec: QuerySpec,
+    *,
+    batch_size: int = BATCH_SIZE,
+    on_error: str = "abort",
+    quiet: bool = False,
+    lease: Any | None = None,
 ) -> Iterator[list[list[Any]]]:
     """The query's output rows (lists of values, media as :class:`MediaCell`), `batch_size` rows at a time.
+
+    Media files are fetched through `lease`, which the caller keeps open as long as it hands out
+    their paths (a result keeps its own); without one, through a lease closed when the rows end.
 
     A failed value is its :class:`~mediatable.exprs.CellError` (results give users None and show
     the error): stored errors always, errors of this run with `on_error='ignore'`, which also
@@ -222,7 +232,7 @@ def run_batches(
         Target(name=f"__out{i}", expr=_readable(expr), col_type=expr.col_type, save_media=False)
         for i, (_, expr) in enumerate(outputs)
     ]
-    with session.cache_lease() as lease:
+    with contextlib.nullcontext(lease) if lease is not None else session.cache_lease() as lease:
         pipeline = Pipeline(
             lease,
             session.media_store,

@@ -155,16 +155,24 @@ class Query:
 
         Returns:
             A :class:`ResultSet`. Image cells are PIL images opened lazily from the file cache;
-            Video/Audio/Document cells are local file paths.
+            Video/Audio/Document cells are local file paths, valid while the result lives (it keeps
+            its files pinned in the cache until it is garbage-collected or the session closes).
 
         Raises:
             ComputeError: a value computed by the query failed (with `on_error='abort'`).
         """
         check_choice("on_error", on_error, ON_ERROR)
         names, types = self._output_names_and_types()
-        batches = run.run_batches(self._session, self._spec, on_error=on_error, quiet=quiet)
-        rows = [row for batch in batches for row in batch]
-        return ResultSet(names, types, rows, self._fallible())
+        # Media cells are paths into the file cache: the result holds their lease for as long as it lives.
+        lease = self._session.cache.lease() if any(t.is_media for t in types) else None
+        try:
+            batches = run.run_batches(self._session, self._spec, on_error=on_error, quiet=quiet, lease=lease)
+            rows = [row for batch in batches for row in batch]
+        except BaseException:
+            if lease is not None:
+                lease.close()
+            raise
+        return ResultSet(names, types, rows, self._fallible(), lease=lease)
 
     def iter_batches(self, batch_size: int = 1000, *, on_error: str = "abort") -> Iterator[ResultSet]:
         """Stream the result, `batch_size` rows at a time; memory is bounded by the batch.

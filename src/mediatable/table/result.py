@@ -8,8 +8,9 @@ why), while the text and HTML displays show the error's type and message.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import PIL.Image
@@ -22,6 +23,10 @@ from mediatable.io.urls import is_url_like, redact_url
 from mediatable.table import convert, display
 
 _SHOWN = 20
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class ResultSet:
@@ -41,8 +46,13 @@ class ResultSet:
         col_types: list[ts.ColumnType],
         rows: Sequence[Sequence[Any]],
         fallible: Sequence[bool] | None = None,
+        lease: Closable | None = None,
     ) -> None:
-        """`fallible[i]`: column `i` may hold failed cells (CellErrors); default: every column may."""
+        """`fallible[i]`: column `i` may hold failed cells (CellErrors); default: every column may.
+        `lease`: the file-cache lease that keeps the media files of the rows; closed when the result is
+        garbage-collected (or its session closes)."""
+        if lease is not None:
+            weakref.finalize(self, lease.close)
         self.columns = columns
         self.col_types = col_types
         self._rows = rows
