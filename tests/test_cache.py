@@ -1,4 +1,4 @@
-"""io/cache/ (FileCache, Lease) and the `mediatable cache` CLI, against real local servers.
+"""io/cache/ (FileCache, Lease) against real local servers (the CLI: test_cache_cli.py).
 
 Every download goes to the fault-injecting HTTP server (tests/servers/http.py), which counts the
 requests it sees; cross-process behaviour runs real processes (multiprocessing 'spawn').
@@ -11,8 +11,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from mediatable.cli import main
 from mediatable.config import Settings, load_settings
 from mediatable.errors import CacheError, MediaError, MediaFetchError, MediaNotFound
 from mediatable.exec.status import TransferBars
@@ -581,36 +578,3 @@ def test_s3_objects_through_moto(s3_server: S3Server, monkeypatch: pytest.Monkey
         assert list(lease.get_many(list(objects))) == results[:-1]
         assert file_cache.info().misses == 11
         assert _check_consistent(file_cache.directory) == 10
-
-
-# -- CLI ------------------------------------------------------------------------------------
-
-
-def test_cli_info_prune_clear(http_server: FaultServer, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    objects = _put_many(http_server, "cli", 4, 10 * KB)
-    with FileCache(_settings(home)) as file_cache, file_cache.lease() as lease:
-        for url in objects:
-            lease.get(url)
-    assert main(["cache", "info"]) == 0
-    out = capsys.readouterr().out
-    assert f"cache:      {home / 'file_cache'}" in out and "entries:    4" in out and "40.0 KiB" in out
-    assert main(["cache", "prune", "--max-size", "20KiB"]) == 0
-    assert "removed 2 files (20.0 KiB)" in capsys.readouterr().out
-    assert main(["cache", "clear"]) == 0
-    out = capsys.readouterr().out
-    assert "removed 2 files" in out and "entries:    0" in out
-    with pytest.raises(SystemExit) as usage:
-        main(["cache", "prune", "--max-size", "lots"])
-    assert usage.value.code == 2
-
-
-def test_cli_as_a_subprocess(home: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "mediatable.cli", "cache", "info"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "MEDIATABLE_HOME": str(home)},
-    )
-    assert done.returncode == 0, done.stderr
-    assert f"cache:      {home / 'file_cache'}" in done.stdout and "entries:    0" in done.stdout
