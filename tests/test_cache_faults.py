@@ -7,6 +7,7 @@ Each test here failed before the fix it covers.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
@@ -14,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pytest
 
 from mediatable.cli import main
 from mediatable.config import Settings, load_settings
-from mediatable.errors import MediaFetchTimeout
+from mediatable.errors import CacheError, MediaFetchTimeout
 from mediatable.io.cache import FileCache
 from mediatable.io.cache.index import CacheIndex
 from mediatable.io.cache.locks import EntryLocks
@@ -448,3 +450,45 @@ def test_metadata_and_disallowed_urls_are_refused_without_a_request(http_server:
         with pytest.raises(MediaAccessDenied, match="scheme"):
             lease.get(str(tmp_path / "local.jpg"))
     assert http_server.count() == 0
+
+
+# -- close() while other threads open leases; per-lease memories stay bounded ---------------------
+def test_close_racing_new_leases_leaves_none_open(http_server: FaultServer, tmp_path: Path) -> None:
+    url = http_server.put("race/a.jpg", os.urandom(4 * KB))
+    for _ in range(5):
+        cache = FileCache(_settings(tmp_path))
+        opened: list = []
+        refused = threading.Event()
+
+        def open_leases(cache: FileCache = cache, opened: list = opened, refused: threading.Event = refused) -> None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    lease = cache.lease()
+                except CacheError:
+                    refused.set()
+                    return
+                opened.append(lease)
+                with contextlib.suppress(CacheError):
+                    lease.get(url)
+
+        threads = [threading.Thread(target=open_leases) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        while len(opened) < 6:
+            time.sleep(0.001)
+        cache.close()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert refused.is_set() and not any(t.is_alive() for t in threads)
+        assert all(lease._holding.closed for lease in opened)  # every lease the cache handed out is closed
+        assert not list((tmp_path / "file_cache" / "leases").glob("*/*"))  # and left no private files
+
+
+def test_a_long_lease_remembers_a_bounded_number_of_urls(http_server: FaultServer, tmp_path: Path) -> None:
+    urls = [http_server.put(f"many/{i}.bin", b"x") for i in range(300)]
+    with FileCache(_settings(tmp_path)) as cache, cache.lease() as lease:
+        lease._holding._seen._limit = 100  # the default (100,000) scaled down for the test
+        for url in urls:
+            lease.get(url)
+        assert len(lease._holding._seen._members) == 100
