@@ -15,7 +15,7 @@ setup: $(STAMP) $(NODE_STAMP) pg-binaries browser
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,ai,ray]'
+	$(PY) -m pip install -q -e '.[dev,ai,ray,torch]'
 	touch $(STAMP)
 
 # Azurite (Azure Blob emulator) for the tests.

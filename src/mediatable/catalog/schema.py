@@ -51,7 +51,8 @@ tables = sa.Table(
     sa.Column("primary_key", sa.JSON, nullable=True),
     sa.Column("media_validation", sa.String(8), nullable=False, server_default="on_read"),
     # Ids are never reused (SQLite would reuse the highest after a drop): files named by a dropped
-    # table's id are deleted after its drop commits, and must not belong to a newer table by then.
+    # table's id are deleted after its drop commits, and must not belong to a newer table by then;
+    # a dataset's recipe (and its workers) must not read a table that replaced the one it was made from.
     sqlite_autoincrement=True,
 )
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from mediatable import types as ts
 from mediatable.catalog.catalog import read_only
 from mediatable.catalog.model import Column, TableMeta
+from mediatable.errors import ExprError
 from mediatable.exec import grouping, joins
 from mediatable.exec.failures import Failures
 from mediatable.exec.media_cells import MediaCell
@@ -228,10 +229,7 @@ def run_batches(
         yield from _sql_batches(session, spec, plan, outputs, batch_size)
         return
     failures = Failures(on_error, subject(spec))
-    targets = [
-        Target(name=f"__out{i}", expr=_readable(expr), col_type=expr.col_type, save_media=False)
-        for i, (_, expr) in enumerate(outputs)
-    ]
+    targets = output_targets(outputs)
     with contextlib.nullcontext(lease) if lease is not None else session.cache_lease() as lease:
         pipeline = Pipeline(
             lease,
@@ -352,10 +350,23 @@ def _grouped(session: Session, spec: QuerySpec, on_error: str, quiet: bool) -> l
     return out
 
 
-def _output_row(row: dict[str, Any], outputs: list[tuple[str, Expr]], failures: Failures) -> list[Any]:
-    """One output row; a failed value stays its CellError (results show it, and give None to users)."""
+def output_targets(outputs: Sequence[tuple[str, Expr]]) -> list[Target]:
+    """The pipeline targets computing a query's outputs (`__out0`, `__out1`, ...; read by :func:`output_values`)."""
+    return [
+        Target(name=f"__out{i}", expr=_readable(expr), col_type=expr.col_type, save_media=False)
+        for i, (_, expr) in enumerate(outputs)
+    ]
+
+
+def output_values(row: dict[str, Any], outputs: Sequence[tuple[str, Expr]]) -> list[Any]:
+    """A row's output values once the pipeline ran :func:`output_targets` over it.
+
+    Selected media columns become :class:`MediaCell` references (an image's header is read now);
+    a value that failed is its :class:`~mediatable.exprs.CellError` (a stored cell's own error when
+    a column is selected as is).
+    """
     values = []
-    for i, (name, expr) in enumerate(outputs):
+    for i, (_, expr) in enumerate(outputs):
         value = row[f"__out{i}"]
         if isinstance(expr, ColumnRef):
             stored = row.get(expr.column.name)
@@ -368,10 +379,47 @@ def _output_row(row: dict[str, Any], outputs: list[tuple[str, Expr]], failures: 
                     value = cell
                 except Exception as exc:
                     value = CellError.from_exception(exc)
-        if isinstance(value, CellError):
-            failures.failed(repr(name), row.get(ROWID), value)
         values.append(value)
     return values
+
+
+def _output_row(row: dict[str, Any], outputs: list[tuple[str, Expr]], failures: Failures) -> list[Any]:
+    """One output row; a failed value stays its CellError (results show it, and give None to users)."""
+    values = output_values(row, outputs)
+    for (name, _), value in zip(outputs, values, strict=True):
+        if isinstance(value, CellError):
+            failures.failed(repr(name), row.get(ROWID), value)
+    return values
+
+
+def matching_rowids(session: Session, spec: QuerySpec, on_error: str = "abort") -> Iterator[int]:
+    """The ids of the rows a query returns, in its order (filtered, sorted and limited), streamed.
+
+    Filters and sort keys that run in Python are computed here (fetching the media they read);
+    the outputs are not. With `on_error='ignore'`, rows whose filter fails are left out and a
+    summary line is printed.
+
+    Raises:
+        ExprError: the query combines rows (group_by, distinct, aggregates, a join): its results have no row ids.
+        ComputeError: a filter or sort key failed (with `on_error='abort'`).
+    """
+    if spec.grouped or spec.join is not None:
+        kind = "a join" if spec.join is not None else "a grouped query (group_by, distinct, aggregates)"
+        raise ExprError(f"{kind} has no row ids of one table; collect() it instead")
+    failures = Failures(on_error, subject(spec))
+    with session.cache_lease() as lease:
+        pipeline = Pipeline(
+            lease,
+            session.media_store,
+            session.settings.compute_workers,
+            presigner=session.presigner,
+            processes=worker_processes(session),
+        )
+        for batch in _row_batches(session, dataclasses.replace(spec, select=()), pipeline, failures, BATCH_SIZE):
+            for row in batch:
+                yield row[ROWID]
+    for line in failures.summary():
+        print(line)
 
 
 def _row_batches(

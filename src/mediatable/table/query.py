@@ -24,10 +24,11 @@ from mediatable.exec.query import OrderKey, QuerySpec
 from mediatable.exprs import BoolOp, ColumnRef, Expr, as_expr
 from mediatable.session import Session
 from mediatable.table.alias import TableAlias
+from mediatable.table.exporting import QueryExports
 from mediatable.table.result import ResultSet
 
 
-class Query:
+class Query(QueryExports):
     """A lazy query over one table or view. Each method returns a new query.
 
     Examples:

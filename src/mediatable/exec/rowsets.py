@@ -1,0 +1,76 @@
+"""Reading chosen rows by id, in a given order: what a training data loader's workers do with their share.
+
+A process that was handed a list of row ids (a snapshot of a query's result, dealt out to workers
+and ranks) reads those rows in batches: one SQL query per batch (`WHERE _rowid IN (...)`), then the
+query's outputs computed through the :class:`~mediatable.exec.pipeline.Pipeline`, which fetches
+every media file of the batch through the file cache at once (bounded concurrency), before the
+batch is handed over. Wrap the iterator in :func:`~mediatable.exec.ahead.ahead` to fetch the next
+batch while the current one is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from mediatable.catalog.catalog import read_only
+from mediatable.catalog.model import TableMeta
+from mediatable.exec.pipeline import Pipeline, preflight
+from mediatable.exec.query import output_targets, output_values, referenced_columns
+from mediatable.exec.rows import ROWID, TableSql
+from mediatable.exec.workers import worker_processes
+from mediatable.exprs import Expr
+from mediatable.session import Session
+
+RowValues = tuple[int, list[Any] | None]
+"""One row read by id: `(rowid, output values)`; the values are None when the row no longer exists."""
+
+
+def rows_by_id(
+    session: Session,
+    meta: TableMeta,
+    outputs: Sequence[tuple[str, Expr]],
+    rowids: Sequence[int],
+    batch_size: int = 64,
+) -> Iterator[list[RowValues]]:
+    """The outputs of the rows `rowids` of `meta`'s table, in the order given, `batch_size` rows at a time.
+
+    Values are as :func:`~mediatable.exec.query.output_values` gives them: media columns as
+    :class:`~mediatable.exec.media_cells.MediaCell` (the file is in the cache, pinned by this
+    iteration's lease until it moves on), failed values as :class:`~mediatable.exprs.CellError`.
+
+    Args:
+        session: the session of this process.
+        meta: the table or view.
+        outputs: (name, expression) pairs over `meta`'s columns.
+        rowids: the rows to read, in the order wanted (ids of `meta`'s own rows).
+        batch_size: rows per SQL query and per pipeline run (their media is fetched together).
+
+    Examples:
+        >>> import mediatable as mt, tempfile
+        >>> session = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> t = mt.create_table('nums', {'n': mt.Int})
+        Created table 'nums'.
+        >>> _ = t.insert([{'n': 10}, {'n': 20}, {'n': 30}], quiet=True)
+        >>> list(rows_by_id(session, t._meta, [('n', t.n), ('m', t.n + 1)], [3, 1, 7], batch_size=2))
+        [[(3, [30, 31]), (1, [10, 11])], [(7, None)]]
+    """
+    sql = TableSql(meta)
+    columns = referenced_columns([expr for _, expr in outputs], sql.columns)
+    targets = output_targets(outputs)
+    with session.cache_lease() as lease:
+        pipeline = Pipeline(
+            lease,
+            session.media_store,
+            session.settings.compute_workers,
+            presigner=session.presigner,
+            processes=worker_processes(session),
+        )
+        for start in range(0, len(rowids), batch_size):
+            wanted = [int(rowid) for rowid in rowids[start : start + batch_size]]
+            with read_only(session.engine) as conn:
+                found = {row[ROWID]: row for row in sql.read(conn, columns, rowids=wanted)}
+            rows = list(found.values())
+            preflight(rows, outputs)
+            pipeline.run(rows, targets)
+            yield [(rowid, output_values(found[rowid], outputs) if rowid in found else None) for rowid in wanted]
