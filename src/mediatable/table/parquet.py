@@ -32,6 +32,7 @@ from mediatable.catalog.catalog import check_choice
 from mediatable.errors import DataError, InvalidArgument
 from mediatable.exec.media_cells import MediaCell
 from mediatable.exec.status import plural
+from mediatable.exprs import CellError
 from mediatable.io.cache.info import human_size
 from mediatable.io.urls import MediaUrl, parse_url, redact_url
 from mediatable.session import Session
@@ -199,7 +200,7 @@ def _table(
 ) -> pa.Table:
     arrays = []
     for i, (name, col_type) in enumerate(zip(names, col_types, strict=True)):
-        values = [row[i] for row in rows]
+        values = [None if isinstance(row[i], CellError) else row[i] for row in rows]  # failed: null (on_error='ignore')
         try:
             if col_type.is_media and media == "bytes":
                 arrays.append(pa.array([_media_bytes(v, name) for v in values], type=pa.binary()))
