@@ -336,3 +336,41 @@ def test_processes_share_a_postgres_catalog_with_ray_as_the_configured_executor(
     assert len(rows) == 100 + 5 * batches and batches > 0
     assert all(r["sq"] == expected_square(r["n"]) for r in rows)  # rows inserted during the fill too
     assert staged_jobs(session.engine) == []
+
+
+def test_the_local_executor_needs_no_ray_and_a_missing_ray_is_a_clear_error(clean_env: Path, tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules['ray'] = None  # as if Ray were not installed: importing it fails
+        import mediatable as mt
+        mt.init(home={str(tmp_path / "home")!r}, quiet=True)
+        t = mt.create_table('nums', {{'n': mt.Int}})
+        t.insert([{{'n': 1}}], quiet=True)
+        t.add_computed_column(m=t.n + 1, quiet=True)  # the default executor: local
+        print(t.select(t.m).collect()['m'])
+        try:
+            t.add_computed_column(k=t.n + 2, executor='ray', quiet=True)
+        except mt.MissingDependency as exc:
+            print(exc)
+        print(t.columns)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    lines = out.stdout.splitlines()[1:]  # after "Created table 'nums'."
+    assert lines[0] == "[2]"
+    assert lines[1].startswith("executor='ray' needs Ray: pip install 'mediatable[ray]'")
+    assert lines[2] == "['n', 'm']"
+
+
+def test_executor_setting_is_checked(clean_env: Path) -> None:
+    with pytest.raises(mt.ConfigError, match="executor must be 'local', 'ray' or 'ray://host:port', not 'spark'"):
+        mt.init(home=clean_env, quiet=True, executor="spark")
+    clean_env.mkdir()
+    (clean_env / "config.toml").write_text('executor = "ray://10.0.0.5:10001"\nray_workers = 3\n')
+    settings = mt.init(home=clean_env, quiet=True).settings
+    assert (settings.executor, settings.ray_workers) == ("ray://10.0.0.5:10001", 3)
+    t = mt.create_table("nums", {"n": mt.Int})
+    with pytest.raises(mt.ConfigError, match="not 'ray:/nowhere'"):
+        t.add_computed_column(m=t.n + 1, executor="ray:/nowhere")
+    assert t.columns == ["n"]
