@@ -24,7 +24,6 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -32,6 +31,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray
 from cold_warm import remote_images
+from compute import load, timed
 
 import mediatable as mt
 
@@ -49,17 +49,6 @@ def _spin(seconds: float) -> int:
 @mt.udf
 def python_20ms(n: int) -> int:
     return _spin(SPIN_SECONDS) * 0 + n
-
-
-def timed(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        run()
-    return time.perf_counter() - start
-
-
-def load() -> str:
-    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def session(home: Path, **settings: object) -> mt.Session:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from mediatable.demo.servers import scoped_env
 from servers.cloud import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,21 +98,15 @@ def ray_head() -> Iterator[RayHead]:
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
     head = RayHead(f"127.0.0.1:{port}", CPUS, pythonpath, process, log_path)
-    saved = {name: os.environ.get(name) for name in RAY_ENV}
-    os.environ.update(RAY_ENV)
     try:
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not _listening(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the Ray head did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.2)
-        yield head
+        with scoped_env(RAY_ENV):  # the driver side of every Ray test
+            deadline = time.monotonic() + _START_TIMEOUT
+            while not _listening(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the Ray head did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
+                time.sleep(0.2)
+            yield head
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         _stop(process)
         shutil.rmtree(temp, ignore_errors=True)
 

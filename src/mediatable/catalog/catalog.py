@@ -482,7 +482,7 @@ class Catalog(PathOps):
         visible = meta.columns
         for column in own.values():
             if column.computed_spec is not None:
-                column.computed = _LazyExpr(column.computed_spec, visible)
+                column.computed = LazyExpr(column.computed_spec, visible)
         return meta
 
     def schema_version(self, meta: TableMeta) -> tuple[int, ...]:
@@ -519,7 +519,7 @@ class Catalog(PathOps):
             conn.execute(versions.insert().values(table_id=table_id, version=stamp))
 
 
-class _LazyExpr:
+class LazyExpr:
     """A stored expression, rebuilt on first use (so loading a table never imports user code eagerly)."""
 
     def __init__(self, spec: dict[str, Any], columns: Mapping[str, Column]) -> None:

@@ -17,10 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mediatable import types as ts
-from mediatable.catalog.catalog import Catalog
+from mediatable.catalog.catalog import Catalog, LazyExpr
 from mediatable.catalog.model import Column, TableMeta
-from mediatable.errors import CatalogError, ColumnNotFound, ConcurrentChange
-from mediatable.exprs import Expr, serialize
+from mediatable.errors import CatalogError, ConcurrentChange
 
 MAX_RANGE_ROWS = 1000  # rows per range at most: a worker writes one range in one transaction
 RANGES_PER_WORKER = 4  # ranges per worker at least, so a slow or lost worker costs a small share
@@ -50,7 +49,7 @@ class ColumnSpec:
             table_name=meta.path,
             owner_id=meta.id,
             position=0,
-            computed=_Stored(self.computed, visible),
+            computed=LazyExpr(self.computed, visible),
             computed_spec=self.computed,
             on_error=self.on_error,
             destination=self.destination,
@@ -125,22 +124,3 @@ def partition(rowids: Sequence[int], workers: int) -> list[list[int]]:
         return []
     size = max(1, min(MAX_RANGE_ROWS, math.ceil(len(rowids) / (max(1, workers) * RANGES_PER_WORKER))))
     return [list(rowids[i : i + size]) for i in range(0, len(rowids), size)]
-
-
-class _Stored:
-    """A stored expression rebuilt on first use against the given columns (what `Column.computed` holds)."""
-
-    def __init__(self, spec: dict[str, Any], columns: Mapping[str, Column]) -> None:
-        self.spec = spec
-        self.columns = columns
-        self._expr: Expr | None = None
-
-    def get(self) -> Expr:
-        if self._expr is None:
-            self._expr = serialize.from_dict(self.spec, self._resolve)
-        return self._expr
-
-    def _resolve(self, name: str) -> Column:
-        if name not in self.columns:
-            raise ColumnNotFound(f"stored expression refers to missing column {name!r}")
-        return self.columns[name]
