@@ -5,7 +5,8 @@ with the actors started before timing (each session computes a small column on R
 
 - udf: a pure-Python UDF of ~20 ms CPU per row over 2,000 rows (`--rows`),
   `add_computed_column(executor='ray')` with `ray_workers=1` against `ray_workers=2`, median of
-  `--repeats`. Target >= 1.6x on 2 cores.
+  `--repeats`. Target >= 1.6x on 2 cores. Baseline in the same run: the same function over the same
+  rows in a bare `multiprocessing` pool of 1 and of 2 processes (what the machine gives right now).
 - cold: `add_computed_column(w=t.image.width)` over 1,000 remote JPEGs of ~80 KB (20 ms latency per
   request, the server of cold_warm.py), with an empty file cache each time: 2 Ray workers against
   the local executor in the same run.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -68,6 +70,17 @@ def numbers(count: int) -> mt.Table:
     return t
 
 
+def bare_pass(rows: int, repeats: int) -> dict[int, list[float]]:
+    """The UDF's function over `rows` values in a started pool of 1 and of 2 processes."""
+    times: dict[int, list[float]] = {1: [], 2: []}
+    for processes in (1, 2):
+        with multiprocessing.get_context("forkserver").Pool(processes) as pool:
+            pool.map(_spin, [0.001] * processes)  # started
+            for _ in range(repeats):
+                times[processes].append(timed(lambda p=pool: p.map(_spin, [SPIN_SECONDS] * rows, chunksize=8)))
+    return times
+
+
 def udf_pass(work: Path, rows: int, repeats: int) -> dict[int, list[float]]:
     times: dict[int, list[float]] = {1: [], 2: []}
     for workers in (1, 2):
@@ -105,6 +118,7 @@ def main() -> None:
     print(f"load average before: {load()}  ({os.cpu_count()} cores)")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", configure_logging=False)
     try:
+        bare = bare_pass(args.rows, args.repeats)
         udf = udf_pass(work, args.rows, args.repeats)
         with remote_images() as remote:
             cold = cold_pass(work, remote.urls, args.repeats)
@@ -113,10 +127,13 @@ def main() -> None:
     print(f"load average after: {load()}")
 
     one, two = statistics.median(udf[1]), statistics.median(udf[2])
+    bare_one, bare_two = statistics.median(bare[1]), statistics.median(bare[2])
     local, on_ray = statistics.median(cold["local"]), statistics.median(cold["ray"])
     n = len(remote.urls)
     print(f"\n{'pass':58} {'seconds':>8} {'rows/s':>9}")
     for name, seconds, count in [
+        ("bare multiprocessing pool, 1 process", bare_one, args.rows),
+        ("bare multiprocessing pool, 2 processes", bare_two, args.rows),
         (f"{SPIN_SECONDS * 1000:.0f} ms/row Python UDF, executor='ray', 1 worker", one, args.rows),
         (f"{SPIN_SECONDS * 1000:.0f} ms/row Python UDF, executor='ray', 2 workers", two, args.rows),
         ("cold width pass, local executor", local, n),
@@ -124,6 +141,8 @@ def main() -> None:
     ]:
         print(f"{name:58} {seconds:8.2f} {count / seconds:9,.0f}")
     print(f"\nUDF, 2 Ray workers vs 1: {one / two:.2f}x (target >= 1.6x)")
+    print(f"baseline, 2 bare processes vs 1: {bare_one / bare_two:.2f}x")
+    print(f"UDF, 2 Ray workers vs 1 bare process: {bare_one / two:.2f}x")
     print(f"cold pass, 2 Ray workers vs the local executor: {local / on_ray:.2f}x the throughput")
     print(f"runs: udf 1 worker {[round(x, 2) for x in udf[1]]}, 2 workers {[round(x, 2) for x in udf[2]]}")
     print(f"runs: cold local {[round(x, 2) for x in cold['local']]}, ray {[round(x, 2) for x in cold['ray']]}")
