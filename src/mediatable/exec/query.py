@@ -358,10 +358,11 @@ def output_targets(outputs: Sequence[tuple[str, Expr]]) -> list[Target]:
     ]
 
 
-def output_values(row: dict[str, Any], outputs: Sequence[tuple[str, Expr]]) -> list[Any]:
+def output_values(row: dict[str, Any], outputs: Sequence[tuple[str, Expr]], *, check_media: bool = True) -> list[Any]:
     """A row's output values once the pipeline ran :func:`output_targets` over it.
 
-    Selected media columns become :class:`MediaCell` references (an image's header is read now);
+    Selected media columns become :class:`MediaCell` references (an image's header is read now,
+    unless `check_media` is False: for callers that decode the file next and report its failure);
     a value that failed is its :class:`~mediatable.exprs.CellError` (a stored cell's own error when
     a column is selected as is).
     """
@@ -375,7 +376,8 @@ def output_values(row: dict[str, Any], outputs: Sequence[tuple[str, Expr]]) -> l
             elif expr.col_type.is_media and isinstance(value, str):
                 cell = MediaCell(stored, value, expr.col_type)
                 try:
-                    cell.check()
+                    if check_media:
+                        cell.check()
                     value = cell
                 except Exception as exc:
                     value = CellError.from_exception(exc)

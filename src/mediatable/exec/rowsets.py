@@ -10,6 +10,7 @@ batch while the current one is used.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +33,9 @@ def rows_by_id(
     outputs: Sequence[tuple[str, Expr]],
     rowids: Sequence[int],
     batch_size: int = 64,
+    *,
+    check_media: bool = True,
+    lease: Any | None = None,
 ) -> Iterator[list[RowValues]]:
     """The outputs of the rows `rowids` of `meta`'s table, in the order given, `batch_size` rows at a time.
 
@@ -45,6 +49,9 @@ def rows_by_id(
         outputs: (name, expression) pairs over `meta`'s columns.
         rowids: the rows to read, in the order wanted (ids of `meta`'s own rows).
         batch_size: rows per SQL query and per pipeline run (their media is fetched together).
+        check_media: read each image's header now (False: the caller decodes it and reports failures).
+        lease: the cache lease to fetch through, kept open by the caller as long as it uses the files
+            (a batch fetched ahead outlives this iterator); without one, a lease closed when the rows end.
 
     Examples:
         >>> import mediatable as mt, tempfile
@@ -58,7 +65,7 @@ def rows_by_id(
     sql = TableSql(meta)
     columns = referenced_columns([expr for _, expr in outputs], sql.columns)
     targets = output_targets(outputs)
-    with session.cache_lease() as lease:
+    with contextlib.nullcontext(lease) if lease is not None else session.cache_lease() as lease:
         pipeline = Pipeline(
             lease,
             session.media_store,
@@ -73,4 +80,7 @@ def rows_by_id(
             rows = list(found.values())
             preflight(rows, outputs)
             pipeline.run(rows, targets)
-            yield [(rowid, output_values(found[rowid], outputs) if rowid in found else None) for rowid in wanted]
+            yield [
+                (rowid, output_values(found[rowid], outputs, check_media=check_media) if rowid in found else None)
+                for rowid in wanted
+            ]

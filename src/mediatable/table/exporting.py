@@ -179,17 +179,19 @@ class QueryExports:
         """
         check_choice("on_error", on_error, ON_ERROR)
         outputs = self._spec.outputs()
-        batches = run.run_batches(self._session, self._spec, on_error=on_error)
-        return write_parquet(
-            self._session,
-            [name for name, _ in outputs],
-            [expr.col_type for _, expr in outputs],
-            ahead(batches),
-            path_or_url,
-            media=media,
-            row_group_size=row_group_size,
-            row_group_bytes=row_group_bytes,
-        )
+        # One lease for the whole export: the batch fetched ahead keeps its files until it is written.
+        with self._session.cache_lease() as lease:
+            batches = run.run_batches(self._session, self._spec, on_error=on_error, lease=lease)
+            return write_parquet(
+                self._session,
+                [name for name, _ in outputs],
+                [expr.col_type for _, expr in outputs],
+                ahead(batches),
+                path_or_url,
+                media=media,
+                row_group_size=row_group_size,
+                row_group_bytes=row_group_bytes,
+            )
 
     def to_coco(
         self,
@@ -248,7 +250,7 @@ class QueryExports:
 
 def _coco_rows(source: RowSnapshot, on_error: str) -> Iterator[tuple[int | None, Any, Any]]:
     """(rowid, image, annotations); a row with a failed value raises, or has no image (left out)."""
-    for batch in ahead(source.read(source.rowids, 256)):
+    for batch in source.read(source.rowids, 256, prefetch=True):
         for rowid, values in batch:
             failed = values is None or any(isinstance(v, CellError) for v in values)
             if not failed:

@@ -28,7 +28,6 @@ import torch.distributed
 import torch.utils.data
 
 from mediatable.errors import ComputeError, InvalidArgument
-from mediatable.exec.ahead import ahead
 from mediatable.training.samples import SampleMaker
 from mediatable.training.shards import Split, epoch_order, rank_size, shard_rows
 from mediatable.training.source import RowSnapshot
@@ -168,7 +167,7 @@ class TableIterableDataset(torch.utils.data.IterableDataset):  # type: ignore[ty
         self._iterations += 1
         rows = shard_rows(order, split, self.batch_size)
         maker.skipped = self.skipped = type(maker.skipped)(source.table_path)
-        batches = ahead(source.read(rows, FETCH_ROWS))
+        batches = source.read(rows, FETCH_ROWS, check_media=False, prefetch=True)  # images decode in maker.samples
         with contextlib.closing(batches):
             for batch in batches:
                 yield from maker.samples(batch)
@@ -215,7 +214,8 @@ class TableMapDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         _check_not_forked_from_io()
         source, maker = self._readers.source, self._readers.maker
         before = len(maker.skipped)
-        samples = [s for batch in source.read(self._rowids(indices), len(indices) or 1) for s in maker.samples(batch)]
+        batches = source.read(self._rowids(indices), len(indices) or 1, check_media=False)
+        samples = [sample for batch in batches for sample in maker.samples(batch)]
         if len(maker.skipped) > before:
             left_out = len(maker.skipped) - before
             log.warning("left %d of %d rows out of a batch: %s", left_out, len(indices), maker.skipped.summary())

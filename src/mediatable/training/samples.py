@@ -58,10 +58,9 @@ def image_sample(image: PIL.Image.Image, image_format: str) -> Any:
     array = np.array(image)  # a copy: writable, as torch.from_numpy needs
     if image_format == "np":
         return array
-    tensor = torch.from_numpy(array if array.ndim == 3 else array[:, :, None]).permute(2, 0, 1).contiguous()
-    if array.dtype == np.uint8:
-        return tensor.to(torch.float32).div_(255.0)
-    return tensor.to(torch.float32)
+    tensor = torch.from_numpy(array if array.ndim == 3 else array[:, :, None]).permute(2, 0, 1)
+    tensor = tensor.to(torch.float32, memory_format=torch.contiguous_format)  # one copy: CHW and float at once
+    return tensor.div_(255.0) if array.dtype == np.uint8 else tensor
 
 
 def json_sample(value: Any) -> Any:

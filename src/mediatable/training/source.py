@@ -14,6 +14,7 @@ a session of that process, kept until the source is garbage collected or :meth:`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import weakref
@@ -26,6 +27,7 @@ from mediatable import types as ts
 from mediatable.catalog.model import Column, TableMeta
 from mediatable.config import Settings
 from mediatable.errors import ColumnNotFound, ExprError, TableNotFound
+from mediatable.exec.ahead import ahead
 from mediatable.exec.query import QuerySpec, matching_rowids
 from mediatable.exec.rowsets import RowValues, rows_by_id
 from mediatable.exprs import Expr, serialize
@@ -165,15 +167,30 @@ class RowSnapshot:
             self._opened = (pid, session, weakref.finalize(self, session.close))
         return self._opened[1]
 
-    def read(self, rowids: Sequence[int], batch_size: int = 64) -> Iterator[list[RowValues]]:
+    def read(
+        self, rowids: Sequence[int], batch_size: int = 64, *, check_media: bool = True, prefetch: bool = False
+    ) -> Iterator[list[RowValues]]:
         """The rows `rowids` (ids from :attr:`rowids`), in that order, in batches (see `rows_by_id`).
+
+        The batches' files stay in the cache until the iteration ends (one lease for all of it).
+
+        Args:
+            rowids: ids from :attr:`rowids`.
+            batch_size: rows per SQL query and per pipeline run.
+            check_media: False leaves images unopened, for readers that decode them next and report
+                a file that is not one themselves.
+            prefetch: fetch the next batch (its files) on a background thread while this one is used.
 
         Raises:
             TableNotFound, ColumnNotFound: the table or a column was dropped since the snapshot.
         """
         session = self.session()
         meta = self.recipe.table(session)
-        return rows_by_id(session, meta, self.recipe.outputs(meta), rowids, batch_size)
+        outputs = self.recipe.outputs(meta)
+        with session.cache_lease() as lease:
+            batches = rows_by_id(session, meta, outputs, rowids, batch_size, check_media=check_media, lease=lease)
+            with contextlib.closing(ahead(batches) if prefetch else batches) as reading:
+                yield from reading
 
     def close(self) -> None:
         """Close the session this process opened for reading (if any)."""
