@@ -135,8 +135,11 @@ def open_local(path: str | BinaryIO, url: str, col_type: ts.ColumnType) -> Any:
         MediaDecodeError: an image whose header cannot be read; names the redacted URL.
     """
     if col_type == ts.Image:
-        with decode_errors("image", url=redact_url(url)):
+        try:
             return PIL.Image.open(path)
+        except BaseException:
+            with decode_errors("image", url=redact_url(url)):  # redacted only on failure: this path is hot
+                raise
     return path
 
 

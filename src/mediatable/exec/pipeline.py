@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
+import queue
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +44,9 @@ from mediatable.io.urls import redact_url
 
 class Lease(Protocol):
     """The part of a file-cache lease the pipeline uses."""
+
+    @property
+    def pin_capacity(self) -> int: ...
 
     def get(self, url: str) -> Path: ...
 
@@ -88,16 +93,16 @@ class MediaAccess:
         # What the prefetch stage made ready (pinned by the lease): local files, or large objects
         # opened for ranged reads.
         self.prefetched: dict[str, Path | RemoteObject] = {}
-        self.urls_of_paths: dict[str, str] = {}  # local file -> redacted URL, to word errors for users
+        self.urls_of_paths: dict[str, str] = {}  # local file -> URL, to word errors for users (redacted then)
 
     def path(self, url: str) -> Path:
         error = self.failed.get(url)
         if error is not None:
             raise error
         local = self.prefetched.get(url)
-        if not isinstance(local, Path) or not local.exists():
+        if not isinstance(local, Path) or not os.path.exists(local):
             local = self.lease.get(url)  # also a large object opened for ranges, when a whole file is asked for
-        self.urls_of_paths[str(local)] = redact_url(url)
+        self.urls_of_paths[str(local)] = url
         return local
 
     def ranged(self, url: str) -> Path | RemoteObject:
@@ -109,15 +114,15 @@ class MediaAccess:
         if got is None or (isinstance(got, Path) and not got.exists()):
             got = self.lease.get_ranged(url)
         if isinstance(got, Path):
-            self.urls_of_paths[str(got)] = redact_url(url)
+            self.urls_of_paths[str(got)] = url
         return got
 
     def reword(self, error: CellError) -> CellError:
-        """Name the media URL, not the cache file, in an error raised by a function reading it."""
+        """Name the media URL (redacted), not the cache file, in an error raised by a function reading it."""
         message = error.errormsg
         for local, url in self.urls_of_paths.items():
             if local in message:
-                message = message.replace(local, url)
+                message = message.replace(local, redact_url(url))
         return error if message == error.errormsg else error.reworded(message)
 
     def open(self, url: str, col_type: ts.ColumnType, ranged: bool = False, opened: list[Any] | None = None) -> Any:
@@ -262,6 +267,11 @@ class Pipeline:
         transfer stage), and the cells get the objects' URLs when the run ends; until then they hold
         the local staging file, which targets computed from them read.
 
+        Args:
+            rows: the rows (dicts by column name); results are written into them.
+            targets: what to compute, in order (later targets may read earlier ones).
+            chunk_size: rows per chunk; default sized from the work (see :func:`chunk_rows`).
+
         Raises:
             ComputeError: a target with `on_error='abort'` failed; the message names column and row.
         """
@@ -286,42 +296,43 @@ class Pipeline:
         computed_here = {t.name for t in targets}
         inputs = media_inputs([t.expr for t in targets], computed_here)
         ranged = ranged_inputs([t.expr for t in targets], computed_here)
-        batch = max([_batch_size(t.expr) for t in targets] + [chunk_size or 8])
-        chunks = [range(i, min(i + batch, len(rows))) for i in range(0, len(rows), batch)]
-        ready = [threading.Event() for _ in chunks]
-        prefetch_error: list[BaseException] = []
-        stop = threading.Event()
         # Light work (header reads, arithmetic) holds the GIL: more threads only add switching.
-        workers = 1 if all(_is_light(t.expr) for t in targets) else self.workers
+        light = all(_is_light(t.expr) for t in targets)
+        workers = 1 if light else self.workers
+        size = chunk_size or chunk_rows(targets, light)
         router = CallRouter(self.processes, workers, len(rows))
+        chunks: queue.Queue[range | BaseException | None] = queue.Queue()
+        stop = threading.Event()
         # Backpressure: the prefetch stage takes a chunk's files from the cache only when a worker is free
         # for it. Downloads still run ahead inside the cache (get_many's window keeps those files pinned);
-        # files handed out are few, and used before the cache's pin window lets them go.
+        # the files handed out are at most `workers` chunks, each under its share of the lease's pin
+        # capacity, so none is unpinned (and evictable) before it is used.
         ahead = threading.Semaphore(workers)
+        byte_cap = max(1, self.media.lease.pin_capacity // (2 * (workers + 1)))
 
         urls_per_row = [[u for u in (row.get(n) for n in inputs) if isinstance(u, str)] for row in rows]
         whole = {u for row in rows for n in inputs if n not in ranged and isinstance(u := row.get(n), str)}
         ranged_urls = {u for row in rows for n in ranged if isinstance(u := row.get(n), str)} - whole
+        thread = None
         if any(urls_per_row):
             thread = threading.Thread(
                 target=self._prefetch,
-                args=(urls_per_row, ranged_urls, chunks, ready, prefetch_error, stop, ahead),
+                args=(urls_per_row, ranged_urls, size, byte_cap, chunks, stop, ahead),
                 name="mediatable-prefetch",
                 daemon=True,
             )
             thread.start()
         else:
-            thread = None
-            for event in ready:
-                event.set()
+            for start in range(0, len(rows), size):
+                chunks.put(range(start, min(start + size, len(rows))))
+            chunks.put(None)
 
         pending: collections.deque[Future[None]] = collections.deque()
         try:
             with ThreadPoolExecutor(workers, thread_name_prefix="mediatable-compute") as pool:
-                for index, chunk in enumerate(chunks):
-                    ready[index].wait()
-                    if prefetch_error:
-                        raise prefetch_error[0]
+                while (chunk := chunks.get()) is not None:
+                    if isinstance(chunk, BaseException):
+                        raise chunk
                     future = pool.submit(self._compute_chunk, rows, chunk, targets, router)
                     future.add_done_callback(lambda _: ahead.release())
                     pending.append(future)
@@ -340,35 +351,43 @@ class Pipeline:
         self,
         urls_per_row: list[list[str]],
         ranged: set[str],
-        chunks: list[range],
-        ready: list[threading.Event],
-        errors: list[BaseException],
+        size: int,
+        byte_cap: int,
+        chunks: queue.Queue[range | BaseException | None],
         stop: threading.Event,
         ahead: threading.Semaphore,
     ) -> None:
+        """Hand chunks of rows to the compute loop as their files become ready.
+
+        A chunk ends at `size` rows or once its local files reach `byte_cap` bytes (at least one row).
+        """
         flat = [url for urls in urls_per_row for url in urls]
+        failed, prefetched = self.media.failed, self.media.prefetched
         try:
             results = iter(self.media.lease.get_many(flat, ranged=ranged))
-            position = 0
-            for index, chunk in enumerate(chunks):
+            position = row = 0
+            while row < len(urls_per_row):
                 while not ahead.acquire(timeout=0.1):
                     if stop.is_set():
                         return
-                for _ in range(sum(len(urls_per_row[i]) for i in chunk)):
-                    if stop.is_set():
-                        return
-                    result = next(results)
-                    if isinstance(result, BaseException):
-                        self.media.failed[flat[position]] = result
-                    else:
-                        self.media.prefetched[flat[position]] = result
-                    position += 1
-                ready[index].set()
+                first, held = row, 0
+                while row < len(urls_per_row) and row - first < size and (held < byte_cap or row == first):
+                    for _ in urls_per_row[row]:
+                        if stop.is_set():
+                            return
+                        result = next(results)
+                        if isinstance(result, BaseException):
+                            failed[flat[position]] = result
+                        else:
+                            prefetched[flat[position]] = result
+                            held += _file_size(result)
+                        position += 1
+                    row += 1
+                chunks.put(range(first, row))
         except BaseException as exc:  # surfaced in run(); never lost in a thread
-            errors.append(exc)
+            chunks.put(exc)
         finally:
-            for event in ready:
-                event.set()
+            chunks.put(None)
 
     def _compute_chunk(
         self, rows: list[dict[str, Any]], chunk: range, targets: Sequence[Target], router: CallRouter
@@ -456,6 +475,31 @@ def _failed(target: Target, values: dict[str, Any], position: int, error: CellEr
     )
     failure.__cause__ = error.exc
     return failure
+
+
+LIGHT_CHUNK = 256  # rows per chunk of light work: per-chunk costs vanish, the GIL is held anyway
+HEAVY_CHUNK = 8  # rows per chunk of decode-heavy work: enough chunks to keep every worker busy
+
+
+def chunk_rows(targets: Sequence[Target], light: bool) -> int:
+    """Rows per chunk for `targets`: large for light work, small for heavy work, at least any batch size.
+
+    Examples:
+        >>> chunk_rows([], light=True), chunk_rows([], light=False)
+        (256, 8)
+    """
+    batch = max([_batch_size(t.expr) for t in targets] + [0])
+    return max(batch, LIGHT_CHUNK if light else HEAVY_CHUNK)
+
+
+def _file_size(found: object) -> int:
+    """Bytes of a prefetched local file (a remote object read by ranges holds only its blocks: 0)."""
+    if not isinstance(found, Path):
+        return 0
+    try:
+        return os.stat(found).st_size
+    except OSError:
+        return 0
 
 
 def _is_light(expr: Expr) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,29 +65,42 @@ def propagate(
     ranged = set(urls) if iterator_cls.reads_ranges(**kwargs) else set()
     view_rows: list[dict[str, Any]] = []
     failed = 0
-    for (base_row, url), local in zip(sources, lease.get_many(urls, ranged=ranged), strict=True):
-        try:
-            if isinstance(local, BaseException):
-                raise local
-            produced = []
-            for item in iterator_cls(local if isinstance(local, RemoteObject) else str(local), **kwargs):
-                row = {k: v for k, v in base_row.items() if k != ROWID}
-                row[BASE_ROWID] = base_row[ROWID]
-                for name, col_type in schema.items():
-                    value = item[name]
-                    if col_type.is_media and value is not None:
-                        value = session.media_store.save(value, view.id, name)
-                    row[name] = value
-                produced.append(row)
-        except Exception as exc:
-            reason = str(exc).replace(str(local), redact_url(url))  # name the URL, not the cache file
-            message = f"{spec['name']} over {view.base.path}.{source} (row {base_row[ROWID]}): {reason}"
-            if on_error == "abort":
-                raise ComputeError(message, table=view.path, column=source, row=base_row[ROWID]) from exc
-            log.warning("view %s: %s", view.path, message)
-            failed += 1
-            continue
-        view_rows.extend(produced)
+    workers = session.settings.compute_workers
+    # The iterator decodes here; its media (frames, chunks) is encoded and written on worker threads,
+    # at most 2 x workers items in flight, so a long video never piles up decoded frames.
+    with ThreadPoolExecutor(workers, thread_name_prefix="mediatable-encode") as encoders:
+        for (base_row, url), local in zip(sources, lease.get_many(urls, ranged=ranged), strict=True):
+            saving: collections.deque[tuple[dict[str, Any], str, Future[str]]] = collections.deque()
+            try:
+                if isinstance(local, BaseException):
+                    raise local
+                produced = []
+                for item in iterator_cls(local if isinstance(local, RemoteObject) else str(local), **kwargs):
+                    row = {k: v for k, v in base_row.items() if k != ROWID}
+                    row[BASE_ROWID] = base_row[ROWID]
+                    for name, col_type in schema.items():
+                        value = item[name]
+                        row[name] = value
+                        if col_type.is_media and value is not None:
+                            saving.append((row, name, encoders.submit(session.media_store.save, value, view.id, name)))
+                    produced.append(row)
+                    while len(saving) > 2 * workers:
+                        saved_row, saved_name, future = saving.popleft()
+                        saved_row[saved_name] = future.result()
+                while saving:
+                    saved_row, saved_name, future = saving.popleft()
+                    saved_row[saved_name] = future.result()
+            except Exception as exc:
+                for _, _, future in saving:
+                    future.cancel()
+                reason = str(exc).replace(str(local), redact_url(url))  # name the URL, not the cache file
+                message = f"{spec['name']} over {view.base.path}.{source} (row {base_row[ROWID]}): {reason}"
+                if on_error == "abort":
+                    raise ComputeError(message, table=view.path, column=source, row=base_row[ROWID]) from exc
+                log.warning("view %s: %s", view.path, message)
+                failed += 1
+                continue
+            view_rows.extend(produced)
     computed = compute.computed_columns(view)
     compute.compute(session, view, lease, view_rows, computed, on_error)
     TableSql(view).insert(conn, view_rows, list(view.own_columns.values()), version)

@@ -55,6 +55,11 @@ class Holding:
 
     # -- pins -----------------------------------------------------------------------------
 
+    @property
+    def pin_cap(self) -> int:
+        """Bytes of handed-out files kept pinned; older ones beyond it are unpinned."""
+        return self._pin_cap
+
     def hold(self, url: str, size: int, prefetch: bool = False, windowed: bool = False) -> bool:
         """Pin ``url`` for this lease: until it closes (``Lease.get``), as fetched ahead (``prefetch``),
         or in the window of recent files (``windowed``: blocks of a ranged read, streamed through).

@@ -51,6 +51,15 @@ class Lease:
         self._holding = Holding(core.pins, core.directory, core.owner, core.budget.budget // 2)
         self._warned = False
 
+    @property
+    def pin_capacity(self) -> int:
+        """Bytes of handed-out files this lease keeps pinned (half the cache's budget); older ones are let go.
+
+        Work that holds many handed-out files at once (the pipeline's chunks) stays under it, so
+        nothing it holds can be evicted before it is used.
+        """
+        return self._holding.pin_cap
+
     def get(self, url: str | MediaUrl | os.PathLike[str]) -> Path:
         """The local path of a media URL, downloading it on a miss.
 
