@@ -8,7 +8,8 @@ Each ratio is measured against its baseline in the same run, median of 3:
   Target >= 90%.
 - udf: a pure-Python UDF of ~5 ms/row over 400 rows, `isolation='process'`, with `compute_workers=2`
   against `compute_workers=1` (pool started before timing). Target >= 1.7x. Also shown: the same
-  function left to `isolation='auto'`.
+  function on threads (`isolation='thread'`, 2 compute workers: the GIL lets one run at a time), the
+  speed-up of processes over those threads, and the function left to `isolation='auto'`.
 - warm width: `add_computed_column(w=t.image.width)` over 5,000 cached JPEGs (SQL read and write
   included) against the bare cache-read rate (`lease.get_many` + `PIL.Image.open(p).width`). Target >= 70%.
 - memory: peak RSS of a fresh process computing resize((224, 224)) for 10,000 rows (printed).
@@ -112,6 +113,11 @@ def python_5ms_auto(n: int) -> int:
     return _spin(0.005) * 0 + n
 
 
+@mt.udf(isolation="thread")
+def python_5ms_thread(n: int) -> int:
+    return _spin(0.005) * 0 + n
+
+
 # -- setup -----------------------------------------------------------------------------------------------
 
 
@@ -161,6 +167,7 @@ def main() -> None:
 
         udf_times: dict[int, list[float]] = {1: [], 2: []}
         auto_times: list[float] = []
+        thread_times: list[float] = []
         for workers in (1, 2):
             mt.init(home=work / f"udf{workers}", quiet=True, progress=False, compute_workers=workers)
             with contextlib.redirect_stdout(io.StringIO()):
@@ -173,6 +180,9 @@ def main() -> None:
                 )
             if workers == 2:
                 for attempt in range(REPEATS):
+                    thread_times.append(
+                        timed(lambda a=attempt, t=nums: t.add_computed_column(**{f"t{a}": python_5ms_thread(t.n)}))
+                    )
                     auto_times.append(
                         timed(lambda a=attempt, t=nums: t.add_computed_column(**{f"a{a}": python_5ms_auto(t.n)}))
                     )
@@ -193,9 +203,11 @@ def main() -> None:
     ]:
         print(f"{name:52} {seconds:8.3f} {rows / seconds:9,.0f}")
     one, two, auto = statistics.median(udf_times[1]), statistics.median(udf_times[2]), statistics.median(auto_times)
+    threads = statistics.median(thread_times)
     for name, seconds in [
         ("5 ms/row Python UDF, 1 worker process", one),
         ("5 ms/row Python UDF, 2 worker processes", two),
+        ("5 ms/row Python UDF, isolation=thread, 2 workers", threads),
         ("5 ms/row Python UDF, isolation=auto, 2 workers", auto),
     ]:
         print(f"{name:52} {seconds:8.3f} {UDF_N / seconds:9,.0f}")
@@ -204,6 +216,7 @@ def main() -> None:
         f"{med['bare_draft'] / med['resize']:.0%})"
     )
     print(f"UDF speed-up with 2 workers          {one / two:.2f}x  (target >= 1.7x; auto: {one / auto:.2f}x)")
+    print(f"UDF processes over threads (2 each)  {threads / two:.2f}x  (auto over threads: {threads / auto:.2f}x)")
     print(f"warm width / bare cache rate        {med['cache'] / med['w']:.0%}   (target >= 70%)")
     print(f"peak RSS, {RSS_N:,}-row resize pass    {rss / 1024:.0f} MiB (coordinating process)")
     for key, values in results.items():
@@ -213,6 +226,8 @@ def main() -> None:
         + ", ".join(f"{v:.3f}" for v in udf_times[1])
         + "; 2 workers "
         + ", ".join(f"{v:.3f}" for v in udf_times[2])
+        + "; threads "
+        + ", ".join(f"{v:.3f}" for v in thread_times)
         + "; auto "
         + ", ".join(f"{v:.3f}" for v in auto_times)
     )

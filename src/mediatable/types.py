@@ -46,6 +46,8 @@ class ColumnType:
         return self.name
 
     def __eq__(self, other: object) -> bool:
+        if self is other:  # the common case (`ts.Image`), and on hot paths: no dicts built
+            return True
         return isinstance(other, ColumnType) and self.to_dict() == other.to_dict()
 
     def __hash__(self) -> int:

@@ -134,13 +134,63 @@ def open_local(path: str | BinaryIO, url: str, col_type: ts.ColumnType) -> Any:
     Raises:
         MediaDecodeError: an image whose header cannot be read; names the redacted URL.
     """
-    if col_type == ts.Image:
+    if isinstance(col_type, ts.ImageType):
         try:
             return PIL.Image.open(path)
         except BaseException:
             with decode_errors("image", url=redact_url(url)):  # redacted only on failure: this path is hot
                 raise
     return path
+
+
+class RowImages:
+    """The images one row's functions read: each file opened once per row and decoded at most once.
+
+    The first function to ask for an image gets it as opened (header read, pixels not yet decoded:
+    a header-only function decodes nothing, a downscale may decode at reduced scale). A later one
+    gets that same image while nothing has been decoded, else its own copy of the decoded pixels:
+    no file is decoded twice for one row, and what one function does to its copy no other sees.
+    An image whose decoding failed is opened afresh for each later function, so each fails the same
+    way (Pillow would let a second `load()` pass over the half-decoded pixels).
+    """
+
+    __slots__ = ("_failed", "_images")
+
+    def __init__(self) -> None:
+        self._images: dict[tuple[str, bool], PIL.Image.Image] = {}
+        self._failed: set[tuple[str, bool]] = set()
+
+    def get(self, url: str, ranged: bool, open_image: Callable[[], PIL.Image.Image]) -> PIL.Image.Image:
+        """The row's image of `url` (`open_image` opens it when needed; the caller closes what it opened)."""
+        key = (url, ranged)
+        image = self._images.get(key)
+        if image is None or key in self._failed:
+            opened = open_image()
+            if image is None:
+                self._images[key] = opened
+                self._note_failures(key, opened)
+            return opened
+        if image.tile:  # only the header has been read
+            return image
+        twin = image.copy()
+        twin.format = image.format  # a copy has no format of its own; functions may read it
+        return twin
+
+    def _note_failures(self, key: tuple[str, bool], image: PIL.Image.Image) -> None:
+        load = image.load
+
+        def load_noting_failure() -> Any:
+            try:
+                return load()
+            except BaseException:
+                self._failed.add(key)
+                raise
+
+        image.load = load_noting_failure  # type: ignore[method-assign]
+
+    def clear(self) -> None:
+        self._images.clear()
+        self._failed.clear()
 
 
 def is_generated(value: Any) -> bool:
@@ -278,21 +328,26 @@ class _WorkerMedia:
 class WorkerRow:
     """One row's values in a worker process (implements :class:`~mediatable.exprs.cells.EvalEnv`)."""
 
-    __slots__ = ("media", "opened", "values")
+    __slots__ = ("images", "media", "opened", "values")
 
     def __init__(self, values: dict[str, Any], media: _WorkerMedia) -> None:
         self.values = values
         self.media = media
         self.opened: list[PIL.Image.Image] = []
+        self.images = RowImages()
 
     def column_value(self, column: Any) -> Any:
         return self.values.get(column.name)
 
     def open_media(self, url: str, col_type: ts.ColumnType, ranged: bool = False) -> Any:
-        value = open_local(self.media.path(url), url, col_type)  # whole local files: the coordinator fetched them
-        if isinstance(value, PIL.Image.Image):
-            self.opened.append(value)
-        return value
+        if not isinstance(col_type, ts.ImageType):
+            return open_local(self.media.path(url), url, col_type)
+        return self.images.get(url, ranged, lambda: self._open_image(url))
+
+    def _open_image(self, url: str) -> PIL.Image.Image:
+        image: PIL.Image.Image = open_local(self.media.path(url), url, ts.Image)  # local: the coordinator fetched it
+        self.opened.append(image)
+        return image
 
     def local_path(self, url: str) -> str:
         return self.media.path(url)
@@ -307,6 +362,7 @@ class WorkerRow:
         for image in self.opened:
             image.close()
         self.opened.clear()
+        self.images.clear()
 
 
 # -- values that cross the process boundary -------------------------------------------------------------

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from mediatable import types as ts
 from mediatable.errors import ComputeError, DataError, MediaError, PresignError
-from mediatable.exec.isolation import SaveSpec, Stored, is_generated, open_local, save_generated
+from mediatable.exec.isolation import RowImages, SaveSpec, Stored, is_generated, open_local, save_generated
 from mediatable.exec.workers import CallRouter, WorkerProcesses
 from mediatable.exprs import CellError, ColumnProperty, ColumnRef, Expr, FunctionCall
 from mediatable.exprs.presign import PresignedUrl
@@ -137,7 +137,7 @@ class MediaAccess:
             source = got.open()
             if opened is not None:
                 opened.append(source)
-        if col_type == ts.Image:
+        if isinstance(col_type, ts.ImageType):
             image = open_local(source, url, col_type)
             if opened is not None:
                 opened.append(image)
@@ -148,7 +148,7 @@ class MediaAccess:
 class RowEnv:
     """One row's values during evaluation (implements :class:`~mediatable.exprs.base.EvalEnv`)."""
 
-    __slots__ = ("media", "opened", "presigner", "root", "router", "save", "values")
+    __slots__ = ("images", "media", "opened", "presigner", "root", "router", "save", "values")
 
     def __init__(
         self, values: dict[str, Any], media: MediaAccess, router: CallRouter, presigner: Presigner | None = None
@@ -158,6 +158,7 @@ class RowEnv:
         self.router = router
         self.presigner = presigner
         self.opened: list[Any] = []
+        self.images = RowImages()  # every target of the row shares them: one decode per image
         self.root: Expr | None = None  # the expression of the target being computed
         self.save: SaveSpec | None = None  # how its generated media is saved
 
@@ -165,7 +166,9 @@ class RowEnv:
         return self.values.get(column.name)
 
     def open_media(self, url: str, col_type: ts.ColumnType, ranged: bool = False) -> Any:
-        return self.media.open(url, col_type, ranged, self.opened)
+        if not isinstance(col_type, ts.ImageType):
+            return self.media.open(url, col_type, ranged, self.opened)
+        return self.images.get(url, ranged, lambda: self.media.open(url, col_type, ranged, self.opened))
 
     def local_path(self, url: str) -> str:
         return str(self.media.path(url))
@@ -182,6 +185,7 @@ class RowEnv:
         for opened in reversed(self.opened):  # an image before the remote file it reads
             opened.close()
         self.opened.clear()
+        self.images.clear()
 
 
 def preflight(rows: Sequence[dict[str, Any]], outputs: Sequence[tuple[str, Expr]]) -> None:

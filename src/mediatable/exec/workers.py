@@ -21,8 +21,9 @@ encodes and writes generated images itself, and sends back small values.
   `if __name__ == '__main__':`, as every process-based tool requires).
 
 Results, per-cell errors, ordering and progress are the same either way: the pipeline drives both.
-A worker that dies (a crash in native code, the OOM killer) costs the cells of its call one retry
-on a fresh pool, then a `WorkerCrashed` error in each of them; the other rows proceed.
+A worker that dies (a crash in native code, the OOM killer) costs only the cells that kill it: the
+rows of its call run again one by one on a fresh pool, and a row that kills a worker twice more gets
+a `WorkerCrashed` error; the other rows proceed.
 
 Lifecycle: :func:`worker_processes` gives the session's one instance, created on first use and
 closed with the session (:meth:`~mediatable.session.Session.resource`). Start method: forkserver —
@@ -32,6 +33,7 @@ own process is unsafe, since it runs threads.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import multiprocessing
 import re
@@ -85,18 +87,35 @@ class WorkerProcesses:
         return self._executor is not None
 
     def run(self, task: isolation.CallTask) -> list[Any]:
-        """Run `task` in a worker process and return its values (a dead worker: one retry, then errors)."""
-        for attempt in range(2):
-            executor = self._pool()
-            try:
-                values: list[Any] = executor.submit(isolation.run_task, task).result()
-                return values
-            except BrokenProcessPool as exc:
-                self._discard(executor)
-                if attempt:
-                    crash = WorkerCrashed(f"the worker process computing this value died ({exc})")
-                    return [CellError.from_exception(crash)] * len(task.rows)
-        raise AssertionError("unreachable")
+        """Run `task` in a worker process and return its values.
+
+        A dead worker costs only the cells that kill it: its rows run again one by one on a fresh
+        pool, and a row whose worker dies twice more gets a :class:`WorkerCrashed` error (twice: a
+        pool also breaks under the calls of other threads when one of them kills a worker).
+        """
+        values = self._attempt(task)
+        if not isinstance(values, BrokenProcessPool):
+            return values
+        out: list[Any] = []
+        for row in task.rows:
+            single = self._attempt(dataclasses.replace(task, rows=[row]))
+            if isinstance(single, BrokenProcessPool):
+                single = self._attempt(dataclasses.replace(task, rows=[row]))
+            if isinstance(single, BrokenProcessPool):
+                crash = WorkerCrashed(f"the worker process computing this value died ({single})")
+                single = [CellError.from_exception(crash)]
+            out += single
+        return out
+
+    def _attempt(self, task: isolation.CallTask) -> list[Any] | BrokenProcessPool:
+        """The task's values, or the error of a pool that broke under it (that pool is gone then)."""
+        executor = self._pool()
+        try:
+            values: list[Any] = executor.submit(isolation.run_task, task).result()
+            return values
+        except BrokenProcessPool as exc:
+            self._discard(executor)
+            return exc
 
     def close(self) -> None:
         """Stop the workers (waits for running calls; pending ones are cancelled)."""

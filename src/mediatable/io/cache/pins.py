@@ -51,13 +51,15 @@ class Pins:
 
     def unpin_many(self, urls: Iterable[str]) -> None:
         with self._lock:
+            released = []
             for url in urls:
                 count = self.counts.get(url, 0) - 1
                 if count <= 0:
                     if self.counts.pop(url, None) is not None:
-                        self._locks.remove(digest(url))
+                        released.append(digest(url))
                 else:
                     self.counts[url] = count
+            self._locks.remove_many(released)
 
     def close(self) -> None:
         with self._lock:
