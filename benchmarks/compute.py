@@ -13,6 +13,8 @@ Each ratio is measured against its baseline in the same run, median of 3:
 - warm width: `add_computed_column(w=t.image.width)` over 5,000 cached JPEGs (SQL read and write
   included) against the bare cache-read rate (`lease.get_many` + `PIL.Image.open(p).width`). Target >= 70%.
 - memory: peak RSS of a fresh process computing resize((224, 224)) for 10,000 rows (printed).
+- small frames: `extract_frame(t, size=(224, 224))` (converted from YUV at a reduced scale) against
+  `extract_frame(t).resize((224, 224))` over the 30 frames of a 640x480 photo-like H.264 video.
 
 The machine's load average is printed: other work on the same cores skews every ratio.
 Run: `.venv/bin/python benchmarks/compute.py`.
@@ -39,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import mediagen
 import mediatable as mt
+from mediatable.functions import image as image_functions
+from mediatable.functions import video as video_functions
 from servers.http import FaultServer
 
 REPEATS = 3
@@ -46,6 +50,7 @@ RESIZE_N = 500
 UDF_N = 400
 WIDTH_N = 5000
 RSS_N = 10_000
+FRAMES_N = 30
 
 
 def timed(run: Callable[[], object]) -> float:
@@ -90,6 +95,14 @@ def bare_cache_rate(session: mt.Session, urls: list[str]) -> float:
             with PIL.Image.open(path) as img:
                 widths.append(img.width)
         return time.perf_counter() - start
+
+
+def small_frames(path: Path, reduced: bool) -> None:
+    for k in range(FRAMES_N):
+        if reduced:
+            video_functions.extract_frame(path, k / 10, size=(224, 224))
+        else:
+            image_functions.resize(video_functions.extract_frame(path, k / 10), (224, 224))
 
 
 # -- the UDF ---------------------------------------------------------------------------------------------
@@ -189,6 +202,11 @@ def main() -> None:
         mt.api._current[-1].close()
 
         rss = peak_rss(work, server, photo_urls)
+        clip = mediagen.make_photo_mp4(work / "photo.mp4", (640, 480), frames=FRAMES_N)
+        frame_times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(REPEATS):
+            for reduced in (False, True):
+                frame_times[reduced].append(timed(lambda r=reduced: small_frames(clip, r)))
     print(f"load average after: {load()}")
 
     med = {k: statistics.median(v) for k, v in results.items()}
@@ -219,6 +237,11 @@ def main() -> None:
     print(f"UDF processes over threads (2 each)  {threads / two:.2f}x  (auto over threads: {threads / auto:.2f}x)")
     print(f"warm width / bare cache rate        {med['cache'] / med['w']:.0%}   (target >= 70%)")
     print(f"peak RSS, {RSS_N:,}-row resize pass    {rss / 1024:.0f} MiB (coordinating process)")
+    full_frames, small = statistics.median(frame_times[False]), statistics.median(frame_times[True])
+    print(
+        f"extract_frame(size=224) / +resize    {full_frames / small:.2f}x  "
+        f"({FRAMES_N / small:,.0f} vs {FRAMES_N / full_frames:,.0f} frames/s, 640x480 H.264)"
+    )
     for key, values in results.items():
         print(f"  {key} runs: " + ", ".join(f"{v:.3f}" for v in values))
     print(

@@ -111,6 +111,18 @@ def make_photo_jpeg(
     return path
 
 
+def make_photo_mp4(path: str | os.PathLike[str], size: tuple[int, int] = (640, 480), frames: int = 6) -> Path:
+    """Write an H.264 MP4 of photo-like frames (see :func:`photo_pixels`), 10 fps: for tests of frame scaling."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for seed in range(frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(photo_pixels(size, seed=seed), format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
 def make_png(
     path: str | os.PathLike[str],
     size: tuple[int, int] = (160, 120),

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 import mediagen
@@ -14,8 +15,9 @@ from mediatable import types as ts
 from mediatable.errors import MediaDecodeError, MediaNotFound
 from mediatable.exprs import CellError, FunctionCall
 from mediatable.exprs.methods import lookup_method
-from mediatable.functions import audio, video
+from mediatable.functions import audio, image, video
 from mediatable.functions.udf import Function
+from test_functions_image import REDUCED_DECODE_MAD
 
 pytestmark = pytest.mark.usefixtures("private_tempdir")  # see conftest.py
 
@@ -80,6 +82,30 @@ def test_extract_frame_past_the_end_and_negative(media: dict[str, Path]) -> None
     assert video.extract_frame(media["h264"], 60.0) is None
     with pytest.raises(ValueError, match=">= 0"):
         video.extract_frame(media["h264"], -1.0)
+
+
+@pytest.mark.parametrize(
+    ("source", "size"), [((640, 480), (160, 120)), ((640, 480), (224, 224)), ((1280, 720), (300, 200))]
+)
+def test_small_frames_are_converted_at_reduced_scale(
+    tmp_path: Path, source: tuple[int, int], size: tuple[int, int]
+) -> None:
+    path = mediagen.make_photo_mp4(tmp_path / "photo.mp4", source)
+    for timestamp in (0.0, 0.3):
+        small = video.extract_frame(path, timestamp, size=size)
+        reference = image.resize(video.extract_frame(path, timestamp), size)  # full conversion, then resize
+        assert small.size == reference.size == size and small.mode == "RGB"
+        difference = np.abs(np.asarray(small, dtype=np.int16) - np.asarray(reference, dtype=np.int16)).mean()
+        assert 0 < difference < REDUCED_DECODE_MAD, difference  # not the full conversion, and close to it
+
+
+def test_frames_under_twice_the_size_are_converted_in_full(media: dict[str, Path]) -> None:
+    small = video.extract_frame(media["h264"], 1.0, size=(100, 80))  # 160x120: no halving fits
+    reference = image.resize(video.extract_frame(media["h264"], 1.0), (100, 80))
+    assert np.array_equal(np.asarray(small), np.asarray(reference))
+    assert video.extract_frame(media["h264"], 60.0, size=(10, 10)) is None
+    with pytest.raises(ValueError, match="two positive integers"):
+        video.extract_frame(media["h264"], 1.0, size=(0, 10))
 
 
 def frames_of(path: str | Path) -> list[tuple[float, int]]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import mediagen
+import mediatable as mt
 from mediatable import iterators
 from mediatable import types as ts
 from mediatable.errors import MediaDecodeError
@@ -70,6 +71,17 @@ def test_all_frames(media: dict[str, Path]) -> None:
     assert [round(r["timestamp"], 6) for r in rows] == [i / 10 for i in range(50)]
     assert all(r["frame"].size == (160, 120) and r["frame"].mode == "RGB" for r in rows)
     assert [mediagen.frame_index(r["frame"]) for r in rows] == list(range(50))
+
+
+def test_small_frames_are_those_extract_frame_makes(media: dict[str, Path]) -> None:
+    rows = list(FrameIterator(media["video"], fps=1, size=(40, 30)))
+    assert [r["frame"].size for r in rows] == [(40, 30)] * 5
+    for row in rows:
+        same = video.extract_frame(media["video"], row["timestamp"], size=(40, 30))
+        assert np.array_equal(np.asarray(row["frame"]), np.asarray(same))
+    assert repr(FrameIterator("v.mp4", size=[40, 30])) == "FrameIterator('v.mp4', size=(40, 30))"
+    with pytest.raises(ValueError, match="two positive integers"):
+        FrameIterator("v.mp4", size=(40,))
 
 
 @pytest.mark.parametrize(
@@ -249,3 +261,14 @@ def test_document_pages(media: dict[str, Path], tmp_path: Path) -> None:
 @pytest.mark.parametrize("module", [iterators, frames, audio_chunks, document_pages], ids=lambda m: m.__name__)
 def test_docstring_examples_run(module: ModuleType) -> None:
     assert doctest.testmod(module).failed == 0
+
+
+def test_a_frame_view_stores_small_frames(media: dict[str, Path], clean_env: Path) -> None:
+    mt.init(home=clean_env, quiet=True, progress=False)
+    videos = mt.create_table("videos", {"video": mt.Video}, if_exists="replace")
+    frames = mt.create_view("small_frames", videos, iterator=mt.frames(videos.video, num_frames=3, size=(40, 30)))
+    videos.insert([{"video": str(media["video"])}], quiet=True)
+    assert (
+        frames.select(w=frames.frame.width, h=frames.frame.height).collect().to_pandas().values.tolist()
+        == [[40, 30]] * 3
+    )

@@ -300,9 +300,17 @@ def drop_table(path: str | Table, *, if_not_exists: str = "error", force: bool =
 
 
 def frames(
-    video: ColumnRef, *, fps: float | None = None, num_frames: int | None = None, keyframes_only: bool = False
+    video: ColumnRef,
+    *,
+    fps: float | None = None,
+    num_frames: int | None = None,
+    keyframes_only: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> IteratorSpec:
     """Iterator over video frames: columns `pos`, `timestamp`, `frame` (Image).
+
+    `size=(width, height)` stores small frames, each as `extract_frame(..., size=size)` makes it
+    (converted at a reduced scale when the video is at least twice as large).
 
     Examples:
         >>> import mediatable as mt, tempfile
@@ -312,7 +320,14 @@ def frames(
         >>> mt.frames(videos.video, fps=1)
         frames(clips.video, fps=1)
     """
-    return IteratorSpec("frames", video, fps=fps, num_frames=num_frames, keyframes_only=keyframes_only or None)
+    return IteratorSpec(
+        "frames",
+        video,
+        fps=fps,
+        num_frames=num_frames,
+        keyframes_only=keyframes_only or None,
+        size=list(size) if size is not None else None,
+    )
 
 
 def audio_chunks(audio: ColumnRef, *, chunk_duration: float = 10.0, overlap: float = 0.0) -> IteratorSpec:

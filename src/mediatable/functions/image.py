@@ -99,10 +99,29 @@ def _resample(value: str | int | None) -> PIL.Image.Resampling | None:
     return None if value is None else _enum_member(PIL.Image.Resampling, value, "resample filter")
 
 
-def _pair(value: Sequence[int], what: str) -> tuple[int, int]:
+def pair(value: Sequence[int], what: str) -> tuple[int, int]:
+    """`value` as a `(width, height)` of positive integers.
+
+    Raises:
+        ValueError: not two positive integers; names `what`.
+
+    Examples:
+        >>> pair([64, 48], "size")
+        (64, 48)
+    """
     if len(value) != 2 or any(int(v) != v or v <= 0 for v in value):
         raise ValueError(f"{what} must be two positive integers (width, height), got {value!r}")
     return int(value[0]), int(value[1])
+
+
+def resize_loaded(img: PIL.Image.Image, size: tuple[int, int]) -> PIL.Image.Image:
+    """Decoded pixels resampled to exactly `size` as :func:`resize` does with its default filter.
+
+    Examples:
+        >>> resize_loaded(PIL.Image.new("RGB", (64, 48)), (16, 12)).size
+        (16, 12)
+    """
+    return img.resize(size, None, reducing_gap=_REDUCING_GAP)
 
 
 def _color_bands(img: PIL.Image.Image) -> PIL.Image.Image:
@@ -192,7 +211,7 @@ def resize(img: ts.Image, size: tuple[int, int] | list[int], resample: str | int
         >>> resize(PIL.Image.new("RGB", (64, 48)), (10, 20)).size
         (10, 20)
     """
-    target = _pair(size, "size")
+    target = pair(size, "size")
     resampling = _resample(resample)
     return _decode_for(img, target, resampling).resize(target, resampling, reducing_gap=_REDUCING_GAP)
 
@@ -219,7 +238,7 @@ def thumbnail(img: ts.Image, size: tuple[int, int] | list[int], resample: str | 
         >>> thumbnail(PIL.Image.new("RGB", (64, 48)), (128, 128)).size
         (64, 48)
     """
-    box_w, box_h = _pair(size, "size")
+    box_w, box_h = pair(size, "size")
     scale = min(box_w / img.width, box_h / img.height, 1.0)
     target = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     resampling = _resample(resample)

@@ -16,6 +16,8 @@ from typing import Any
 
 from mediatable import types as ts
 from mediatable.functions import _av
+from mediatable.functions import image as image_functions
+from mediatable.functions import video as video_functions
 
 
 class FrameIterator:
@@ -50,6 +52,8 @@ class FrameIterator:
         fps: samples per second (> 0).
         num_frames: number of frames (> 0).
         keyframes_only: keyframes only; cannot be combined with `fps` or `num_frames`.
+        size: `(width, height)` of the frames returned, made as `extract_frame(..., size=size)`
+            makes them (converted at a reduced scale from a video at least twice as large).
 
     Raises:
         ValueError: bad or conflicting arguments (at construction).
@@ -80,6 +84,7 @@ class FrameIterator:
         fps: float | None = None,
         num_frames: int | None = None,
         keyframes_only: bool = False,
+        size: tuple[int, int] | list[int] | None = None,
     ) -> None:
         if fps is not None and num_frames is not None:
             raise ValueError("give fps or num_frames, not both")
@@ -93,10 +98,12 @@ class FrameIterator:
         self.fps = fps
         self.num_frames = num_frames
         self.keyframes_only = keyframes_only
+        self.size = image_functions.pair(size, "size") if size is not None else None
 
     def __repr__(self) -> str:
         options = [f"{name}={value!r}" for name in ("fps", "num_frames") if (value := getattr(self, name)) is not None]
         options += ["keyframes_only=True"] if self.keyframes_only else []
+        options += [f"size={self.size!r}"] if self.size is not None else []
         return f"FrameIterator({', '.join([repr(self.path), *options])})"
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -110,7 +117,7 @@ class FrameIterator:
             else:
                 chosen = _seeking(container, stream, times)
             for pos, (frame, seconds) in enumerate(chosen):
-                yield {"pos": pos, "timestamp": seconds, "frame": frame.to_image()}
+                yield {"pos": pos, "timestamp": seconds, "frame": video_functions.frame_image(frame, self.size)}
 
     def _sample_times(self) -> list[float] | None:
         """The sample times, or None for every (key)frame. Reads the header (or counts packets)."""
