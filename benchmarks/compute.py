@@ -13,8 +13,9 @@ Each ratio is measured against its baseline in the same run, median of 3:
 - warm width: `add_computed_column(w=t.image.width)` over 5,000 cached JPEGs (SQL read and write
   included) against the bare cache-read rate (`lease.get_many` + `PIL.Image.open(p).width`). Target >= 70%.
 - memory: peak RSS of a fresh process computing resize((224, 224)) for 10,000 rows (printed).
-- small frames: `extract_frame(t, size=(224, 224))` (converted from YUV at a reduced scale) against
-  `extract_frame(t).resize((224, 224))` over the 30 frames of a 640x480 photo-like H.264 video.
+- small frames: the 60 frames of a 640x480 photo-like H.264 video at `size=(224, 224)` (converted
+  from YUV at a reduced scale: `mt.frames(..., size=)`, `extract_frame(t, size=)`) against the full
+  frames resized with `resize((224, 224))`, decoding included.
 
 The machine's load average is printed: other work on the same cores skews every ratio.
 Run: `.venv/bin/python benchmarks/compute.py`.
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import mediagen
 import mediatable as mt
 from mediatable.functions import image as image_functions
-from mediatable.functions import video as video_functions
+from mediatable.iterators import FrameIterator
 from servers.http import FaultServer
 
 REPEATS = 3
@@ -50,7 +51,7 @@ RESIZE_N = 500
 UDF_N = 400
 WIDTH_N = 5000
 RSS_N = 10_000
-FRAMES_N = 30
+FRAMES_N = 60
 
 
 def timed(run: Callable[[], object]) -> float:
@@ -98,11 +99,11 @@ def bare_cache_rate(session: mt.Session, urls: list[str]) -> float:
 
 
 def small_frames(path: Path, reduced: bool) -> None:
-    for k in range(FRAMES_N):
-        if reduced:
-            video_functions.extract_frame(path, k / 10, size=(224, 224))
-        else:
-            image_functions.resize(video_functions.extract_frame(path, k / 10), (224, 224))
+    if reduced:
+        frames = [row["frame"] for row in FrameIterator(path, size=(224, 224))]
+    else:
+        frames = [image_functions.resize(row["frame"], (224, 224)) for row in FrameIterator(path)]
+    assert len(frames) == FRAMES_N and {f.size for f in frames} == {(224, 224)}
 
 
 # -- the UDF ---------------------------------------------------------------------------------------------
@@ -239,7 +240,7 @@ def main() -> None:
     print(f"peak RSS, {RSS_N:,}-row resize pass    {rss / 1024:.0f} MiB (coordinating process)")
     full_frames, small = statistics.median(frame_times[False]), statistics.median(frame_times[True])
     print(
-        f"extract_frame(size=224) / +resize    {full_frames / small:.2f}x  "
+        f"frames(size=224) / frames + resize   {full_frames / small:.2f}x  "
         f"({FRAMES_N / small:,.0f} vs {FRAMES_N / full_frames:,.0f} frames/s, 640x480 H.264)"
     )
     for key, values in results.items():

@@ -149,7 +149,10 @@ class RowImages:
     The first function to ask for an image gets it as opened (header read, pixels not yet decoded:
     a header-only function decodes nothing, a downscale may decode at reduced scale). A later one
     gets that same image while nothing has been decoded, else its own copy of the decoded pixels:
-    no file is decoded twice for one row, and what one function does to its copy no other sees.
+    no file is decoded twice for one row, and what a function does to its copy no other sees. The
+    first function to decode holds the row's own pixels: one that draws on its argument in place
+    changes what later ones copy (such a function should draw on `img.copy()`; keeping a pristine
+    copy for every row would double the memory of every decoded image).
     An image whose decoding failed is opened afresh for each later function, so each fails the same
     way (Pillow would let a second `load()` pass over the half-decoded pixels).
     """
