@@ -289,6 +289,17 @@ def test_video_and_audio_functions_by_ranges_match_a_local_copy(
     assert again["end"]["meta"] == rows["end"]["meta"]
 
 
+def test_an_empty_object_is_read_whole_not_refused(remote: Remote, home: Path, request: pytest.FixtureRequest) -> None:
+    url = remote.put(f"empty-{request.node.callspec.id}/nothing.mp4", b"")
+    with FileCache(_settings(home, **remote.settings)) as cache, cache.lease() as lease:
+        got = lease.get_ranged(url)  # it has no byte 0 to ask a range of: every store answers 416
+        assert isinstance(got, Path) and got.read_bytes() == b""
+    mt.init(home=home / "tables", quiet=True, **_overrides(**remote.settings))
+    t = mt.create_table("vids", {"video": mt.Video})
+    t.insert([{"video": url}], quiet=True)
+    assert t.select(e=t.video.duration.errortype).collect()["e"] == ["MediaDecodeError"]  # not a fetch error
+
+
 def test_frame_view_with_sampled_frames_reads_by_ranges(http_server: FaultServer, home: Path, tmp_path: Path) -> None:
     path = make_noise_mp4(tmp_path / "long.mp4", seconds=20, gop=10)
     url = http_server.put("ranged-view/long.mp4", path.read_bytes())
@@ -362,6 +373,10 @@ def test_an_object_replaced_mid_read_is_an_error_never_mixed_bytes(
             with pytest.raises(MediaChanged) as raised:
                 file.read(100)
         assert "changed while it was being read" in str(raised.value) and raised.value.url == url
+        if request.node.callspec.id == "gcs":  # fake-gcs-server ignores If-Match: the answer's ETag tells
+            assert raised.value.status is None and "it now has ETag" in str(raised.value)
+        else:  # the block's GET named the pinned ETag (If-Match) and the server refused it
+            assert raised.value.status == 412 and "HTTP 412" in str(raised.value)
         again = lease.get_ranged(url)  # opening again reads the new version
         assert isinstance(again, RemoteObject) and again.version != obj.version
         with again.open() as file:

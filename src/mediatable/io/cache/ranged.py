@@ -6,7 +6,8 @@ reads, with as few requests as a whole download needs:
 1. a whole copy in the cache (or a file:// URL) is used as it is;
 2. blocks of the object already in the cache give its version and size without a request;
 3. otherwise one GET of the first block (``Range: bytes=0-<block_size - 1>``) tells the size and
-   version: an object that fits in it is cached whole from that one answer; one smaller than
+   version (an empty object, which has no byte 0 to ask for, is downloaded whole instead): an
+   object that fits in it is cached whole from that one answer; one smaller than
    ``settings.min_ranged_size`` is completed with one more ranged GET and cached whole; a larger
    one keeps that block as its first block entry and is opened as a :class:`RemoteObject`.
 
@@ -223,6 +224,10 @@ class FirstBlock:
             return await stage.run(self.url, lambda: self._attempt(sink, on_bytes))
         except RangesUnsupported:
             reads.no_ranges(self.url)
+        except MediaFetchError as error:
+            if error.status != 416:
+                raise
+            # A range from byte 0 is refused only when there is no byte 0: an empty object, read whole.
         stores = reads.core.stores
         return await stage.run(
             self.url, lambda: fetch.download_attempt(stores, self.url, sink, on_bytes, stall=stage.stall, hashed=True)
