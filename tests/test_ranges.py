@@ -187,6 +187,23 @@ def test_whole_download_fetches_only_what_the_blocks_lack(http_server: FaultServ
     assert http_server.sent("ranges/gaps.bin") == len(data) - 4 * BLOCK
 
 
+def test_a_whole_download_refetches_a_damaged_block_instead_of_copying_it(http_server: FaultServer, home: Path) -> None:
+    data = os.urandom(6 * BLOCK)
+    url = http_server.put("ranges/damaged-whole.bin", data)
+    with FileCache(_settings(home)) as cache, cache.lease() as lease:
+        obj = lease.get_ranged(url)
+        assert isinstance(obj, RemoteObject)
+        with obj.open() as file:
+            assert file.read() == data  # every block cached
+        block = _block_path(cache.directory, url, obj, 2)
+        raw = bytearray(block.read_bytes())
+        raw[7] ^= 0x01
+        block.write_bytes(bytes(raw))
+        http_server.reset()
+        assert lease.get(url).read_bytes() == data
+    assert _ranges(http_server, "ranges/damaged-whole.bin") == _block_ranges([2], len(data))  # only that one
+
+
 def test_local_files_are_read_in_place(tmp_path: Path, home: Path) -> None:
     path = tmp_path / "big.bin"
     path.write_bytes(os.urandom(10 * BLOCK))
@@ -573,11 +590,12 @@ def test_threads_reading_the_same_ranges_fetch_each_block_once(http_server: Faul
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=read) for _ in range(8)]
+        threads = [threading.Thread(target=read, daemon=True) for _ in range(8)]  # daemon: never holds up exit
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=60)
+            thread.join(timeout=PROCESS_DEADLINE)
+        assert not any(thread.is_alive() for thread in threads), "a reader is stuck"
     assert not errors
     got = sorted(_ranges(http_server, "threads/obj.bin"))
     assert got == sorted(_block_ranges([0, 5, 8, 9, 12], len(data)))  # 9 * BLOCK - 10 + 100 reaches block 9
