@@ -69,6 +69,14 @@ def _block_path(cache_dir: Path, url: str, obj: RemoteObject, index: int) -> Pat
     return cache_dir / file_name(digest(block_key(url, obj.version, BLOCK, index)), ".blk")
 
 
+def _damage(block: Path, at: int) -> bytes:
+    """Flip one byte of a block file behind the cache's back (same size: only the checksum can tell)."""
+    raw = bytearray(block.read_bytes())
+    raw[at] ^= 0xFF
+    block.write_bytes(bytes(raw))
+    return bytes(raw)
+
+
 def _check_consistent(cache_dir: Path) -> int:
     """Index and files agree, nothing reserved or half-written is left; returns the entry count.
 
@@ -195,10 +203,7 @@ def test_a_whole_download_refetches_a_damaged_block_instead_of_copying_it(http_s
         assert isinstance(obj, RemoteObject)
         with obj.open() as file:
             assert file.read() == data  # every block cached
-        block = _block_path(cache.directory, url, obj, 2)
-        raw = bytearray(block.read_bytes())
-        raw[7] ^= 0x01
-        block.write_bytes(bytes(raw))
+        _damage(_block_path(cache.directory, url, obj, 2), at=7)
         http_server.reset()
         assert lease.get(url).read_bytes() == data
     assert _ranges(http_server, "ranges/damaged-whole.bin") == _block_ranges([2], len(data))  # only that one
@@ -427,13 +432,11 @@ def test_a_damaged_block_is_fetched_again_not_served(http_server: FaultServer, h
             file.seek(3 * BLOCK)
             assert file.read(BLOCK) == data[3 * BLOCK : 4 * BLOCK]
         block = _block_path(cache.directory, url, obj, 3)
-        raw = bytearray(block.read_bytes())
-        raw[1000] ^= 0xFF  # same size: only the checksum can tell
-        block.write_bytes(bytes(raw))
+        damaged = _damage(block, at=1000)
         with obj.open() as file:
             file.seek(3 * BLOCK)
             assert file.read(BLOCK) == data[3 * BLOCK : 4 * BLOCK]
-        assert block.read_bytes() != bytes(raw)  # replaced by a good copy
+        assert block.read_bytes() != damaged  # replaced by a good copy
     assert _ranges(http_server, "damaged/obj.bin").count(_block_ranges([3], len(data))[0]) == 2
     assert _check_consistent(home / "file_cache") == 2
 
