@@ -91,6 +91,17 @@ def bound(spec: QuerySpec) -> tuple[QuerySpec, RowSource]:
     return spec, source
 
 
+def session_pipeline(session: Session, lease: Any) -> Pipeline:
+    """The pipeline a query of `session` computes with: files through `lease`, the session's threads and processes."""
+    return Pipeline(
+        lease,
+        session.media_store,
+        session.settings.compute_workers,
+        presigner=session.presigner,
+        processes=worker_processes(session),
+    )
+
+
 def subject(spec: QuerySpec) -> str:
     """What a query reads, for messages: the table's path, or the join."""
     return spec.meta.path if spec.join is None else joins.JoinSql(spec.meta, spec.join).subject
@@ -186,13 +197,7 @@ def matching_rows(session: Session, spec: QuerySpec, on_error: str = "abort") ->
     """Matching rows (with every column any part of the query reads), filtered, ordered and limited."""
     failures = Failures(on_error, subject(spec))
     with session.cache_lease() as lease:
-        pipeline = Pipeline(
-            lease,
-            session.media_store,
-            session.settings.compute_workers,
-            presigner=session.presigner,
-            processes=worker_processes(session),
-        )
+        pipeline = session_pipeline(session, lease)
         return [row for batch in _row_batches(session, spec, pipeline, failures, BATCH_SIZE) for row in batch]
 
 
@@ -231,13 +236,7 @@ def run_batches(
     failures = Failures(on_error, subject(spec))
     targets = output_targets(outputs)
     with contextlib.nullcontext(lease) if lease is not None else session.cache_lease() as lease:
-        pipeline = Pipeline(
-            lease,
-            session.media_store,
-            session.settings.compute_workers,
-            presigner=session.presigner,
-            processes=worker_processes(session),
-        )
+        pipeline = session_pipeline(session, lease)
         for rows in _row_batches(session, spec, pipeline, failures, batch_size):
             preflight(rows, outputs)
             pipeline.run(rows, targets)
@@ -335,13 +334,7 @@ def _grouped(session: Session, spec: QuerySpec, on_error: str, quiet: bool) -> l
             return [[t.from_sql(v) for t, v in zip(types, row, strict=True)] for row in found]
     failures = Failures(on_error, subject(spec))
     with session.cache_lease() as lease:
-        pipeline = Pipeline(
-            lease,
-            session.media_store,
-            session.settings.compute_workers,
-            presigner=session.presigner,
-            processes=worker_processes(session),
-        )
+        pipeline = session_pipeline(session, lease)
         rows_spec = dataclasses.replace(spec, order=(), limit=None)
         batches = _row_batches(session, rows_spec, pipeline, failures, BATCH_SIZE)
         out = grouping.python_groups(batches, outputs, keys, spec.order, spec.limit, pipeline, failures)
@@ -410,13 +403,7 @@ def matching_rowids(session: Session, spec: QuerySpec, on_error: str = "abort") 
         raise ExprError(f"{kind} has no row ids of one table; collect() it instead")
     failures = Failures(on_error, subject(spec))
     with session.cache_lease() as lease:
-        pipeline = Pipeline(
-            lease,
-            session.media_store,
-            session.settings.compute_workers,
-            presigner=session.presigner,
-            processes=worker_processes(session),
-        )
+        pipeline = session_pipeline(session, lease)
         for batch in _row_batches(session, dataclasses.replace(spec, select=()), pipeline, failures, BATCH_SIZE):
             for row in batch:
                 yield row[ROWID]

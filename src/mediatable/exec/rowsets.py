@@ -16,10 +16,9 @@ from typing import Any
 
 from mediatable.catalog.catalog import read_only
 from mediatable.catalog.model import TableMeta
-from mediatable.exec.pipeline import Pipeline, preflight
-from mediatable.exec.query import output_targets, output_values, referenced_columns
+from mediatable.exec.pipeline import preflight
+from mediatable.exec.query import output_targets, output_values, referenced_columns, session_pipeline
 from mediatable.exec.rows import ROWID, TableSql
-from mediatable.exec.workers import worker_processes
 from mediatable.exprs import Expr
 from mediatable.session import Session
 
@@ -66,13 +65,7 @@ def rows_by_id(
     columns = referenced_columns([expr for _, expr in outputs], sql.columns)
     targets = output_targets(outputs)
     with contextlib.nullcontext(lease) if lease is not None else session.cache_lease() as lease:
-        pipeline = Pipeline(
-            lease,
-            session.media_store,
-            session.settings.compute_workers,
-            presigner=session.presigner,
-            processes=worker_processes(session),
-        )
+        pipeline = session_pipeline(session, lease)
         for start in range(0, len(rowids), batch_size):
             wanted = [int(rowid) for rowid in rowids[start : start + batch_size]]
             with read_only(session.engine) as conn:

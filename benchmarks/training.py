@@ -1,0 +1,255 @@
+"""Training over remote images: a DataLoader with 2 workers over `to_pytorch_dataset()` for two epochs,
+against a bare loop that downloads and decodes the same files in 2 processes.
+
+Setup: 2,000 JPEGs of ~80 KB (random noise) behind the test HTTP server (tests/servers/http.py, in its
+own process) with 20 ms of latency per request; the server counts the GETs it answers.
+
+Measured, per repeat, in a fresh mediatable home (empty catalog and file cache):
+
+- bare (the issue's baseline): 2 processes, each with half of the URLs, downloading with obstore's async
+  API (32 requests in flight, as mediatable's default) and decoding each file as it arrives with Pillow
+  into the same float32 CHW tensor as `image_format='pt'`; the tensors stay in the process (not sent
+  anywhere, so this loop does not pay for handing images to a training loop);
+- hand-written DataLoader: the same download + decode written as an `IterableDataset` (each worker a
+  background thread of obstore async downloads feeding Pillow), `DataLoader(batch_size=32,
+  num_workers=2)`: what a user writes by hand today; it hands every batch to this process as epoch 1
+  does, and downloads everything again every epoch;
+- epoch 1: `DataLoader(t.to_pytorch_dataset(batch_size=32), batch_size=32, num_workers=2)`, every
+  batch received by this process (tensors through shared memory, as in training), cold cache;
+- epoch 2: the same loader again: every file from the cache, so the server must see no new GET.
+
+Targets: epoch 1 throughput >= 0.9x the bare loop's; exactly 2,000 GETs over both epochs. Prints the
+ratio to the hand-written DataLoader too, and the peak RSS of this process and of the largest worker.
+Run: `.venv/bin/python benchmarks/training.py` (`TRAINING_REPEATS=1` for one repeat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import multiprocessing
+import os
+import queue
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+import obstore
+import PIL.Image
+import torch
+from obstore.store import HTTPStore
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from cold_warm import make_images
+
+import mediatable as mt
+from servers.http import FaultServer
+
+N = 2000
+LATENCY = 0.020
+CONCURRENCY = 32
+WORKERS = 2
+BATCH = 32
+REPEATS = int(os.environ.get("TRAINING_REPEATS", "3"))
+CONTEXT = "fork"  # this process never fetches a file itself, so its workers may be forked (fast to start)
+
+
+def serve(root: str, latency: float, conn: Connection) -> None:
+    """The test server in its own process; answers 'count' (GETs so far) and 'stop' on `conn`."""
+    with FaultServer(root) as server:
+        server.set_fault(None, latency=latency)
+        conn.send(server.base_url)
+        while (command := conn.recv()) != "stop":
+            conn.send(server.count() if command == "count" else None)
+
+
+@contextmanager
+def remote_images(work: Path) -> Iterator[tuple[str, list[str], Connection]]:
+    images = work / "images"
+    images.mkdir()
+    started = time.perf_counter()
+    total = make_images(images, N)
+    print(f"generated {N} JPEGs, {total / N / 1024:.1f} KiB each, in {time.perf_counter() - started:.1f} s")
+    ours, theirs = multiprocessing.Pipe()
+    server = multiprocessing.get_context("spawn").Process(target=serve, args=(str(images), LATENCY, theirs))
+    server.start()
+    try:
+        base = ours.recv()
+        yield base, [f"{base}/img{i:04d}.jpg" for i in range(N)], ours
+    finally:
+        ours.send("stop")
+        server.join(timeout=10)
+        if server.is_alive():
+            server.kill()
+
+
+def gets(conn: Connection) -> int:
+    conn.send("count")
+    return conn.recv()
+
+
+def as_tensor(data: bytes) -> torch.Tensor:
+    """What `image_format='pt'` yields: float32, CHW, in [0, 1]."""
+    array = np.array(PIL.Image.open(io.BytesIO(data)))
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous().to(torch.float32).div_(255.0)
+
+
+def bare_worker(base: str, names: list[str]) -> int:
+    """Download and decode `names`, CONCURRENCY in flight, decoding each as it arrives; returns pixels seen."""
+    torch.set_num_threads(1)  # as in DataLoader workers
+    store = HTTPStore.from_url(base, client_options={"allow_http": True, "timeout": "60s"})
+
+    async def main() -> int:
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(name: str) -> int:
+            async with gate:
+                result = await obstore.get_async(store, name)
+                data = await result.bytes_async()
+            return as_tensor(bytes(data)).numel()
+
+        return sum(await asyncio.gather(*(one(name) for name in names)))
+
+    return asyncio.run(main())
+
+
+class HandWritten(IterableDataset):  # type: ignore[type-arg]
+    """Download (obstore async, CONCURRENCY in flight, in a background thread) and decode in each worker."""
+
+    def __init__(self, base: str, names: list[str]) -> None:
+        self.base, self.names = base, names
+
+    def __iter__(self) -> Iterator[dict[str, object]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        mine = [(i, name) for i, name in enumerate(self.names) if (i // BATCH) % workers == worker]
+        arrived: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=4 * CONCURRENCY)
+        store = HTTPStore.from_url(self.base, client_options={"allow_http": True, "timeout": "60s"})
+
+        async def download() -> None:
+            gate = asyncio.Semaphore(CONCURRENCY)
+
+            async def one(i: int, name: str) -> None:
+                async with gate:
+                    data = await (await obstore.get_async(store, name)).bytes_async()
+                await asyncio.to_thread(arrived.put, (i, bytes(data)))
+
+            await asyncio.gather(*(one(i, name) for i, name in mine))
+
+        def run() -> None:
+            try:
+                asyncio.run(download())
+            finally:
+                arrived.put(None)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        while (item := arrived.get()) is not None:
+            yield {"image": as_tensor(item[1]), "label": item[0] % 10}
+        thread.join()
+
+
+def bare(base: str, urls: list[str]) -> float:
+    names = [url.rsplit("/", 1)[1] for url in urls]
+    halves = [names[i::WORKERS] for i in range(WORKERS)]
+    started = time.perf_counter()
+    with multiprocessing.get_context(CONTEXT).Pool(WORKERS) as pool:
+        pixels = sum(pool.starmap(bare_worker, [(base, half) for half in halves]))
+    elapsed = time.perf_counter() - started
+    assert pixels == N * 3 * 282 * 376
+    return elapsed
+
+
+def epoch(loader: DataLoader) -> tuple[float, int]:  # type: ignore[type-arg]
+    started = time.perf_counter()
+    rows = 0
+    for batch in loader:
+        assert batch["image"].shape[1:] == (3, 282, 376)
+        rows += len(batch["label"])
+    return time.perf_counter() - started, rows
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="mt-train-"))
+    try:
+        with remote_images(work) as (base, urls, server):
+            bare_times, hand_times, cold_times, warm_times = [], [], [], []
+            names = [url.rsplit("/", 1)[1] for url in urls]
+            hand = DataLoader(
+                HandWritten(base, names), batch_size=BATCH, num_workers=WORKERS, multiprocessing_context=CONTEXT
+            )
+            session = None
+            for attempt in range(REPEATS):
+                before = gets(server)
+                bare_times.append(bare(base, urls))
+                assert gets(server) - before == N
+                before = gets(server)
+                hand_time, rows = epoch(hand)
+                assert rows == N and gets(server) - before == N
+                hand_times.append(hand_time)
+                session = mt.init(home=work / f"home{attempt}", quiet=True, progress=False)  # closes the last
+                t = mt.create_table("train", {"image": mt.Image, "label": mt.Int})
+                t.insert([{"image": url, "label": i % 10} for i, url in enumerate(urls)], quiet=True)
+                ds = t.to_pytorch_dataset(batch_size=BATCH)
+                loader = DataLoader(ds, batch_size=BATCH, num_workers=WORKERS, multiprocessing_context=CONTEXT)
+                before = gets(server)
+                cold, rows = epoch(loader)
+                after_first = gets(server) - before
+                warm, rows_again = epoch(loader)
+                after_second = gets(server) - before
+                assert rows == rows_again == N
+                cold_times.append(cold)
+                warm_times.append(warm)
+                print(
+                    f"repeat {attempt + 1}: bare {bare_times[-1]:.2f} s, hand-written DataLoader {hand_time:.2f} s, "
+                    f"epoch 1 {cold:.2f} s, epoch 2 {warm:.2f} s; "
+                    f"GETs: {after_first} in epoch 1, {after_second - after_first} in epoch 2"
+                )
+                assert after_first == N and after_second == N, (after_first, after_second)
+            if session is not None:
+                session.close()
+
+        bare_s, hand_s, cold_s, warm_s = (
+            statistics.median(x) for x in (bare_times, hand_times, cold_times, warm_times)
+        )
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"\n{N} images, {LATENCY * 1000:.0f} ms latency, {WORKERS} processes, median of {REPEATS}")
+        print(f"{'pass':44} {'seconds':>8} {'images/s':>9}")
+        for name, seconds in (
+            ("bare loop (obstore + Pillow, 2 processes)", bare_s),
+            ("hand-written DataLoader, 2 workers", hand_s),
+            ("epoch 1: DataLoader, 2 workers, cold cache", cold_s),
+            ("epoch 2: DataLoader, 2 workers, warm cache", warm_s),
+        ):
+            print(f"{name:44} {seconds:8.2f} {N / seconds:9,.0f}")
+        print(f"\nepoch 1 throughput / bare loop's   {bare_s / cold_s:.2f}x   (target >= 0.9x)")
+        print(f"epoch 2 throughput / bare loop's   {bare_s / warm_s:.2f}x")
+        print(f"epoch 1 throughput / hand-written  {hand_s / cold_s:.2f}x")
+        print(f"epoch 2 throughput / hand-written  {hand_s / warm_s:.2f}x")
+        print(f"GETs over both epochs              {N} per repeat (exactly one per image; epoch 2: none)")
+        print(f"peak RSS                           this process {own:.0f} MiB, largest child {children:.0f} MiB")
+        print(
+            "runs: "
+            + "; ".join(
+                f"{n} " + ", ".join(f"{x:.2f}" for x in v)
+                for n, v in (("bare", bare_times), ("hand", hand_times), ("epoch1", cold_times), ("epoch2", warm_times))
+            )
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
