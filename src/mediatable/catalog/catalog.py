@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from mediatable import types as ts
 from mediatable.catalog import columns as columns_ops
-from mediatable.catalog import schema, versions
+from mediatable.catalog import indexes, schema, versions
 from mediatable.catalog.change import Change
 from mediatable.catalog.engine import create_engine, read_only
 from mediatable.catalog.model import Column, TableMeta
@@ -74,6 +74,7 @@ class Catalog(PathOps):
                     "export its tables and start a new catalog (a new home or db_url)"
                 )
             schema.metadata.create_all(conn, checkfirst=True)
+            indexes.metadata.create_all(conn, checkfirst=True)
 
     # -- directories --------------------------------------------------------------------------
     def create_dir(self, path: str, if_exists: str = "error", parents: bool = False) -> bool:
@@ -347,6 +348,7 @@ class Catalog(PathOps):
                     f"({', '.join(r.path for r in snapshots)}); drop them first"
                 )
             family = self._family(conn, current)
+            indexes.revert_vectors(conn, family, last.version)
             for member in family:
                 versions.revert_rows(conn, member, last.version)
             columns_ops.revert_columns(conn, family, last.version, last.undo or {})

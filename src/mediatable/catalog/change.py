@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mediatable.catalog import columns as columns_ops
-from mediatable.catalog import schema
+from mediatable.catalog import indexes, schema
 from mediatable.catalog.model import Column, TableMeta
 from mediatable.catalog.schema import check_choice
 from mediatable.errors import AlreadyExists, CatalogError, ColumnNotFound, DependencyError
@@ -74,6 +74,7 @@ class Change:
             raise DependencyError(f"column {name!r} is produced by the view's iterator and cannot be dropped")
         if name in meta.primary_key:
             raise DependencyError(f"column {name!r} is part of the primary key of {meta.path!r}")
+        indexes.check_column_drop(self.conn, meta, column, "replace" if replacing else "drop")
         dependents = columns_ops.dependents(self.catalog._family(self.conn, meta), meta, name)
         if dependents:
             verb = "replace" if replacing else "drop"

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mediatable.catalog import schema
+from mediatable.catalog import indexes, schema
 from mediatable.catalog.model import TableMeta
 from mediatable.errors import AlreadyExists, DependencyError, DirNotFound, InvalidArgument, TableNotFound
 
@@ -187,6 +187,7 @@ class PathOps:
         its base's)."""
         preparer = conn.dialect.identifier_preparer
         if row.kind != "snapshot":
+            indexes.drop_table_indexes(conn, row.id)
             for name in (schema.data_table_name(row.id), schema.history_table_name(row.id)):
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {preparer.quote(name)}")
             conn.execute(schema.columns.delete().where(schema.columns.c.table_id == row.id))

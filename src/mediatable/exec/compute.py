@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from mediatable.catalog import versions
 from mediatable.catalog.catalog import read_only
 from mediatable.catalog.model import Column, TableMeta
+from mediatable.exec import embedding_index
 from mediatable.exec.pipeline import Pipeline, Target, preflight
 from mediatable.exec.rows import ROWID, TableSql
 from mediatable.exec.status import UpdateStatus, progress_bar
@@ -167,6 +168,7 @@ def fill(
     ):
         TableSql(change.meta).update(change.conn, rows, columns, change.version)
         versions.note_rows(change.conn, meta.root_id, change.version, updated=len(rows))
+    embedding_index.after_change(session, meta)
     return count(status, rows, columns, meta.path)
 
 

@@ -17,7 +17,7 @@ from mediatable.catalog import versions
 from mediatable.catalog.change import Change
 from mediatable.catalog.model import TableMeta
 from mediatable.errors import DataError
-from mediatable.exec import compute, keys, updates, validation, views
+from mediatable.exec import compute, embedding_index, keys, updates, validation, views
 from mediatable.exec.rows import ROWID, TableSql
 from mediatable.exec.status import UpdateStatus
 from mediatable.importers import none_if_missing
@@ -121,6 +121,8 @@ def insert(
             progress(len(records))
         if change is not None:
             versions.note_rows(change.conn, meta.root_id, change.version, inserted=inserted, updated=updated)
+    if inserted or updated:
+        embedding_index.after_change(session, meta)  # the new rows' vectors, once the rows are committed
     status.num_rows = inserted
     status.num_updated = updated
     if errors:

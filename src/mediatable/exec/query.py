@@ -21,7 +21,7 @@ from mediatable import types as ts
 from mediatable.catalog.catalog import read_only
 from mediatable.catalog.model import Column, TableMeta
 from mediatable.errors import ExprError
-from mediatable.exec import grouping, joins
+from mediatable.exec import embedding_index, grouping, joins
 from mediatable.exec.failures import Failures
 from mediatable.exec.media_cells import MediaCell
 from mediatable.exec.pipeline import Pipeline, Target, preflight
@@ -416,11 +416,15 @@ def _row_batches(
 ) -> Iterator[list[dict[str, Any]]]:
     """Matching rows in batches: filtered, then (in SQL or after all are read) ordered and limited."""
     plan = _plan(spec)
+    exprs = [e for _, e in spec.outputs()] + [k.expr for k in spec.order] + conjuncts(spec.where)
+    candidates = embedding_index.bind(  # similarity() nodes get their index; an index top-k reads k rows
+        session, spec.meta, exprs, spec.order, spec.limit, plan.sql, plan.sql_where, plan.py_where is not None
+    )
     left = spec.limit if plan.sql_order is not None else None
     kept_all: list[dict[str, Any]] = []
     with read_only(session.engine) as conn:
         batch: list[dict[str, Any]] = []
-        source = plan.sql.read(conn, plan.columns, plan.sql_where, plan.sql_order or (), plan.sql_limit)
+        source = plan.sql.read(conn, plan.columns, plan.sql_where, plan.sql_order or (), plan.sql_limit, candidates)
         for row in source:
             batch.append(row)
             if len(batch) < batch_size:

@@ -102,11 +102,22 @@ def from_dict(data: dict[str, Any], resolve_column: Callable[[str], Any]) -> bas
 
 
 def function_ref(function: Any) -> dict[str, Any]:
-    """How to find `function` again: by import path, or by value for functions of `__main__`."""
+    """How to find `function` again: by import path, or by value for functions an import would not find
+    (those of `__main__`, local ones, and ones defined in code run by `exec`, e.g. a doctest)."""
     module, qualname = function.fn.__module__, function.fn.__qualname__
-    if module != "__main__" and "<locals>" not in qualname:
+    if module != "__main__" and "<locals>" not in qualname and _imports_as(module, qualname, function):
         return {"module": module, "qualname": qualname}
     return {"pickle": base64.b64encode(cloudpickle.dumps(function)).decode("ascii"), "name": function.name}
+
+
+def _imports_as(module: str, qualname: str, function: Any) -> bool:
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return False
+    return obj is function
 
 
 def load_function(ref: dict[str, Any]) -> Any:

@@ -4,7 +4,7 @@ Each concern lives in its own module: reads and queries (:mod:`~mediatable.table
 (:mod:`~mediatable.table.inserts`), computed columns (:mod:`~mediatable.table.computed`), updates and
 deletes (:mod:`~mediatable.table.updates`), schema operations (:mod:`~mediatable.table.schema_ops`),
 warming the file cache (:mod:`~mediatable.table.prefetch`), versions (:mod:`~mediatable.table.versions`),
-exports (:mod:`~mediatable.table.exporting`);
+exports (:mod:`~mediatable.table.exporting`), embedding indexes (:mod:`~mediatable.table.indexes`);
 :mod:`~mediatable.table.base` holds what they share.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from mediatable.table.computed import ComputedColumns
 from mediatable.table.exporting import TableExports
+from mediatable.table.indexes import EmbeddingIndexes
 from mediatable.table.inserts import Inserts
 from mediatable.table.prefetch import Prefetch
 from mediatable.table.reads import Reads
@@ -20,7 +21,7 @@ from mediatable.table.updates import Updates
 from mediatable.table.versions import Versions
 
 
-class Table(SchemaOps, Reads, Inserts, ComputedColumns, Updates, Prefetch, Versions, TableExports):
+class Table(SchemaOps, Reads, Inserts, ComputedColumns, Updates, Prefetch, Versions, TableExports, EmbeddingIndexes):
     """A table or view in the catalog.
 
     Columns are attributes (`t.image`, also `t['image']`) and build expressions.

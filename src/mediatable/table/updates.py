@@ -8,7 +8,7 @@ from typing import Any
 
 from mediatable.catalog import versions
 from mediatable.errors import DataError, InvalidArgument
-from mediatable.exec import keys, updates
+from mediatable.exec import embedding_index, keys, updates
 from mediatable.exec import query as run
 from mediatable.exec.rows import ROWID, TableSql
 from mediatable.exec.status import UpdateStatus, plural
@@ -82,6 +82,7 @@ class Updates(TableBase):
                     row.update(constants)
                 status = updates.apply(session, change, lease, rows, names)
                 versions.note_rows(change.conn, meta.root_id, change.version, updated=len(rows))
+            embedding_index.after_change(session, meta)
             self._refresh()
         if not quiet:
             print(f"Updated {plural(status.num_rows, 'row')} with {plural(status.num_excs, 'error')}.")
@@ -138,6 +139,7 @@ class Updates(TableBase):
                     status = status + updates.apply(session, change, lease, group, list(names))
             status.num_rows = sum(len(g) for n, g in groups.items() if n)
             versions.note_rows(change.conn, meta.root_id, change.version, updated=status.num_rows)
+        embedding_index.after_change(session, meta)
         self._refresh()
         if not quiet:
             print(f"Updated {plural(status.num_rows, 'row')} with {plural(status.num_excs, 'error')}.")

@@ -20,6 +20,9 @@ Examples:
     (Json, Array(Float, (384,)))
 """
 
+from mediatable import types as _types
+from mediatable.exprs.methods import register_method
+from mediatable.exprs.similarity import similarity as _similarity
 from mediatable.functions.ai import openai_api as openai
 from mediatable.functions.ai.face_detection import detect_faces
 from mediatable.functions.ai.image_embedding import embed_image
@@ -37,3 +40,6 @@ __all__ = [
     "openai",
     "phash",
 ]
+
+for _type in (_types.String, _types.Image, _types.Json, _types.Document, _types.Video, _types.Audio):
+    register_method(_type.name, "similarity", _similarity, is_property=False)  # t.caption.similarity('...')

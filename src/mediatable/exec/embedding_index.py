@@ -1,0 +1,316 @@
+"""Keeping embedding indexes current, and binding similarity queries to them.
+
+Maintenance (:func:`catch_up`): the vectors of an index are computed per row image (see
+:mod:`mediatable.catalog.indexes`). After a change commits (insert, update, recompute), the images
+of the table's current rows that have no vector yet get one: an image whose indexed value has a
+vector already (same digest) reuses it; the others are embedded through the same pipeline as
+computed columns (media fetched through the cache, batched UDFs). The vectors are written under the
+family's lock, and only for images that still hold the value that was embedded, so a revert or a
+change racing the embedding never leaves a vector that does not belong to its image. A row whose
+value is None or whose embedding failed keeps a NULL vector (with the reason) and is never a search
+result. Work that a crash interrupted is picked up by the next write or search, and an earlier
+version (`t.get_version(n)`, a snapshot) has its own images' vectors computed when it is searched.
+
+Search: each process keeps per index and version read a :class:`~mediatable.exec.vector_search.VectorCache`
+of the images that version reads, labelled with the index's epoch and the family's version; when the
+label moved on it is rebuilt (another handle or process changed the rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import sqlalchemy as sa
+
+from mediatable import types as ts
+from mediatable.catalog import indexes, schema, versions
+from mediatable.catalog.catalog import read_only
+from mediatable.catalog.indexes import IndexMeta
+from mediatable.catalog.model import V_MIN, Column, TableMeta
+from mediatable.errors import ExprError, NotFoundError
+from mediatable.exec.pipeline import Pipeline, Target
+from mediatable.exec.rows import ROWID, TableSql
+from mediatable.exec.vector_search import VectorCache
+from mediatable.exprs import CellError, ColumnRef, Expr, FunctionCall
+from mediatable.exprs.similarity import Similarity
+from mediatable.session import Session
+
+BATCH = 1000
+
+
+def table_indexes(session: Session, meta: TableMeta) -> list[IndexMeta]:
+    """The embedding indexes of a table or view."""
+    with read_only(session.engine) as conn:
+        return indexes.list_indexes(conn, meta.id)
+
+
+# -- maintenance --------------------------------------------------------------------------------
+
+
+def after_change(session: Session, meta: TableMeta) -> None:
+    """Vectors for the new row images of every indexed member of `meta`'s family (after a change committed)."""
+    with read_only(session.engine) as conn:
+        found = indexes.family_indexes(conn, meta.root_id)
+    for index in found:
+        catch_up(session, session.catalog.get_table_by_id(index.table_id), index)
+
+
+def catch_up(session: Session, meta: TableMeta, index: IndexMeta) -> int:
+    """Vectors for every image `meta` reads (its current rows, or an earlier version's) that has none.
+
+    Returns how many could not be computed.
+    """
+    column = index.column(meta)
+    if column is None:
+        return 0
+    images = TableSql(meta).table
+    vectors = index.vectors
+    joined = images.outerjoin(
+        vectors, sa.and_(vectors.c[ROWID] == images.c[ROWID], vectors.c[V_MIN] == images.c[V_MIN])
+    )
+    query = (
+        sa.select(images.c[ROWID], images.c[V_MIN], *_value_columns(images, column))
+        .select_from(joined)
+        .where(vectors.c[ROWID].is_(None))
+        .order_by(images.c[ROWID])
+    )
+    with read_only(session.engine) as conn:
+        missing = conn.execute(query).all()
+    failed = 0
+    for start in range(0, len(missing), BATCH):
+        failed += _index_images(session, meta, index, column, missing[start : start + BATCH])
+    return failed
+
+
+def _value_columns(table: Any, column: Column) -> list[Any]:
+    out = [table.c[column.sql_name]]
+    if column.is_computed:
+        out.append(table.c[column.error_names[0]])
+    return out
+
+
+def _digest(record: Sequence[Any]) -> str:
+    """A digest of an image's stored value (and error type): images with equal digests embed alike."""
+    return hashlib.sha1(repr(tuple(record)).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _index_images(session: Session, meta: TableMeta, index: IndexMeta, column: Column, images: Sequence[Any]) -> int:
+    records = [{ROWID: r[0], V_MIN: r[1], "digest": _digest(r[2:]), "vec": None, "error": None} for r in images]
+    vectors = index.vectors
+    with read_only(session.engine) as conn:
+        digests = list({r["digest"] for r in records})
+        known = dict(
+            conn.execute(
+                sa.select(vectors.c.digest, vectors.c.vec).where(
+                    vectors.c.digest.in_(digests), vectors.c.vec.is_not(None)
+                )
+            ).all()
+        )
+    to_embed: list[dict[str, Any]] = []
+    for record, image in zip(records, images, strict=True):
+        stored, error = image[2], image[3] if column.is_computed else None
+        if record["digest"] in known:
+            record["vec"] = bytes(known[record["digest"]])
+        elif error is not None:
+            record["error"] = f"column {column.name!r} holds an error ({error})"
+        elif stored is not None:
+            to_embed.append({ROWID: record[ROWID], column.name: column.col_type.from_sql(stored), "_record": record})
+    if to_embed:
+        call = FunctionCall(index.function, [ColumnRef(column)], {})
+        target = Target(name="__vec", expr=call, col_type=_AnyValue(), save_media=False)
+        with session.cache_lease() as lease:
+            Pipeline(lease, session.media_store, session.settings.compute_workers, presigner=session.presigner).run(
+                to_embed, [target]
+            )
+        for row in to_embed:
+            row["_record"].update(_vector_value(row.get("__vec"), index))
+    _write(session, meta, column, index, records)
+    return sum(1 for r in records if r["error"] is not None)
+
+
+def _write(session: Session, meta: TableMeta, column: Column, index: IndexMeta, records: list[dict[str, Any]]) -> None:
+    """Store `records` under the family's lock, for the images that still hold the value embedded."""
+    vectors = index.vectors
+    data, history = meta.sql_table(), meta.history_table()
+    rowids = [r[ROWID] for r in records]
+    with session.engine.begin() as conn:
+        versions.lock_family(conn, meta.root_id)
+        if indexes.get_index(conn, index.id) is None:
+            return  # dropped meanwhile
+        now: dict[tuple[int, int], str] = {}
+        for table in (data, history):
+            query = sa.select(table.c[ROWID], table.c[V_MIN], *_value_columns(table, column))
+            for row in conn.execute(query.where(table.c[ROWID].in_(rowids))):
+                now[(row[0], row[1])] = _digest(row[2:])
+        keep = [r for r in records if now.get((r[ROWID], r[V_MIN])) == r["digest"]]
+        if not keep:
+            return
+        for record in keep:
+            conn.execute(vectors.delete().where(vectors.c[ROWID] == record[ROWID], vectors.c[V_MIN] == record[V_MIN]))
+        conn.execute(vectors.insert(), keep)
+
+
+class _AnyValue(ts.ColumnType):
+    """The pipeline's check of a target's values: embeddings are checked by :func:`_vector_value`."""
+
+    name = "Any"
+
+    def validate(self, value: Any) -> Any:
+        return value
+
+
+def _vector_value(value: Any, index: IndexMeta) -> dict[str, Any]:
+    if isinstance(value, CellError):
+        return {"error": f"{value.errortype}: {value.errormsg}"}
+    if value is None:
+        return {"error": f"{index.function.name} returned None"}
+    vector = np.asarray(value, dtype=np.float32).ravel()
+    norm = float(np.linalg.norm(vector))
+    if vector.size == 0 or not np.isfinite(norm) or norm == 0:
+        return {"error": f"{index.function.name} returned an empty or zero vector"}
+    return {"vec": (vector / norm).astype("<f4").tobytes()}
+
+
+# -- search -------------------------------------------------------------------------------------
+
+
+_caches: dict[tuple[str, int, int | None], VectorCache] = {}
+_caches_lock = threading.Lock()
+
+
+def _label(conn: sa.Connection, meta: TableMeta, index: IndexMeta) -> tuple[int, int] | None:
+    """What a cache of `meta`'s images in `index` is valid for: (epoch, version); None if the index is gone."""
+    found = indexes.get_index(conn, index.id)
+    if found is None:
+        return None
+    if meta.at_version is not None:
+        return found.epoch, meta.at_version
+    version = conn.execute(sa.select(schema.tables.c.version).where(schema.tables.c.id == meta.root_id)).scalar_one()
+    return found.epoch, int(version)
+
+
+def vector_cache(session: Session, meta: TableMeta, index: IndexMeta) -> VectorCache:
+    """The process's in-memory vectors of the images `meta` reads, caught up and rebuilt when stale."""
+    key = (session.settings.catalog_url, index.id, meta.at_version)
+    with read_only(session.engine) as conn:
+        label = _label(conn, meta, index)
+    with _caches_lock:
+        cached = _caches.get(key)
+    if cached is not None and cached.label == label:
+        return cached
+    catch_up(session, meta, index)  # after the label was read: the cache holds at least what it promises
+    images = TableSql(meta).table
+    vectors = index.vectors
+    joined = images.join(vectors, sa.and_(vectors.c[ROWID] == images.c[ROWID], vectors.c[V_MIN] == images.c[V_MIN]))
+    query = (
+        sa.select(vectors.c[ROWID], vectors.c.vec)
+        .select_from(joined)
+        .where(vectors.c.vec.is_not(None))
+        .order_by(vectors.c[ROWID])
+    )
+    with read_only(session.engine) as conn:
+        rows = conn.execute(query).all()
+    rowids = np.array([r[0] for r in rows], dtype=np.int64)
+    dims = len(bytes(rows[0][1])) // 4 if rows else 1
+    blobs = b"".join(bytes(r[1]) for r in rows)
+    matrix = np.frombuffer(blobs, dtype="<f4").reshape(len(rows), dims) if rows else np.zeros((0, 1), np.float32)
+    cache = VectorCache(label, rowids, matrix)
+    with _caches_lock:
+        _caches[key] = cache
+    return cache
+
+
+class IndexScorer:
+    """Scores of rows against one query embedding, from an index's stored vectors (binds Similarity nodes)."""
+
+    def __init__(self, cache: VectorCache, query: np.ndarray) -> None:
+        self.cache = cache
+        self.query = query
+
+    def scores(self, rowids: Sequence[int]) -> list[float | None]:
+        return self.cache.scores(rowids, self.query)
+
+    def top(self, k: int) -> list[int]:
+        return self.cache.top(self.query, k)
+
+
+def embed_query(index: IndexMeta, query: Any) -> np.ndarray:
+    """The unit-length embedding of a query value, by the index's own function.
+
+    Raises:
+        ExprError: the function fails on the query or gives no vector.
+    """
+    function = index.function
+    media = [t for t in function.param_types.values() if t is not None and t.is_media]
+    if media and media[0] == ts.Image and isinstance(query, str | os.PathLike):
+        query = PIL.Image.open(query)  # an image index is searched by an image: a local path is opened
+    try:
+        value = function.fn([query])[0] if function.batch_size else function.fn(query)
+    except Exception as exc:
+        raise ExprError(f"cannot embed the similarity query with {function.name}: {exc}") from exc
+    vector = np.asarray(value, dtype=np.float32).ravel()
+    norm = float(np.linalg.norm(vector)) if vector.size else 0.0
+    if not norm or not np.isfinite(norm):
+        raise ExprError(f"{function.name} gave an empty or zero vector for the similarity query")
+    return vector / norm
+
+
+def bind(
+    session: Session,
+    meta: TableMeta,
+    exprs: Sequence[Expr],
+    order: Sequence[Any],
+    limit: int | None,
+    sql: TableSql,
+    sql_where: Any,
+    python_filter: bool,
+) -> list[int] | None:
+    """Bind the query's similarity nodes to their indexes; the candidate row ids of an index top-k query.
+
+    When the query is `order_by(<similarity>, asc=False).limit(k)` (with at most a filter that runs in
+    SQL), only the best candidates need reading: their row ids are returned. Otherwise None (every
+    matching row is read and scored from the stored vectors).
+
+    Raises:
+        ExprError: the column has no embedding index, or the query value cannot be embedded.
+    """
+    nodes = [node for expr in exprs for node in expr.walk() if isinstance(node, Similarity)]
+    scorers: dict[int, IndexScorer] = {}
+    for node in nodes:
+        if node.ref.column.owner_id != meta.id:
+            raise ExprError(f"similarity() over {node.ref!r}: query the table that owns the column and its index")
+        with read_only(session.engine) as conn:
+            try:
+                index = indexes.find_index(conn, meta, name=node.index, column=node.ref.column.name)
+            except NotFoundError as exc:
+                raise ExprError(f"{node!r}: {exc}") from exc
+        scorer = IndexScorer(vector_cache(session, meta, index), embed_query(index, node.query))
+        node.bind(scorer)
+        scorers[id(node)] = scorer
+    first = order[0] if order else None
+    if first is None or len(order) != 1 or first.asc or limit is None or python_filter:
+        return None
+    if not isinstance(first.expr, Similarity) or id(first.expr) not in scorers:
+        return None
+    return _top_candidates(session, sql, scorers[id(first.expr)], limit, sql_where)
+
+
+def _top_candidates(session: Session, sql: TableSql, scorer: IndexScorer, limit: int, sql_where: Any) -> list[int]:
+    total = len(scorer.cache.rowids)
+    k = limit if sql_where is None else limit * 4
+    while True:
+        candidates = scorer.top(k)
+        if sql_where is None:
+            return candidates
+        with read_only(session.engine) as conn:
+            query = sa.select(sql.table.c[ROWID]).select_from(sql.from_clause()).where(sql_where)
+            matching = [r[0] for r in conn.execute(query.where(sql.table.c[ROWID].in_(candidates)))]
+        if len(matching) >= limit or k >= total:
+            return matching
+        k *= 4

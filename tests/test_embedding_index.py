@@ -1,0 +1,200 @@
+"""Embedding indexes and similarity search, on SQLite and PostgreSQL: kept current, same results on both."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import pytest
+import sqlalchemy as sa
+
+import mediatable as mt
+from mediatable.exec.embedding_index import VectorCache
+from servers.http import FaultServer
+from servers.postgres import PostgresServer
+
+CAPTIONS = [
+    "a red sports car on a mountain road",
+    "a bowl of hot tomato soup",
+    "a kitten asleep on a sofa",
+    None,
+    "a blue pickup truck on the highway",
+    "fresh bread in a bakery",
+]
+
+
+@mt.udf
+def letter_counts(word: str) -> mt.Array(mt.Float, (26,)):
+    """A user's own (unbatched) embedding: how often each letter occurs."""
+    return [float(word.lower().count(chr(97 + i))) for i in range(26)]
+
+
+def caption_table() -> mt.Table:
+    t = mt.create_table("captions", {"caption": mt.String, "n": mt.Int})
+    t.insert([{"caption": c, "n": i} for i, c in enumerate(CAPTIONS)], quiet=True)
+    return t
+
+
+def top(t: mt.Table, query: str, k: int = 3) -> list[int]:
+    return t.order_by(t.caption.similarity(query), asc=False).limit(k).select(t.n).collect()["n"]
+
+
+def test_text_index_search_and_scores_stay_current_on_insert_update_delete(clean_env: Path, db_url: str) -> None:
+    mt.init(home=clean_env, db_url=db_url, quiet=True)
+    t = caption_table()
+    t.add_embedding_index("caption", embedding=mt.functions.embed_text, quiet=True)
+
+    assert top(t, "an automobile", 2) == [0, 4]
+    scores = t.order_by(t.n).select(t.n, s=t.caption.similarity("a cat")).collect()["s"]
+    assert scores[3] is None and int(np.nanargmax([np.nan if s is None else s for s in scores])) == 2
+    assert all(-1.0 <= s <= 1.0 for s in scores if s is not None)
+
+    t.insert([{"caption": "a yellow taxi cab", "n": 6}], quiet=True)
+    t.update({"caption": "a motorbike in the rain"}, where=t.n == 1)
+    t.delete(where=t.n == 0)
+    assert sorted(top(t, "a vehicle", 3)) == [1, 4, 6]  # the new row and the updated one; the deleted one is gone
+    assert t.where(t.n > 3).order_by(t.caption.similarity("a loaf"), asc=False).limit(1).select(t.n).collect()["n"] == [
+        5
+    ]
+    assert len(t.order_by(t.caption.similarity("anything"), asc=False).limit(100).collect()) == 5  # None: no result
+
+    with pytest.raises(mt.DependencyError, match="embedding index 'caption_idx' reads it"):
+        t.drop_column("caption")
+    t.drop_embedding_index("caption")
+    with pytest.raises(mt.ExprError, match="no embedding index on column 'caption'"):
+        top(t, "car")
+    t.drop_column("caption")
+
+
+def test_any_embedding_udf_by_name_and_if_exists(clean_env: Path) -> None:
+    mt.init(home=clean_env, quiet=True)
+    t = caption_table()
+    t.add_embedding_index("caption", embedding=letter_counts, name="letters", quiet=True)
+    with pytest.raises(mt.AlreadyExists):
+        t.add_embedding_index("caption", embedding=letter_counts, name="letters", quiet=True)
+    t.add_embedding_index("caption", embedding=mt.functions.embed_text, name="meaning", quiet=True)
+    with pytest.raises(mt.ExprError, match="2 embedding indexes"):
+        top(t, "soup")
+    by_letters = t.order_by(t.caption.similarity("fresh bread in a bakery!", index="letters"), asc=False)
+    assert by_letters.limit(1).select(t.n).collect()["n"] == [5]
+    assert set(t.embedding_indexes) == {"letters", "meaning"}
+    t.add_embedding_index("caption", embedding=mt.functions.embed_text, name="letters", if_exists="replace", quiet=True)
+    assert t.embedding_indexes["letters"]["embedding"].endswith("embed_text")
+
+
+def scene(sky: str, ground: str) -> bytes:
+    img = PIL.Image.new("RGB", (160, 120), sky)
+    PIL.ImageDraw.Draw(img).rectangle((0, 80, 160, 120), fill=ground)
+    buffer = io.BytesIO()
+    img.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_image_index_over_remote_images_searched_by_an_image(
+    clean_env: Path, http_server: FaultServer, tmp_path: Path
+) -> None:
+    mt.init(home=clean_env, quiet=True)
+    scenes = [("skyblue", "forestgreen"), ("orange", "brown"), ("black", "white"), ("skyblue", "darkgreen")]
+    t = mt.create_table("scenes", {"image": mt.Image, "n": mt.Int})
+    t.insert([{"image": http_server.put(f"s/{i}.jpg", scene(*c)), "n": i} for i, c in enumerate(scenes)], quiet=True)
+    t.add_embedding_index("image", embedding=mt.functions.embed_image, quiet=True)
+    query = tmp_path / "query.jpg"
+    query.write_bytes(scene("lightskyblue", "green"))
+
+    by_path = t.order_by(t.image.similarity(str(query)), asc=False).limit(2).select(t.n).collect()["n"]
+    by_image = t.order_by(t.image.similarity(PIL.Image.open(query)), asc=False).limit(2).select(t.n).collect()["n"]
+    assert sorted(by_path) == [0, 3] and by_image == by_path
+    assert http_server.count() == 4  # the index read each image once, through the cache
+
+
+def test_same_results_on_sqlite_and_postgresql(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    results = []
+    for i, url in enumerate([f"sqlite:///{tmp_path / 'c.db'}", postgres_server.new_database()]):
+        mt.init(home=tmp_path / f"home{i}", db_url=url, quiet=True)
+        t = caption_table()
+        t.add_embedding_index("caption", embedding=mt.functions.embed_text, quiet=True)
+        rows = t.order_by(t.caption.similarity("food"), asc=False).limit(4)
+        results.append(rows.select(t.n, s=t.caption.similarity("food")).collect())
+    assert results[0]["n"] == results[1]["n"] and results[0]["n"][:2] in ([1, 5], [5, 1])
+    assert np.allclose(results[0]["s"], results[1]["s"], atol=1e-6)
+
+
+def test_rows_a_crash_left_unindexed_and_other_processes_writes_are_picked_up(clean_env: Path, tmp_path: Path) -> None:
+    session = mt.init(home=clean_env, quiet=True)
+    t = caption_table()
+    t.add_embedding_index("caption", embedding=letter_counts, quiet=True)
+    with session.engine.begin() as conn:  # as if the process died after committing rows, before their vectors
+        conn.execute(sa.text("DELETE FROM mt_v1 WHERE _rowid > 3"))
+    assert set(top(t, "a blue pickup truck on the highway", 6)) == {0, 1, 2, 4, 5}
+
+    script = f"""
+        import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import mediatable as mt
+        mt.init(home={str(clean_env)!r}, quiet=True)
+        mt.get_table("captions").insert([{{"caption": "zzzz zzz", "n": 7}}], quiet=True)
+    """
+    subprocess.run([sys.executable, "-c", textwrap.dedent(script)], check=True, timeout=120)
+    assert top(t, "zz zz", 1) == [7]
+
+
+def test_the_hnsw_graph_finds_what_the_exact_scan_finds() -> None:
+    rng = np.random.default_rng(7)
+    centers = rng.standard_normal((20, 32)).astype(np.float32)
+    matrix = np.repeat(centers, 100, axis=0) + 0.3 * rng.standard_normal((2000, 32)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    rowids = np.arange(1, 2001)
+    exact, graph = VectorCache(1, rowids, matrix), VectorCache(1, rowids, matrix, hnsw_min_rows=0)
+    assert exact.graph is None and graph.graph is not None
+    recall = [len(set(exact.top(q, 10)) & set(graph.top(q, 10))) / 10 for q in matrix[::97]]
+    assert np.mean(recall) >= 0.95
+
+
+def best(t: mt.Table, query: str) -> tuple[int, float]:
+    found = t.order_by(t.word.similarity(query), asc=False).limit(1).select(t.n, s=t.word.similarity(query)).collect()
+    return found["n"][0], round(found["s"][0], 6)
+
+
+def test_search_follows_versions_reverts_and_snapshots(clean_env: Path, db_url: str) -> None:
+    mt.init(home=clean_env, db_url=db_url, quiet=True)
+    t = mt.create_table("words", {"word": mt.String, "n": mt.Int})
+    t.insert([{"word": w, "n": i} for i, w in enumerate(["apple", "banana", "cherry"])], quiet=True)
+    t.update({"word": "apricot"}, where=t.n == 0)  # 'apple' lives on in version 1 only
+    t.add_embedding_index("word", embedding=letter_counts, quiet=True)
+    assert best(t.get_version(1), "apple") == (0, 1.0)  # an earlier image, embedded when that version is searched
+    assert best(t, "apple") != (0, 1.0) and best(t, "apricot") == (0, 1.0)
+
+    t.insert([{"word": "bandana", "n": 3}], quiet=True)
+    inserted = t.version
+    assert best(t, "bandana") == (3, 1.0)
+    t.revert()  # the row goes, and so must its vector
+    assert best(t, "bandana")[0] == 1 and t.count() == 3
+    t.insert([{"word": "zzz", "n": 4}], quiet=True)  # takes the reverted version's number (and row id) again
+    assert t.version == inserted
+    assert best(t, "bandana")[0] == 1 and best(t, "zzz") == (4, 1.0)  # no stale 'bandana' vector for the new row
+
+    t.update({"n": 40}, where=t.n == 4)  # another column changed: the vector is reused, not recomputed
+    assert best(t, "zzz") == (40, 1.0)
+    snapshot = mt.create_snapshot("words_then", t)
+    t.update({"word": "cherries"}, where=t.n == 2)
+    assert best(t, "cherry")[1] < 1.0 and best(snapshot, "cherry") == (2, 1.0)
+    assert best(t.get_version(inserted), "zzz") == (4, 1.0)
+    mt.drop_table("words_then")
+    t.revert()
+    assert best(t, "cherry") == (2, 1.0)
+
+    t.add_computed_column(loud=t.word.upper(), quiet=True)
+    t.add_embedding_index("loud", embedding=letter_counts, quiet=True)
+    with pytest.raises(mt.DependencyError, match="embedding index 'loud_idx' reads"):
+        t.revert()
+    with pytest.raises(mt.DependencyError, match="cannot replace column 'loud'"):
+        t.add_computed_column(loud=t.word.lower(), if_exists="replace", quiet=True)
+    t.rename_column("loud", "shout")  # the index follows the column
+    assert t.embedding_indexes["loud_idx"]["column"] == "shout"
+    top_loud = t.order_by(t.shout.similarity("APRICOT"), asc=False).limit(1).select(t.n).collect()["n"]
+    assert top_loud == [0]
