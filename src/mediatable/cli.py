@@ -9,6 +9,7 @@ so adding one is one function and one line::
     mediatable cache warm TABLE --column video [--where "label == 'cat'"]   # download ahead of a job
     mediatable cache verify               # sizes and content hashes; damaged files removed (exit 1)
     mediatable demo [--cloud]             # the cloud-media recipe end to end, on local servers
+    mediatable demo --ai                  # "Analyze images in batch": OCR, near-duplicates, similarity search
     mediatable ls [DIR]                   # directories and tables, with row counts
     mediatable show TABLE [-n 10]         # schema and the first rows of a table or view
 
@@ -28,6 +29,7 @@ from typing import Any
 
 from mediatable import demo
 from mediatable.config import Settings, load_settings, parse_size
+from mediatable.demo import ai_recipe
 from mediatable.errors import Error, InvalidArgument
 from mediatable.exec.status import TransferBars
 from mediatable.io.cache import FileCache
@@ -173,9 +175,17 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=demo.servers.HTTP_PORT, help="port of the local web server (default %(default)s)"
     )
+    parser.add_argument(
+        "--ai",
+        action="store_true",
+        help="run the 'Analyze images in batch' recipe instead (OCR, near-duplicates, search)",
+    )
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    if args.ai:
+        ai_recipe.main(settings.home)
+        return 0
     demo.main(settings.home, cloud=args.cloud, http_port=args.port)
     return 0
 
