@@ -19,6 +19,7 @@ pytest_plugins = [
     "servers.http",
     "servers.cloud",
     "servers.postgres",
+    "servers.pgvector",
     "servers.openai_api",
     "servers.ray_cluster",
 ]

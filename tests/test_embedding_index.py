@@ -15,7 +15,6 @@ import pytest
 import sqlalchemy as sa
 
 import mediatable as mt
-from mediatable.exec.embedding_index import VectorCache
 from servers.http import FaultServer
 from servers.postgres import PostgresServer
 
@@ -141,18 +140,6 @@ def test_rows_a_crash_left_unindexed_and_other_processes_writes_are_picked_up(cl
     """
     subprocess.run([sys.executable, "-c", textwrap.dedent(script)], check=True, timeout=120)
     assert top(t, "zz zz", 1) == [7]
-
-
-def test_the_hnsw_graph_finds_what_the_exact_scan_finds() -> None:
-    rng = np.random.default_rng(7)
-    centers = rng.standard_normal((20, 32)).astype(np.float32)
-    matrix = np.repeat(centers, 100, axis=0) + 0.3 * rng.standard_normal((2000, 32)).astype(np.float32)
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    rowids = np.arange(1, 2001)
-    exact, graph = VectorCache(1, rowids, matrix), VectorCache(1, rowids, matrix, hnsw_min_rows=0)
-    assert exact.graph is None and graph.graph is not None
-    recall = [len(set(exact.top(q, 10)) & set(graph.top(q, 10))) / 10 for q in matrix[::97]]
-    assert np.mean(recall) >= 0.95
 
 
 def best(t: mt.Table, query: str) -> tuple[int, float]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,14 +41,35 @@ embedding_indexes = sa.Table(
     sa.Column("stem", sa.String(64), nullable=False),  # the indexed column's SQL column (renames keep it)
     sa.Column("embedding", sa.JSON, nullable=False),  # how to find the embedding function (serialize.function_ref)
     sa.Column("epoch", sa.Integer, nullable=False),  # moves on when a revert removes vectors
+    sa.Column("token", sa.String(32), nullable=False),  # tells this index from an earlier one that had its id
+    sa.Column("backend", sa.String(16), nullable=False),  # 'pgvector': also stored as pgvector vectors; else 'memory'
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("table_id", "name"),
 )
 
 
-def vectors_table(index_id: int) -> sa.Table:
+class PgVector(sa.types.UserDefinedType[Any]):
+    """pgvector's `vector` type: a float sequence, sent as its text form `[x, y, ...]`."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_: Any) -> str:
+        return "vector"
+
+    def bind_processor(self, dialect: Any) -> Any:
+        def process(value: Any) -> str | None:
+            return None if value is None else "[" + ",".join(repr(float(x)) for x in value) + "]"
+
+        return process
+
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return sa.cast(bindvalue, self)
+
+
+def vectors_table(index_id: int, pgvector: bool = False) -> sa.Table:
     """The SQL table holding the vectors of index `index_id`, one per row image."""
     name = f"mt_v{int(index_id)}"
+    extra = [sa.Column("emb", PgVector(), nullable=True)] if pgvector else []
     return sa.Table(
         name,
         sa.MetaData(),
@@ -56,8 +78,26 @@ def vectors_table(index_id: int) -> sa.Table:
         sa.Column("digest", sa.String(40), nullable=False),
         sa.Column("vec", sa.LargeBinary, nullable=True),  # little-endian float32, unit length; NULL: see error
         sa.Column("error", sa.Text, nullable=True),
+        *extra,
         sa.Index(f"ix_{name}_digest", "digest"),
     )
+
+
+def pgvector_available(conn: sa.Connection) -> bool:
+    """Whether the catalog's server has pgvector: installed in the database, or installed now if it can be."""
+    if conn.dialect.name != "postgresql":
+        return False
+    installed = "SELECT 1 FROM pg_extension WHERE extname = 'vector'"
+    if conn.exec_driver_sql(installed).first() is not None:
+        return True
+    if conn.exec_driver_sql("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").first() is None:
+        return False
+    try:
+        with conn.begin_nested():  # a server that refuses (no privilege) leaves the outer transaction intact
+            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
+    except sa.exc.DBAPIError:
+        return False
+    return True
 
 
 @dataclasses.dataclass
@@ -71,6 +111,8 @@ class IndexMeta:
     stem: str
     embedding_ref: dict[str, Any]
     epoch: int
+    token: str
+    backend: str = "memory"
     _function: Any = dataclasses.field(default=None, repr=False)
 
     @property
@@ -82,7 +124,7 @@ class IndexMeta:
 
     @property
     def vectors(self) -> sa.Table:
-        return vectors_table(self.id)
+        return vectors_table(self.id, pgvector=self.backend == "pgvector")
 
     def column(self, meta: TableMeta) -> Column | None:
         """The indexed column as `meta` (current or an earlier version) sees it; None if it has none."""
@@ -90,7 +132,9 @@ class IndexMeta:
 
 
 def _row_to_meta(row: Any) -> IndexMeta:
-    return IndexMeta(row.id, row.table_id, row.root_id, row.name, row.stem, row.embedding, row.epoch)
+    return IndexMeta(
+        row.id, row.table_id, row.root_id, row.name, row.stem, row.embedding, row.epoch, row.token, row.backend
+    )
 
 
 def list_indexes(conn: sa.Connection, table_id: int) -> list[IndexMeta]:
@@ -119,6 +163,7 @@ def add_index(conn: sa.Connection, meta: TableMeta, name: str, column: Column, f
     """Record a new index on `column` of `meta` and create its (empty) vectors table."""
     if any(i.name == name for i in list_indexes(conn, meta.id)):
         raise AlreadyExists(f"an embedding index named {name!r} already exists (pass if_exists='replace')")
+    backend = "pgvector" if pgvector_available(conn) else "memory"
     index_id = conn.execute(
         embedding_indexes.insert().values(
             table_id=meta.id,
@@ -127,10 +172,12 @@ def add_index(conn: sa.Connection, meta: TableMeta, name: str, column: Column, f
             stem=column.stem,
             embedding=serialize.function_ref(function),
             epoch=0,
+            token=uuid.uuid4().hex,
+            backend=backend,
             created_at=dt.datetime.now(dt.UTC),
         )
     ).inserted_primary_key[0]
-    vectors_table(index_id).create(conn)
+    vectors_table(index_id, pgvector=backend == "pgvector").create(conn)
     found = get_index(conn, index_id)
     assert found is not None
     return found

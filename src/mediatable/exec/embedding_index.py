@@ -11,16 +11,14 @@ value is None or whose embedding failed keeps a NULL vector (with the reason) an
 result. Work that a crash interrupted is picked up by the next write or search, and an earlier
 version (`t.get_version(n)`, a snapshot) has its own images' vectors computed when it is searched.
 
-Search: each process keeps per index and version read a :class:`~mediatable.exec.vector_search.VectorCache`
-of the images that version reads, labelled with the index's epoch and the family's version; when the
-label moved on it is rebuilt (another handle or process changed the rows).
+Search: :func:`bind` gives each similarity node of a query a scorer over the index's search
+structure for the version the query reads (:mod:`~mediatable.exec.index_search`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,14 +27,14 @@ import PIL.Image
 import sqlalchemy as sa
 
 from mediatable import types as ts
-from mediatable.catalog import indexes, schema, versions
+from mediatable.catalog import indexes, versions
 from mediatable.catalog.catalog import read_only
 from mediatable.catalog.indexes import IndexMeta
 from mediatable.catalog.model import V_MIN, Column, TableMeta
 from mediatable.errors import ExprError, NotFoundError
+from mediatable.exec import index_search
 from mediatable.exec.pipeline import Pipeline, Target
 from mediatable.exec.rows import ROWID, TableSql
-from mediatable.exec.vector_search import VectorCache
 from mediatable.exprs import CellError, ColumnRef, Expr, FunctionCall
 from mediatable.exprs.similarity import Similarity
 from mediatable.session import Session
@@ -151,6 +149,9 @@ def _write(session: Session, meta: TableMeta, column: Column, index: IndexMeta, 
         keep = [r for r in records if now.get((r[ROWID], r[V_MIN])) == r["digest"]]
         if not keep:
             return
+        if index.backend == "pgvector":
+            for record in keep:
+                record["emb"] = None if record["vec"] is None else np.frombuffer(record["vec"], dtype="<f4")
         for record in keep:
             conn.execute(vectors.delete().where(vectors.c[ROWID] == record[ROWID], vectors.c[V_MIN] == record[V_MIN]))
         conn.execute(vectors.insert(), keep)
@@ -180,64 +181,26 @@ def _vector_value(value: Any, index: IndexMeta) -> dict[str, Any]:
 # -- search -------------------------------------------------------------------------------------
 
 
-_caches: dict[tuple[str, int, int | None], VectorCache] = {}
-_caches_lock = threading.Lock()
-
-
-def _label(conn: sa.Connection, meta: TableMeta, index: IndexMeta) -> tuple[int, int] | None:
-    """What a cache of `meta`'s images in `index` is valid for: (epoch, version); None if the index is gone."""
-    found = indexes.get_index(conn, index.id)
-    if found is None:
-        return None
-    if meta.at_version is not None:
-        return found.epoch, meta.at_version
-    version = conn.execute(sa.select(schema.tables.c.version).where(schema.tables.c.id == meta.root_id)).scalar_one()
-    return found.epoch, int(version)
-
-
-def vector_cache(session: Session, meta: TableMeta, index: IndexMeta) -> VectorCache:
-    """The process's in-memory vectors of the images `meta` reads, caught up and rebuilt when stale."""
-    key = (session.settings.catalog_url, index.id, meta.at_version)
-    with read_only(session.engine) as conn:
-        label = _label(conn, meta, index)
-    with _caches_lock:
-        cached = _caches.get(key)
-    if cached is not None and cached.label == label:
-        return cached
-    catch_up(session, meta, index)  # after the label was read: the cache holds at least what it promises
-    images = TableSql(meta).table
-    vectors = index.vectors
-    joined = images.join(vectors, sa.and_(vectors.c[ROWID] == images.c[ROWID], vectors.c[V_MIN] == images.c[V_MIN]))
-    query = (
-        sa.select(vectors.c[ROWID], vectors.c.vec)
-        .select_from(joined)
-        .where(vectors.c.vec.is_not(None))
-        .order_by(vectors.c[ROWID])
-    )
-    with read_only(session.engine) as conn:
-        rows = conn.execute(query).all()
-    rowids = np.array([r[0] for r in rows], dtype=np.int64)
-    dims = len(bytes(rows[0][1])) // 4 if rows else 1
-    blobs = b"".join(bytes(r[1]) for r in rows)
-    matrix = np.frombuffer(blobs, dtype="<f4").reshape(len(rows), dims) if rows else np.zeros((0, 1), np.float32)
-    cache = VectorCache(label, rowids, matrix)
-    with _caches_lock:
-        _caches[key] = cache
-    return cache
+def vector_structure(session: Session, meta: TableMeta, index: IndexMeta) -> index_search.Structure:
+    """The search structure of `index` for the images `meta` reads, with every vector computed."""
+    return index_search.structure(session, meta, index, lambda: catch_up(session, meta, index))
 
 
 class IndexScorer:
     """Scores of rows against one query embedding, from an index's stored vectors (binds Similarity nodes)."""
 
-    def __init__(self, cache: VectorCache, query: np.ndarray) -> None:
-        self.cache = cache
+    def __init__(self, vectors: index_search.Structure, query: np.ndarray) -> None:
+        self.vectors = vectors
         self.query = query
 
+    def __len__(self) -> int:
+        return len(self.vectors)
+
     def scores(self, rowids: Sequence[int]) -> list[float | None]:
-        return self.cache.scores(rowids, self.query)
+        return self.vectors.scores(rowids, self.query)
 
     def top(self, k: int) -> list[int]:
-        return self.cache.top(self.query, k)
+        return self.vectors.top(self.query, k)
 
 
 def embed_query(index: IndexMeta, query: Any) -> np.ndarray:
@@ -290,7 +253,7 @@ def bind(
                 index = indexes.find_index(conn, meta, name=node.index, column=node.ref.column.name)
             except NotFoundError as exc:
                 raise ExprError(f"{node!r}: {exc}") from exc
-        scorer = IndexScorer(vector_cache(session, meta, index), embed_query(index, node.query))
+        scorer = IndexScorer(vector_structure(session, meta, index), embed_query(index, node.query))
         node.bind(scorer)
         scorers[id(node)] = scorer
     first = order[0] if order else None
@@ -302,7 +265,7 @@ def bind(
 
 
 def _top_candidates(session: Session, sql: TableSql, scorer: IndexScorer, limit: int, sql_where: Any) -> list[int]:
-    total = len(scorer.cache.rowids)
+    total = len(scorer)
     k = limit if sql_where is None else limit * 4
     while True:
         candidates = scorer.top(k)

@@ -1,14 +1,25 @@
-"""Top-k search over one index's vectors in memory: an exact matrix product, or an HNSW graph when large.
+"""Top-k search over one index's vectors: an exact matrix product in memory, or an HNSW graph when large.
 
-Either way the candidates' scores are computed exactly from the stored vectors, so results and
-scores are the same on every backend.
+:class:`ExactVectors` holds the vectors of the images a version reads and scans them all; it serves
+small indexes, earlier versions and PostgreSQL without pgvector. :class:`GraphVectors` holds a
+usearch HNSW graph over the current images (keyed by row id, float32, inner product over unit
+vectors): it is caught up in place from what changed since its label (:meth:`GraphVectors.apply`)
+and, on a catalog in a SQLite file, persisted beside the database (:class:`GraphFiles`) so another
+process or the next session loads it instead of building it again. Either way the scores are the
+exact inner products of the stored vectors, so results and scores agree with an exact scan.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import os
+import re
+import time
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,25 +27,22 @@ import numpy as np
 HNSW_MIN_ROWS = 20_000  # below this an exact scan is as fast as a graph search, and needs no build
 
 
-class VectorCache:
-    """One index's vectors at one state (`label`): an exact matrix, and an HNSW graph when large."""
+class ExactVectors:
+    """The vectors of one index at one state (`label`), scanned exactly."""
 
-    def __init__(self, label: Any, rowids: np.ndarray, matrix: np.ndarray, hnsw_min_rows: int = HNSW_MIN_ROWS) -> None:
+    def __init__(self, label: Any, rowids: np.ndarray, matrix: np.ndarray) -> None:
         self.label = label
         self.rowids = rowids
         self.matrix = matrix
         self.position = {int(r): i for i, r in enumerate(rowids)}
-        self.graph: Any = None
-        if len(rowids) >= max(hnsw_min_rows, 1):
-            self.graph = _hnsw(rowids, matrix)
+
+    def __len__(self) -> int:
+        return len(self.rowids)
 
     def top(self, query: np.ndarray, k: int) -> list[int]:
-        """Row ids of (about) the `k` rows closest to `query`, best first."""
+        """Row ids of the `k` rows closest to `query`, best first."""
         if len(self.rowids) == 0 or k <= 0:
             return []
-        if self.graph is not None:
-            found = self.graph.search(query, min(k, len(self.rowids)))
-            return [int(key) for key in found.keys]
         scores = self.matrix @ query
         k = min(k, len(scores))
         best = np.argpartition(-scores, k - 1)[:k]
@@ -49,10 +57,134 @@ class VectorCache:
         return out
 
 
-def _hnsw(rowids: np.ndarray, matrix: np.ndarray) -> Any:
-    if importlib.util.find_spec("usearch") is None:  # an optional accelerator (in the `ai` extra)
-        return None
-    usearch = importlib.import_module("usearch.index")
-    graph = usearch.Index(ndim=matrix.shape[1], metric="ip", dtype="f32")
-    graph.add(rowids.astype(np.uint64), matrix)
-    return graph
+def usearch_installed() -> bool:
+    """Whether the optional HNSW library (in the `ai` extra) is importable."""
+    return importlib.util.find_spec("usearch") is not None
+
+
+class GraphVectors:
+    """A usearch HNSW graph over the current images of one index, valid for `label`.
+
+    Lifecycle: built from every current vector (:meth:`build`) or loaded from a file; then each
+    search whose label moved on applies what changed (:meth:`apply`): rows whose image changed or
+    went are removed, the new images added. Not thread-safe: callers hold a lock per index.
+    """
+
+    def __init__(self, label: Any, graph: Any) -> None:
+        self.label = label
+        self.graph = graph
+        self.unsaved = 0  # changes applied since the graph was last written to its file
+
+    @classmethod
+    def build(cls, label: Any, rowids: np.ndarray, matrix: np.ndarray) -> GraphVectors:
+        usearch = importlib.import_module("usearch.index")
+        graph = usearch.Index(ndim=matrix.shape[1] if matrix.size else 1, metric="ip", dtype="f32")
+        if len(rowids):
+            graph.add(rowids.astype(np.uint64), matrix)
+        built = cls(label, graph)
+        built.unsaved = len(rowids)
+        return built
+
+    def __len__(self) -> int:
+        return len(self.graph)
+
+    def apply(self, label: Any, removed: Sequence[int], rowids: np.ndarray, matrix: np.ndarray) -> None:
+        """Take the state `label`: drop `removed` and (re)add `rowids` with their vectors."""
+        keys = np.unique(np.concatenate([np.asarray(removed, dtype=np.uint64), rowids.astype(np.uint64)]))
+        if len(keys):
+            present = keys[np.asarray(self.graph.contains(keys), dtype=bool).reshape(-1)]
+            if len(present):
+                self.graph.remove(present)
+        if len(rowids):
+            self.graph.add(rowids.astype(np.uint64), matrix)
+        self.label = label
+        self.unsaved += len(keys)
+
+    def top(self, query: np.ndarray, k: int) -> list[int]:
+        """Row ids of (about) the `k` rows closest to `query`, best first."""
+        if len(self.graph) == 0 or k <= 0:
+            return []
+        found = self.graph.search(query.astype(np.float32), min(k, len(self.graph)))
+        return [int(key) for key in found.keys]
+
+    def scores(self, rowids: Sequence[int], query: np.ndarray) -> list[float | None]:
+        """Exact cosine scores of `rowids`, from the float32 vectors the graph keeps."""
+        known = [int(r) for r in rowids if r is not None]
+        vectors = self.graph.get(np.asarray(known, dtype=np.uint64)) if known else []
+        by_rowid = {r: v for r, v in zip(known, vectors, strict=True) if v is not None}
+        return [None if r is None or r not in by_rowid else float(by_rowid[r] @ query) for r in rowids]
+
+
+class GraphFiles:
+    """Graphs persisted in one folder beside a SQLite catalog: `v<index>-<token>.e<epoch>.s<version>.usearch`.
+
+    A file is written to a temporary name in the same folder, flushed to disk and renamed into
+    place, so a crash leaves either the previous file or the new one, never half of one; older files
+    of the index are removed after the rename. The label in the name says which state the file
+    holds; a loaded graph is then caught up from the catalog like one kept in memory.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _files(self, index_id: int, token: str) -> list[tuple[int, int, Path]]:
+        pattern = re.compile(rf"v{int(index_id)}-{re.escape(token)}\.e(\d+)\.s(\d+)\.usearch")
+        out = []
+        with contextlib.suppress(FileNotFoundError):
+            for path in self.folder.iterdir():
+                match = pattern.fullmatch(path.name)
+                if match:
+                    out.append((int(match[1]), int(match[2]), path))
+        return sorted(out)
+
+    def load(self, index_id: int, token: str, epoch: int) -> GraphVectors | None:
+        """The newest graph of index `index_id` (`token`: that index, not an earlier one with its id) at `epoch`."""
+        files = [f for f in self._files(index_id, token) if f[0] == epoch]
+        if not files:
+            return None
+        _, version, path = files[-1]
+        usearch = importlib.import_module("usearch.index")
+        try:
+            graph = usearch.Index.restore(str(path))
+        except (ValueError, RuntimeError, OSError):
+            graph = None
+        if graph is None:  # unreadable (damaged, or from another usearch): the caller builds it again
+            path.unlink(missing_ok=True)
+            return None
+        return GraphVectors((epoch, version), graph)
+
+    def save(self, index_id: int, token: str, graph: GraphVectors) -> Path:
+        """Write `graph` atomically under its label; returns the file."""
+        epoch, version = graph.label
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"v{int(index_id)}-{token}.e{int(epoch)}.s{int(version)}.usearch"
+        temporary = self.folder / f".tmp-{uuid.uuid4().hex}.usearch"
+        try:
+            graph.graph.save(str(temporary))
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+        finally:
+            temporary.unlink(missing_ok=True)
+        _fsync_dir(self.folder)
+        for _, _, path in self._files(index_id, token):
+            if path != final:
+                path.unlink(missing_ok=True)
+        graph.unsaved = 0
+        return final
+
+    def remove_orphans(self) -> None:
+        """Remove temporary files a crash left behind (older than a minute: not another process's write)."""
+        with contextlib.suppress(FileNotFoundError):
+            for path in self.folder.glob(".tmp-*.usearch"):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < time.time() - 60:
+                        path.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
