@@ -76,9 +76,10 @@ def test_a_large_index_uses_a_persisted_graph_kept_current(clean_env: Path, monk
     t.insert([{"word": "zzzzq", "n": 1000}], quiet=True)
     t.update({"word": "qqqqq"}, where=t.n == 7)
     t.delete(where=t.n == 8)
-    structure = index_search._structures
     assert top(t, "zzzzq", 1) == [1000] and top(t, "qqqqq", 1) == [7]
-    graph = next(s for s in structure.values() if isinstance(s, GraphVectors))
+    mine = [s for key, s in index_search._structures.items() if key[0] == session.settings.catalog_url]
+    (graph,) = mine
+    assert isinstance(graph, GraphVectors)
     assert len(graph) == 300 and graph.scores([9], np.ones(26) / np.sqrt(26)) == [None]  # row 9 (n=8) was deleted
     assert graph.scores([10], np.ones(26) / np.sqrt(26))[0] > 0
     assert 8 not in top(t, "anything", 400)
@@ -104,4 +105,5 @@ def test_a_large_index_uses_a_persisted_graph_kept_current(clean_env: Path, monk
 
     t.revert()  # a new epoch: the graph is built again, without the reverted row
     assert 2000 not in top(t, "xxxxj", 3)
-    assert all(isinstance(s, GraphVectors) for s in structure.values())
+    mine = [s for key, s in index_search._structures.items() if key[0] == session.settings.catalog_url]
+    assert len(mine) == 1 and isinstance(mine[0], GraphVectors) and mine[0].label[0] == 1

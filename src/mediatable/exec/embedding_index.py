@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,10 +60,16 @@ def after_change(session: Session, meta: TableMeta) -> None:
         catch_up(session, session.catalog.get_table_by_id(index.table_id), index)
 
 
+_caught_up: dict[tuple[str, int, str, int], int] = {}  # (catalog, index, token, epoch) -> version, see catch_up
+_caught_up_lock = threading.Lock()
+
+
 def catch_up(session: Session, meta: TableMeta, index: IndexMeta) -> int:
     """Vectors for every image `meta` reads (its current rows, or an earlier version's) that has none.
 
-    Returns how many could not be computed.
+    For the current rows, this process remembers the version up to which every image had its vector
+    (read before it looked): images of a version never change (a revert starts a new epoch), so the
+    next catch-up looks only at images written after it. Returns how many could not be computed.
     """
     column = index.column(meta)
     if column is None:
@@ -78,11 +85,22 @@ def catch_up(session: Session, meta: TableMeta, index: IndexMeta) -> int:
         .where(vectors.c[ROWID].is_(None))
         .order_by(images.c[ROWID])
     )
+    key: tuple[str, int, str, int] | None = None
     with read_only(session.engine) as conn:
+        if meta.at_version is None:
+            epoch, version = index_search.label_of(conn, meta, index)
+            key = (session.settings.catalog_url, index.id, index.token, epoch)
+            with _caught_up_lock:
+                since = _caught_up.get(key)
+            if since is not None:
+                query = query.where(images.c[V_MIN] > since)
         missing = conn.execute(query).all()
     failed = 0
     for start in range(0, len(missing), BATCH):
         failed += _index_images(session, meta, index, column, missing[start : start + BATCH])
+    if key is not None:
+        with _caught_up_lock:
+            _caught_up[key] = max(version, _caught_up.get(key, version))
     return failed
 
 

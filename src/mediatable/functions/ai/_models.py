@@ -131,6 +131,10 @@ class ModelFunction(Function):
         check: Callable[[dict[str, Any]], None] | None = None,
         **options: Any,
     ) -> None:
+        # Threads, not 'auto': inference runs in native code that releases the GIL, and a model serialized
+        # by LazyModel.use looks GIL-bound to 'auto' (the threads take turns) although moving it would
+        # load the model again in every worker process and oversubscribe the cores it already uses.
+        options.setdefault("isolation", "thread")
         super().__init__(fn, **options)
         self.packages = dict(packages)
         self.check = check
