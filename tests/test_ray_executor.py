@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,6 +129,18 @@ def test_fill_recompute_and_insert_on_ray_match_local(home: Path, ray_address: s
         [306, 307],
     ]
     assert list(t.history()["change"])[:4] == ["insert", "recompute", "add_column", "add_column"]  # one each
+
+
+def test_the_progress_bar_moves_within_ranges(
+    clean_env: Path, ray_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mt.init(home=clean_env, quiet=True, progress=True)
+    t = numbers(160)  # 2 workers: 8 ranges of 20 rows, each computed in chunks of 8 rows
+    capsys.readouterr()
+    t.add_computed_column(sq=logged_square(t.n, str(tmp_path / "log"), 0.05), executor=ray_address, quiet=True)
+    shown = {int(n) for n in re.findall(r"(\d+)/160", capsys.readouterr().err)}
+    assert 160 in shown
+    assert any(n % 20 for n in shown), shown  # rows counted as workers compute them, not only per range
 
 
 def test_worker_killed_mid_range_costs_a_retry_not_a_value(home: Path, ray_address: str, tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ Ray schedules, workers compute:
   into ranges (:func:`~mediatable.exec.executors.jobs.partition`) and hands them to the actors as
   they become free. An actor reads its range's inputs from the catalog, fetches the media through
   its machine's file cache, computes, and stages the values with one idempotent upsert keyed by
-  rowid (:mod:`~mediatable.exec.executors.staging`). The driver counts finished ranges into the
-  usual progress bar, then reads the staged values back and stores them in the table in the
-  operation's own transaction.
+  rowid (:mod:`~mediatable.exec.executors.staging`). The driver asks busy actors how many rows
+  they computed (every half second) and shows the sum in the usual progress bar, then reads the
+  staged values back and stores them in the table in the operation's own transaction.
 - **Inserts**: the rows are not stored yet, so the driver sends them to the actors in chunks and
   gets the values back; the insert stays one transaction, as with the local executor.
 
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3  # per range: a range whose actor died this often stops the operation
 ACTOR_START_TIMEOUT = 300.0  # seconds for new actors to start (imports, a session) before giving up
+PROGRESS_INTERVAL = 0.5  # seconds between asking busy actors how far their ranges are
 # Failures that lose an actor or its results, not a computation: the range is tried again elsewhere.
 _LOST = (
     ray.exceptions.RayActorError,
@@ -93,7 +94,8 @@ class RayCluster:
         connect(address)
         self.settings = settings
         self.size = settings.ray_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(Worker)
+        # Two threads per actor: one computes, the other answers progress() while it does.
+        self._actor_class = ray.remote(num_cpus=1, max_restarts=0, max_concurrency=2)(Worker)
         self._actors: list[Any] = []
         self._lock = threading.Lock()
 
@@ -131,10 +133,13 @@ class RayCluster:
         submit: Callable[[Any, T], Any],
         done: Callable[[T, Any], None],
         describe: Callable[[T], str],
+        progress: Callable[[T, int], None] | None = None,
     ) -> None:
         """Run every task on the actors, one at a time per actor; `done(task, result)` as each finishes.
 
         A task whose actor is lost is tried again on a new actor, up to :data:`MAX_ATTEMPTS` times.
+        With `progress`, busy actors are asked every :data:`PROGRESS_INTERVAL` seconds how far they
+        are: `progress(task, rows)` (a retried task starts again from 0).
 
         Raises:
             Error: what a task raised (e.g. `ComputeError` of a column with `on_error='abort'`); the
@@ -152,7 +157,9 @@ class RayCluster:
                     actor = idle.pop()
                     task, attempt = queue.popleft()
                     running[submit(actor, task)] = (actor, task, attempt)
-                finished, _ = ray.wait(list(running), num_returns=1)
+                finished, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_INTERVAL if progress else None)
+                if not finished and progress is not None:
+                    self._poll(running, progress)
                 for ref in finished:
                     actor, task, attempt = running.pop(ref)
                     try:
@@ -176,6 +183,15 @@ class RayCluster:
                 self._forget(actor)
                 ray.kill(actor)
             raise
+
+    def _poll(self, running: dict[Any, tuple[Any, T, int]], progress: Callable[[T, int], None]) -> None:
+        asked = [(actor.progress.remote(), task) for actor, task, _ in running.values()]
+        try:
+            counts = ray.get([ref for ref, _ in asked], timeout=PROGRESS_INTERVAL)
+        except (ray.exceptions.GetTimeoutError, *_LOST):
+            return  # a lost actor shows up as its task's failure; progress can wait
+        for (_, task), rows in zip(asked, counts, strict=True):
+            progress(task, rows)
 
     def close(self) -> None:
         """Stop this session's actors."""
@@ -243,8 +259,15 @@ class RayExecutor:
         bar = progress_bar(session.settings, desc, total=len(rows))
         bar.update(len(staged))
 
-        def finished(_: list[int], result: RangeDone) -> None:
-            bar.update(result.rows)
+        shown: dict[int, int] = {}  # rows shown on the bar per running range (by its first rowid)
+
+        def advanced(rowids: list[int], computed: int) -> None:
+            if computed > shown.get(rowids[0], 0):
+                bar.update(computed - shown.get(rowids[0], 0))
+                shown[rowids[0]] = computed
+
+        def finished(rowids: list[int], result: RangeDone) -> None:
+            bar.update(result.rows - shown.pop(rowids[0], 0))
 
         try:
             self.cluster.run(
@@ -252,6 +275,7 @@ class RayExecutor:
                 lambda actor, rowids: actor.fill.remote(job, rowids),
                 finished,
                 lambda rowids: f"computing {meta.path}.{', '.join(job.names)} for rows {rowids[0]}..{rowids[-1]}",
+                advanced,
             )
         finally:
             bar.close()

@@ -61,10 +61,18 @@ class Worker:
 
     def __init__(self, settings: Settings, cpus: int = 1) -> None:
         self.session = Session(worker_settings(settings, cpus))
+        self._computed = 0  # rows of the current range computed so far (what progress() reports)
 
     def ready(self) -> int:
         """The worker's process id, once its session is up."""
         return os.getpid()
+
+    def progress(self) -> int:
+        """Rows of the range :meth:`fill` works on that are computed so far (callable while it runs)."""
+        return self._computed
+
+    def _advance(self, rows: int) -> None:
+        self._computed += rows
 
     def fill(self, job: Job, rowids: Sequence[int]) -> RangeDone:
         """Compute the job's columns for the stored rows `rowids` not staged yet, and stage them in one transaction.
@@ -74,6 +82,7 @@ class Worker:
             ComputeError: a column with `on_error='abort'` failed (nothing of this range is staged).
         """
         session = self.session
+        self._computed = 0
         meta, columns = job.load(session.catalog)
         stage = Staging(job)
         sql = TableSql(meta)
@@ -83,9 +92,10 @@ class Worker:
             versions = row_versions(conn, sql.table, todo)
         for row in rows:
             row[V_MIN] = versions[row[ROWID]]
+        self._advance(len(rowids) - len(rows))  # staged by an earlier run
         if rows:
             with session.cache_lease() as lease:
-                compute.compute(session, meta, lease, rows, columns, job.on_error)
+                compute.compute(session, meta, lease, rows, columns, job.on_error, progress=self._advance)
         with session.engine.begin() as conn:
             written = stage.write(conn, rows)
         errors = sum(isinstance(row.get(c.name), CellError) for row in rows for c in columns)
