@@ -481,7 +481,9 @@ def _failed(target: Target, values: dict[str, Any], position: int, error: CellEr
     return failure
 
 
-LIGHT_CHUNK = 256  # rows per chunk of light work: per-chunk costs vanish, the GIL is held anyway
+# Rows per chunk of light work: per-chunk costs vanish, the GIL is held anyway; a chunk's files stay
+# open until it ends, and header reads slow down by a quarter with 256 open at once (not with 64).
+LIGHT_CHUNK = 64
 HEAVY_CHUNK = 8  # rows per chunk of decode-heavy work: enough chunks to keep every worker busy
 
 
@@ -490,7 +492,7 @@ def chunk_rows(targets: Sequence[Target], light: bool) -> int:
 
     Examples:
         >>> chunk_rows([], light=True), chunk_rows([], light=False)
-        (256, 8)
+        (64, 8)
     """
     batch = max([_batch_size(t.expr) for t in targets] + [0])
     return max(batch, LIGHT_CHUNK if light else HEAVY_CHUNK)
