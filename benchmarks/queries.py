@@ -1,12 +1,14 @@
 """Queries and inserts at 100k rows, each against a raw `sqlite3` baseline measured in the same run.
 
 - insert of 100k rows (an image URL + an int + a float): rows/s, and the ratio to a raw
-  `sqlite3.executemany` of the same values (target: >= 200k rows/s);
+  `sqlite3.executemany` of the same values (target: >= 200k rows/s), in wall time and in this
+  process's CPU time (on a busy machine the wall time mostly measures waiting for a core);
 - `collect()` and `to_pandas()` of 100k stored scalar rows vs a raw `fetchall()` + dict per row
   (target: within 2x);
 - a filter pushed down to SQL (`t.n % 10 == 0`) vs the same query in raw SQL + dicts (target: within 1.5x);
-- memory: `collect()` of 100k image rows (cached files) holds references, not bytes: the peak RSS
-  growth per row, measured in a fresh process.
+- memory: `collect()` of 100k image rows (cached files) holds references, not bytes: the peak
+  RSS growth per row, measured in a fresh process; and `iter_batches(1000)` over the same rows: its
+  peak RSS growth stays bounded by a batch (compared with collect()'s).
 
 Each timing is the best of REPEATS runs (the machine is shared). Run: `.venv/bin/python benchmarks/queries.py`.
 """
@@ -32,14 +34,21 @@ N = 100_000
 REPEATS = 3
 
 
-def best(run: Callable[[], object], repeats: int = REPEATS) -> float:
-    times = []
+def best(*runs: Callable[[], object], repeats: int = REPEATS) -> list[tuple[float, float]]:
+    """For each run, the shortest wall time and the least CPU time of this process (seconds).
+
+    The runs take turns, so a burst of load from the other jobs on the machine hits them alike.
+    """
+    walls: list[list[float]] = [[] for _ in runs]
+    cpus: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for i, run in enumerate(runs):
+            start, cpu = time.perf_counter(), time.process_time()
+            with contextlib.redirect_stdout(io.StringIO()):
+                run()
+            walls[i].append(time.perf_counter() - start)
+            cpus[i].append(time.process_time() - cpu)
+    return [(min(w), min(c)) for w, c in zip(walls, cpus, strict=True)]
 
 
 def rows() -> list[dict[str, object]]:
@@ -71,10 +80,11 @@ def bench_insert(folder: Path) -> None:
             )
         conn.close()
 
-    ours_s, raw_s = best(ours), best(raw)
+    (ours_s, ours_cpu), (raw_s, raw_cpu) = best(ours, raw)
     print(
         f"insert {N} rows: {N / ours_s:,.0f} rows/s "
-        f"(raw sqlite3 executemany {N / raw_s:,.0f} rows/s, ratio {ours_s / raw_s:.2f}x)"
+        f"(raw sqlite3 executemany {N / raw_s:,.0f} rows/s, ratio {ours_s / raw_s:.2f}x); "
+        f"CPU time {N / ours_cpu:,.0f} rows/s vs raw {N / raw_cpu:,.0f} rows/s, ratio {ours_cpu / raw_cpu:.2f}x"
     )
 
 
@@ -98,10 +108,14 @@ def bench_reads(folder: Path) -> None:
         names = [d[0] for d in cursor.description]
         [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
 
-    raw_s, raw_filter_s = best(raw_all), best(raw_filtered)
-    collect_s = best(lambda: list(t.select(t.n, t.x).collect()))
-    pandas_s = best(lambda: t.select(t.n, t.x).to_pandas())
-    filter_s = best(lambda: list(t.where(t.n % 10 == 0).select(t.n, t.x).collect()))
+    timings = best(
+        raw_all,
+        raw_filtered,
+        lambda: list(t.select(t.n, t.x).collect()),
+        lambda: t.select(t.n, t.x).to_pandas(),
+        lambda: list(t.where(t.n % 10 == 0).select(t.n, t.x).collect()),
+    )
+    raw_s, raw_filter_s, collect_s, pandas_s, filter_s = (wall for wall, _ in timings)
     print(
         f"collect() {N} scalar rows, iterated as dicts: {collect_s * 1000:.0f} ms, "
         f"{collect_s / raw_s:.2f}x raw fetchall + dicts ({raw_s * 1000:.0f} ms)"
@@ -116,16 +130,21 @@ def bench_reads(folder: Path) -> None:
 RSS_SCRIPT = """
 import sys, mediatable as mt
 
-def rss():
+def peak_rss():
     with open('/proc/self/status') as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith('VmRSS:'))
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith('VmHWM:'))
 
 mt.init(home=sys.argv[1], quiet=True)
 t = mt.get_table('pics')
 t.head(1)  # warm up: imports, connections
-before = rss()
-result = t.select(t.image).collect()
-print(len(result), rss() - before)
+with open('/proc/self/clear_refs', 'w') as clear:
+    clear.write('5')  # the peak starts again from here
+before = peak_rss()
+if sys.argv[2] == 'collect':
+    count = len(t.select(t.image, t.n).collect())
+else:  # streaming: bounded by the batch (and the one fetched ahead), whatever the row count
+    count = sum(len(batch) for batch in t.select(t.image, t.n).iter_batches(batch_size=1000))
+print(count, peak_rss() - before)
 """
 
 
@@ -133,15 +152,22 @@ def bench_memory(folder: Path) -> None:
     image = folder / "photo.jpg"
     PIL.Image.effect_noise((256, 256), 64).convert("RGB").save(image, quality=95)
     size = image.stat().st_size
-    t = mt.create_table("pics", {"image": mt.Image})
-    t.insert([{"image": str(image)} for _ in range(N)], quiet=True)
-    out = subprocess.run(
-        [sys.executable, "-c", RSS_SCRIPT, str(folder / "home")], capture_output=True, text=True, check=True
-    )
-    count, growth = (int(v) for v in out.stdout.split())
+    t = mt.create_table("pics", {"image": mt.Image, "n": mt.Int})
+    t.insert([{"image": str(image), "n": i} for i in range(N)], quiet=True)
+    growth = {}
+    for mode in ("collect", "iter_batches"):
+        out = subprocess.run(
+            [sys.executable, "-c", RSS_SCRIPT, str(folder / "home"), mode], capture_output=True, text=True, check=True
+        )
+        count, growth[mode] = (int(v) for v in out.stdout.split())
     print(
-        f"collect() of {count} image rows: RSS +{growth / 2**20:.0f} MiB ({growth / count:.0f} bytes/row); "
-        f"holding the bytes would take {count * size / 2**20:.0f} MiB ({size} bytes/file)"
+        f"collect() of {count} image rows: peak RSS +{growth['collect'] / 2**20:.0f} MiB "
+        f"({growth['collect'] / count:.0f} bytes/row); holding the bytes would take "
+        f"{count * size / 2**20:.0f} MiB ({size} bytes/file)"
+    )
+    print(
+        f"iter_batches(batch_size=1000) over the same {count} rows: peak RSS "
+        f"+{growth['iter_batches'] / 2**20:.1f} MiB, {growth['iter_batches'] / growth['collect']:.2f}x collect()'s"
     )
 
 

@@ -93,6 +93,32 @@ def test_bad_rows_insert_nothing_and_name_the_problem(session: mt.Session) -> No
     assert images.count() == 0
 
 
+def test_large_inserts_check_every_value_and_name_the_bad_one(session: mt.Session) -> None:
+    t = mt.create_table("many", {"image": mt.Image, "n": mt.Int, "x": mt.Float, "ok": mt.Bool})
+    rows = [{"image": f"https://h/{i}.jpg", "n": i, "x": i, "ok": i % 2 == 0} for i in range(2500)]
+    for row, value, message in [
+        ({**rows[1700], "n": "1700"}, 1700, r"row 1700, column 'n': expected an int, got str: '1700'"),
+        ({**rows[1200], "ok": 1}, 1200, r"row 1200, column 'ok': expected a bool, got int: 1"),
+        ({**rows[2100], "n": True}, 2100, r"row 2100, column 'n': expected an int, got bool: True"),
+        ({**rows[900], "image": "ftp://h/x.jpg"}, 900, r"row 900, column 'image'.*'ftp'"),
+        ({"image": "s3://b/a.jpg", "n": 1, "x": 0.5, "colour": "red"}, 1999, r"row 1999: unknown column 'colour'"),
+    ]:
+        bad = [*rows[:value], row, *rows[value + 1 :]]
+        with pytest.raises(mt.DataError, match=message) as info:
+            t.insert(bad, quiet=True)
+        assert info.value.row == value
+    assert t.count() == 0
+    rows[5] = {**rows[5], "x": float("nan"), "image": "HTTPS://H/a/./5.jpg"}
+    rows[1500] = {"image": "s3://b/1500.jpg", "n": 1500}  # no 'x', no 'ok': None
+    status = t.insert(rows, quiet=True)
+    assert repr(status) == "2500 rows inserted, 10000 values computed."
+    got = list(t.order_by(t.n).select(t.n, t.x, t.ok, url=t.image.fileurl).collect())
+    assert [r["n"] for r in got] == list(range(2500))
+    assert type(got[10]["x"]) is float and got[10]["x"] == 10.0 and got[10]["ok"] is True
+    assert got[5]["x"] is None and got[5]["url"] == "https://h/a/5.jpg"
+    assert got[1500] == {"n": 1500, "x": None, "ok": None, "url": "s3://b/1500.jpg"}
+
+
 def test_types_roundtrip(session: mt.Session) -> None:
     t = mt.create_table(
         "everything",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
 from mediatable.errors import UnsupportedScheme
-from mediatable.io.urls import _CANONICAL, normalize_url, parse_url, redact_url
+from mediatable.io.urls import _CANONICAL, normalize_url, normalize_urls, parse_url, redact_url
 
 
 @pytest.mark.parametrize(
@@ -100,6 +101,41 @@ def test_canonical_urls_take_the_fast_path_unchanged(url: str) -> None:
 def test_other_urls_are_normalized_by_the_parser(url: str) -> None:
     assert not _CANONICAL.fullmatch(url)
     assert normalize_url(url) == parse_url(url).url
+
+
+def _some_urls(rng: random.Random) -> list[str | None]:
+    """A batch of URLs that mostly share a scheme and host, with a few near-canonical variants."""
+    head = rng.choice(["https://h.example.com/", "s3://bucket/", "gs://b-1/", "http://127.0.0.1/"])
+    pieces = ["a", "B", "0", "_", "~", "-", ".", "..", "x.jpg", "", " ", "%7E", "é", "?q=1", "#f", ":8", "\n"]
+    urls: list[str | None] = []
+    for _ in range(rng.randint(1, 6)):
+        if rng.random() < 0.1:
+            urls.append(None)
+            continue
+        start = head if rng.random() < 0.9 else rng.choice(["HTTPS://H/", "https://other/", "az://c/", "s3://b"])
+        path = "/".join(rng.choice(pieces[:9]) if rng.random() < 0.9 else rng.choice(pieces) for _ in range(3))
+        urls.append(start + path)
+    return urls
+
+
+def test_a_batch_normalizes_as_each_url_alone() -> None:
+    rng = random.Random(9)
+    fast = 0
+    for _ in range(3000):
+        urls = _some_urls(rng)
+        try:
+            expected: list[str | None] | type[UnsupportedScheme] = [
+                None if u is None else normalize_url(u) for u in urls
+            ]
+        except UnsupportedScheme:
+            expected = UnsupportedScheme
+        try:
+            got: list[str | None] | type[UnsupportedScheme] = normalize_urls(urls)
+        except UnsupportedScheme:
+            got = UnsupportedScheme
+        assert got == expected, urls
+        fast += got is urls
+    assert fast > 300  # the batch check said "all canonical" often enough to be tested
 
 
 @pytest.mark.parametrize(

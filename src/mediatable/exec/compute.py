@@ -269,19 +269,20 @@ def count(
     columns: Sequence[Column],
     path: str,
 ) -> UpdateStatus:
-    """`status` plus the cells of `columns` over `rows` (and their errors)."""
-    computed = 0
+    """`status` plus the cells of `columns` over `rows` (and their errors, which only computed columns hold:
+    inserted values are checked before they are stored)."""
     errors = 0
     bad: set[str] = set(status.cols_with_excs)
-    for row in rows:
-        for column in columns:
-            computed += 1
-            if isinstance(row.get(column.name), CellError):
-                errors += 1
-                bad.add(f"{path}.{column.name}")
+    for column in columns:
+        if not column.is_computed:
+            continue
+        failed = sum(isinstance(row.get(column.name), CellError) for row in rows)
+        if failed:
+            errors += failed
+            bad.add(f"{path}.{column.name}")
     return UpdateStatus(
         num_rows=max(status.num_rows, len(rows)),
-        num_computed_values=status.num_computed_values + computed,
+        num_computed_values=status.num_computed_values + len(rows) * len(columns),
         num_excs=status.num_excs + errors,
         cols_with_excs=sorted(bad),
         operation=status.operation,

@@ -7,7 +7,7 @@ hides that: callers ask for columns by name and get plain dicts of Python values
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -114,17 +114,31 @@ class TableSql:
                     row[column.name] = column.col_type.from_sql(record[column.sql_name])
             yield row
 
-    def _row_params(self, row: dict[str, Any], columns: Sequence[Column]) -> dict[str, Any]:
-        values: dict[str, Any] = {}
+    def _sql_values(
+        self, cells: Mapping[str, list[Any]], count: int, columns: Sequence[Column]
+    ) -> dict[str, list[Any]]:
+        """What the SQL columns store, a column at a time: SQL column name -> one value per row.
+
+        `cells`: the values by column name (a column left out is None in every row).
+        """
+        out: dict[str, list[Any]] = {}
         if self.base is not None:
-            values[BASE_ROWID] = row[BASE_ROWID]
+            out[BASE_ROWID] = list(cells[BASE_ROWID])
         for column in columns:
-            value = row.get(column.name)
-            if column.is_computed or isinstance(value, CellError) or column.col_type.name not in _AS_IS:
-                values.update(self.insert_values(column, value))
-            else:
-                values[column.sql_name] = value
-        return values
+            values = cells.get(column.name)
+            if values is None:
+                values = [None] * count
+            failed = CellError in set(map(type, values))
+            if column.is_computed:
+                errortype, errormsg = column.error_names
+                out[errortype] = [v.errortype[:128] if isinstance(v, CellError) else None for v in values]
+                out[errormsg] = [v.errormsg if isinstance(v, CellError) else None for v in values]
+            if failed:
+                values = [None if isinstance(v, CellError) else v for v in values]
+            if column.col_type.name not in _AS_IS:
+                values = [column.col_type.to_sql(v) for v in values]
+            out[column.sql_name] = values
+        return out
 
     def insert_values(self, column: Column, value: Any) -> dict[str, Any]:
         """The SQL column values that store `value` (or a CellError) in `column`."""
@@ -148,9 +162,22 @@ class TableSql:
         """
         if not rows:
             return []
-        params = [{V_MIN: version, **self._row_params(row, columns)} for row in rows]
+        names = [c.name for c in columns] + ([BASE_ROWID] if self.base is not None else [])
+        return self.insert_columns(conn, {n: [row.get(n) for row in rows] for n in names}, len(rows), columns, version)
+
+    def insert_columns(
+        self, conn: sa.Connection, cells: Mapping[str, list[Any]], count: int, columns: Sequence[Column], version: int
+    ) -> list[int]:
+        """Insert `count` rows given a column at a time (column name -> values; views also `_base_rowid`).
+
+        Returns the new rowids in order.
+        """
+        if not count:
+            return []
+        values = {V_MIN: [version] * count, **self._sql_values(cells, count, columns)}
         if conn.dialect.name == "sqlite":
-            return self._insert_sqlite(conn, params, raw=all(c.col_type.name in _AS_IS for c in columns))
+            return self._insert_sqlite(conn, values, count, raw=all(c.col_type.name in _AS_IS for c in columns))
+        params = [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
         rowids: list[int] = []
         for start in range(0, len(params), 1000):
             batch = params[start : start + 1000]
@@ -160,29 +187,29 @@ class TableSql:
             rowids.extend(r[0] for r in result)
         return rowids
 
-    def _insert_sqlite(self, conn: sa.Connection, params: list[dict[str, Any]], raw: bool) -> list[int]:
-        """One executemany, with the rowids chosen here; `raw`: on the driver's cursor.
+    def _insert_sqlite(self, conn: sa.Connection, values: dict[str, list[Any]], count: int, raw: bool) -> list[int]:
+        """One executemany, with the rowids chosen here; `raw`: on the driver's own cursor.
 
         The transaction holds SQLite's write lock from BEGIN (IMMEDIATE), so the next ids are ours.
         RETURNING would run row by row (SQLite cannot return rows in parameter order otherwise), and
         SQLAlchemy's per-row parameter processing costs more than the insert itself — needed only
         for values the driver cannot store as they are (timestamps, JSON, arrays).
         """
-        first = conn.execute(sa.select(sa.func.coalesce(sa.func.max(self.table.c[ROWID]), 0))).scalar_one() + 1
-        rowids = list(range(first, first + len(params)))
-        if not raw:
-            for values, rowid in zip(params, rowids, strict=True):
-                values[ROWID] = rowid
-            conn.execute(self.table.insert(), params)
-            return rowids
-        names = [ROWID, *params[0]]
-        preparer = conn.dialect.identifier_preparer
-        statement = (
-            f"INSERT INTO {preparer.quote(self.table.name)} ({', '.join(preparer.quote(n) for n in names)}) "
-            f"VALUES ({', '.join('?' for _ in names)})"
-        )
-        values = [(rowid, *row.values()) for rowid, row in zip(rowids, params, strict=True)]
-        conn.exec_driver_sql(statement, values)
+        quote = conn.dialect.identifier_preparer.quote
+        table, rowid = quote(self.table.name), quote(ROWID)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            first = cursor.execute(f"SELECT coalesce(max({rowid}), 0) FROM {table}").fetchone()[0] + 1
+            rowids = list(range(first, first + count))
+            values = {ROWID: rowids, **values}
+            rows = zip(*values.values(), strict=True)
+            if not raw:
+                conn.execute(self.table.insert(), [dict(zip(values, row, strict=True)) for row in rows])
+                return rowids
+            names, marks = ", ".join(quote(n) for n in values), ", ".join("?" for _ in values)
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+        finally:
+            cursor.close()
         return rowids
 
     def update(

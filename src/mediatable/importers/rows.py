@@ -182,7 +182,12 @@ class RowSource:
     def _python_batches(self, size: int) -> Iterator[list[dict[str, Any]]]:
         if isinstance(self._python, list | tuple):
             for start in range(0, len(self._python), size):
-                yield [_as_record(r, start + i) for i, r in enumerate(self._python[start : start + size])]
+                chunk = self._python[start : start + size]
+                yield (
+                    list(chunk)
+                    if set(map(type, chunk)) == {dict}
+                    else [_as_record(r, start + i) for i, r in enumerate(chunk)]
+                )
             return
         if self._consumed:
             raise InvalidArgument(f"{self.description} was already read: an iterator can be inserted only once")
@@ -207,6 +212,9 @@ def _describe(source: Any) -> str:
 
 
 def _as_record(record: Any, index: int) -> dict[str, Any]:
+    """The record as a dict: a dict as it is (readers copy what they keep), another mapping copied."""
+    if type(record) is dict:
+        return record
     if not isinstance(record, Mapping):
         raise DataError(f"row {index}: expected a dict of column values, got {type(record).__name__}", row=index)
     return dict(record)
