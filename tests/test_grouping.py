@@ -87,3 +87,30 @@ def test_aggregates_over_media_run_in_the_pipeline(db_home: Path, http_server: F
     t.insert([{"image": u, "label": lbl} for u, lbl in zip(urls, ["x", "y", "x"], strict=True)], quiet=True)
     result = t.group_by(t.label).select(t.label, n=f.count(t.image), avg_w=f.mean(t.image.width)).collect()
     assert list(result) == [{"label": "x", "n": 2, "avg_w": 20.0}, {"label": "y", "n": 1, "avg_w": 20.0}]
+
+
+def test_failed_group_keys_and_aggregate_inputs_raise_or_say_what_they_left_out(
+    db_home: Path, http_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    urls = [
+        http_server.put(f"agg-fail/{i}.jpg", mediagen.make_jpeg(tmp_path / f"{i}.jpg", size=(w, 10)).read_bytes())
+        for i, w in enumerate([10, 20])
+    ]
+    t = mt.create_table("pics", {"image": mt.Image, "label": mt.String})
+    rows = [(urls[0], "x"), (urls[1], "x"), (http_server.url("agg-fail/missing.jpg"), "y")]
+    t.insert([{"image": u, "label": lbl} for u, lbl in rows], quiet=True)
+    by_width = t.group_by(t.image.width).select(w=t.image.width, n=f.count())
+    with pytest.raises(mt.ComputeError, match=r"group key .*MediaNotFound"):
+        by_width.collect()
+    capsys.readouterr()
+    assert list(by_width.collect(on_error="ignore")) == [{"w": 10, "n": 1}, {"w": 20, "n": 1}]
+    out = capsys.readouterr().out
+    assert "1 of 3 values of the group key " in out and "(1 not found); those rows are left out of the groups" in out
+    means = t.group_by(t.label).select(t.label, n=f.count(), avg_w=f.mean(t.image.width))
+    with pytest.raises(mt.ComputeError, match=r"'avg_w' failed .*MediaNotFound"):
+        means.collect()
+    assert list(means.collect(on_error="ignore")) == [
+        {"label": "x", "n": 2, "avg_w": 15.0},
+        {"label": "y", "n": 1, "avg_w": None},  # the group stays; its one failed width is not averaged
+    ]
+    assert "1 of 3 values of 'avg_w' failed (1 not found); those values are not aggregated" in capsys.readouterr().out

@@ -4,6 +4,7 @@ group_by and distinct over joined rows."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import PIL.Image
@@ -200,3 +201,19 @@ def test_group_by_and_distinct_over_a_join(pictures: tuple[mt.Table, mt.Table]) 
     assert joined.select(frames.kind).distinct().collect()["kind"] == ["thin", "wide"]
     assert joined.select(bw=frames.border.width).distinct().collect()["bw"] == [5, 6]
     assert joined.group_by(frames.kind).select(frames.kind).count() == 2
+
+
+def test_failed_sort_keys_over_a_join_raise_or_sort_last_and_say_so(
+    pictures: tuple[mt.Table, mt.Table], capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos, frames = pictures
+    ordered = photos.join(frames, on=photos.id == frames.photo_id).order_by(photos.image.width, asc=False)
+    query = ordered.select(photos.id, frames.kind)
+    with pytest.raises(mt.ComputeError, match=r"sort key .*MediaNotFound"):
+        query.collect()
+    capsys.readouterr()
+    rows = [tuple(r.values()) for r in query.collect(on_error="ignore")]
+    assert sorted(rows[:2]) == [(2, "thin"), (2, "wide")] and rows[2] == (0, "thin")  # widths 50, 50, 30
+    assert rows[3:] == [(3, "wide")]  # the photo whose file is missing: last, not dropped
+    summary = capsys.readouterr().out
+    assert re.search(r"1 of 4 values of the sort key .* failed \(1 not found\); those rows sort last", summary)

@@ -103,10 +103,15 @@ def python_groups(
     groups: dict[tuple[Any, ...], tuple[list[Any], list[Any]]] = {}
     if not keys:
         groups[()] = ([], [e.accumulator() for _, e in aggregates])
+    key_labels = [f"the group key {k!r}" for k in keys]
+    input_labels = [repr(outputs[i][0]) for i, e in aggregates if e.operand is not None]
     for rows in batches:
         pipeline.run(rows, targets)
+        for label in key_labels + input_labels:
+            failures.seen(label, len(rows))
         for row in rows:
-            key_values = [_value(row[f"__gk{i}"], f"the group key {k!r}", row, failures) for i, k in enumerate(keys)]
+            left_out = "those rows are left out of the groups"
+            key_values = [_value(row[f"__gk{i}"], key_labels[i], row, failures, left_out) for i in range(len(keys))]
             if any(v is _FAILED for v in key_values):
                 continue
             slot = groups.get(tuple(_hashable(v) for v in key_values))
@@ -115,7 +120,10 @@ def python_groups(
                     tuple(_hashable(v) for v in key_values), (key_values, [e.accumulator() for _, e in aggregates])
                 )
             for (i, e), acc in zip(aggregates, slot[1], strict=True):
-                value = None if e.operand is None else _value(row[f"__ga{i}"], repr(outputs[i][0]), row, failures)
+                if e.operand is None:
+                    acc.add(None)
+                    continue
+                value = _value(row[f"__ga{i}"], repr(outputs[i][0]), row, failures, "those values are not aggregated")
                 if value is not _FAILED:
                     acc.add(value)
     shown = [repr(k) for k in keys]
@@ -134,11 +142,11 @@ def python_groups(
 _FAILED = object()
 
 
-def _value(value: Any, label: str, row: dict[str, Any], failures: Failures) -> Any:
+def _value(value: Any, label: str, row: dict[str, Any], failures: Failures, consequence: str) -> Any:
     if isinstance(value, CellError):
         if value.stored:
             return None
-        failures.failed(label, row.get(ROWID), value, "those rows are left out of the groups")
+        failures.failed(label, row.get(ROWID), value, consequence)
         return _FAILED
     return value
 
