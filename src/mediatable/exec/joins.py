@@ -15,7 +15,7 @@ left and by `<alias or table name>.<name>` on the right.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -168,8 +168,12 @@ class JoinSql:
         where: sa.ColumnElement[Any] | None = None,
         order_by: Sequence[Any] = (),
         limit: int | None = None,
+        rowids: Iterable[int] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Joined rows as dicts `{key: value or CellError, "_rowid": the left row's id}`, in order."""
+        """Joined rows as dicts `{key: value or CellError, "_rowid": the left row's id}`, in order.
+
+        `rowids`: only these rows of the left side (as :meth:`TableSql.read` takes them).
+        """
         items: list[Any] = [self.left.table.c[ROWID].label(ROWID), self.right.table.c[ROWID].label(_RIGHT_ROWID)]
         for i, column in enumerate(columns):
             items.append(self.value_column(column).label(f"c{i}"))  # type: ignore[union-attr]
@@ -179,6 +183,8 @@ class JoinSql:
         query = sa.select(*items).select_from(self.from_clause())
         if where is not None:
             query = query.where(where)
+        if rowids is not None:
+            query = query.where(self.left.table.c[ROWID].in_(list(rowids)))
         query = query.order_by(*order_by, *self.tiebreak())
         if limit is not None:
             query = query.limit(limit)
