@@ -54,11 +54,30 @@ class RayHead:
         return {**os.environ, **RAY_ENV, "PYTHONPATH": self.pythonpath, "RAY_ADDRESS": self.address}
 
 
+@pytest.fixture(scope="module")
+def ray_driver(ray_head: RayHead) -> Iterator[None]:
+    """This process as a Ray driver for one module's tests, disconnected after them.
+
+    A driver still connected when its head stops (at the end of the session, or when the node is
+    declared dead under load) is ended by Ray itself, with exit status 1 — and pytest with it,
+    before its summary.
+    """
+    yield
+    _disconnect()
+
+
 @pytest.fixture
-def ray_address(ray_head: RayHead, monkeypatch: pytest.MonkeyPatch) -> str:
+def ray_address(ray_driver: None, ray_head: RayHead, monkeypatch: pytest.MonkeyPatch) -> str:
     """`RAY_ADDRESS` set to the session's head: `executor='ray'` connects to it. Returns `'ray'`."""
     monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
     return "ray"
+
+
+def _disconnect() -> None:
+    """`ray.shutdown()` if this process is connected to Ray (without importing Ray otherwise)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def _listening(port: int) -> bool:
@@ -107,6 +126,7 @@ def ray_head() -> Iterator[RayHead]:
                 time.sleep(0.2)
             yield head
     finally:
+        _disconnect()  # before the head goes: see ray_driver
         _stop(process)
         shutil.rmtree(temp, ignore_errors=True)
 
