@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 import PIL.Image
@@ -20,13 +20,10 @@ from mediatable import types as ts
 from mediatable.exec.media_cells import MediaCell, user_value
 from mediatable.exprs import CellError
 from mediatable.io.urls import is_url_like, redact_url
+from mediatable.session import Closable
 from mediatable.table import convert, display
 
 _SHOWN = 20
-
-
-class Closable(Protocol):
-    def close(self) -> None: ...
 
 
 class ResultSet:
