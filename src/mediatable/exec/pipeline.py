@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mediatable import types as ts
-from mediatable.errors import ComputeError, DataError, MediaError, PresignError
+from mediatable.errors import ComputeError, DataError, MediaError, MediaNotFound, PresignError
 from mediatable.exec.isolation import RowImages, SaveSpec, Stored, is_generated, open_local, save_generated
 from mediatable.exec.workers import CallRouter, WorkerProcesses
 from mediatable.exprs import CellError, ColumnProperty, ColumnRef, Expr, FunctionCall
@@ -95,23 +95,25 @@ class MediaAccess:
         self.prefetched: dict[str, Path | RemoteObject] = {}
         self.urls_of_paths: dict[str, str] = {}  # local file -> URL, to word errors for users (redacted then)
 
-    def path(self, url: str) -> Path:
+    def path(self, url: str, checked: bool = True) -> Path:
+        """The local file of `url`; without `checked`, a prefetched file is not checked to still exist
+        (the caller opens it and asks again, :meth:`refetch`, if it is gone)."""
         error = self.failed.get(url)
         if error is not None:
             raise error
         local = self.prefetched.get(url)
-        if not isinstance(local, Path) or not os.path.exists(local):
+        if not isinstance(local, Path) or (checked and not os.path.exists(local)):
             local = self.lease.get(url)  # also a large object opened for ranges, when a whole file is asked for
         self.urls_of_paths[str(local)] = url
         return local
 
-    def ranged(self, url: str) -> Path | RemoteObject:
+    def ranged(self, url: str, checked: bool = True) -> Path | RemoteObject:
         """A local file, or a large object to read by ranges (see `Lease.get_ranged`)."""
         error = self.failed.get(url)
         if error is not None:
             raise error
         got = self.prefetched.get(url)
-        if got is None or (isinstance(got, Path) and not got.exists()):
+        if got is None or (checked and isinstance(got, Path) and not got.exists()):
             got = self.lease.get_ranged(url)
         if isinstance(got, Path):
             self.urls_of_paths[str(got)] = url
@@ -131,17 +133,32 @@ class MediaAccess:
 
         Images and remote files are appended to `opened` (the caller closes them, last first).
         """
-        got = self.ranged(url) if ranged else self.path(url)
-        source: Any = str(got)
-        if isinstance(got, RemoteObject):
-            source = got.open()
-            if opened is not None:
-                opened.append(source)
-        if isinstance(col_type, ts.ImageType):
-            image = open_local(source, url, col_type)
-            if opened is not None:
-                opened.append(image)
-            return image
+        if not isinstance(col_type, ts.ImageType):
+            got = self.ranged(url) if ranged else self.path(url)
+            return self._source(got, opened)
+        # A prefetched file is pinned, so it is opened without a stat first (a hot path: a header-only
+        # column opens thousands per second); if it is gone all the same, it is fetched again.
+        got = self.ranged(url, checked=False) if ranged else self.path(url, checked=False)
+        try:
+            image = open_local(self._source(got, opened), url, col_type)
+        except MediaNotFound:
+            if not isinstance(got, Path) or got.exists():
+                raise
+            self.prefetched.pop(url, None)
+            got = self.ranged(url) if ranged else self.path(url)
+            image = open_local(self._source(got, opened), url, col_type)
+        if opened is not None:
+            opened.append(image)
+        return image
+
+    @staticmethod
+    def _source(got: Path | RemoteObject, opened: list[Any] | None) -> Any:
+        """The path of a local file, or a seekable file opened over a large remote object (kept in `opened`)."""
+        if not isinstance(got, RemoteObject):
+            return str(got)
+        source = got.open()
+        if opened is not None:
+            opened.append(source)
         return source
 
 
