@@ -10,7 +10,8 @@
   RSS growth per row, measured in a fresh process; and `iter_batches(1000)` over the same rows: its
   peak RSS growth stays bounded by a batch (compared with collect()'s).
 
-Each timing is the best of REPEATS runs (the machine is shared). Run: `.venv/bin/python benchmarks/queries.py`.
+Each timing is the median of REPEATS runs, taking turns with its baseline (the machine is shared);
+the insert line also gives the best run. Run: `.venv/bin/python benchmarks/queries.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import io
 import os
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,11 +33,11 @@ import PIL.Image
 import mediatable as mt
 
 N = 100_000
-REPEATS = 3
+REPEATS = 5
 
 
-def best(*runs: Callable[[], object], repeats: int = REPEATS) -> list[tuple[float, float]]:
-    """For each run, the shortest wall time and the least CPU time of this process (seconds).
+def timed(*runs: Callable[[], object], repeats: int = REPEATS) -> list[tuple[float, float, float]]:
+    """For each run: the median wall time, the median CPU time of this process, the shortest wall time (seconds).
 
     The runs take turns, so a burst of load from the other jobs on the machine hits them alike.
     """
@@ -48,7 +50,7 @@ def best(*runs: Callable[[], object], repeats: int = REPEATS) -> list[tuple[floa
                 run()
             walls[i].append(time.perf_counter() - start)
             cpus[i].append(time.process_time() - cpu)
-    return [(min(w), min(c)) for w, c in zip(walls, cpus, strict=True)]
+    return [(statistics.median(w), statistics.median(c), min(w)) for w, c in zip(walls, cpus, strict=True)]
 
 
 def rows() -> list[dict[str, object]]:
@@ -80,10 +82,11 @@ def bench_insert(folder: Path) -> None:
             )
         conn.close()
 
-    (ours_s, ours_cpu), (raw_s, raw_cpu) = best(ours, raw)
+    (ours_s, ours_cpu, ours_best), (raw_s, raw_cpu, raw_best) = timed(ours, raw)
     print(
-        f"insert {N} rows: {N / ours_s:,.0f} rows/s "
-        f"(raw sqlite3 executemany {N / raw_s:,.0f} rows/s, ratio {ours_s / raw_s:.2f}x); "
+        f"insert {N} rows, median of {REPEATS}: {N / ours_s:,.0f} rows/s "
+        f"(raw sqlite3 executemany {N / raw_s:,.0f} rows/s, ratio {ours_s / raw_s:.2f}x; best runs "
+        f"{N / ours_best:,.0f} vs {N / raw_best:,.0f} rows/s); "
         f"CPU time {N / ours_cpu:,.0f} rows/s vs raw {N / raw_cpu:,.0f} rows/s, ratio {ours_cpu / raw_cpu:.2f}x"
     )
 
@@ -108,14 +111,14 @@ def bench_reads(folder: Path) -> None:
         names = [d[0] for d in cursor.description]
         [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
 
-    timings = best(
+    timings = timed(
         raw_all,
         raw_filtered,
         lambda: list(t.select(t.n, t.x).collect()),
         lambda: t.select(t.n, t.x).to_pandas(),
         lambda: list(t.where(t.n % 10 == 0).select(t.n, t.x).collect()),
     )
-    raw_s, raw_filter_s, collect_s, pandas_s, filter_s = (wall for wall, _ in timings)
+    raw_s, raw_filter_s, collect_s, pandas_s, filter_s = (wall for wall, _, _ in timings)
     print(
         f"collect() {N} scalar rows, iterated as dicts: {collect_s * 1000:.0f} ms, "
         f"{collect_s / raw_s:.2f}x raw fetchall + dicts ({raw_s * 1000:.0f} ms)"
