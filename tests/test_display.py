@@ -74,6 +74,10 @@ def test_show_describe_and_query_repr(media_table: mt.Table, capsys: pytest.Capt
     t.order_by(t.n).select(t.n, t.note).show(1)
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["n", "note"] and "SECRET" not in out and len(out.splitlines()) == 3
+    t.show(1)  # the table's first row, media included, with no secret
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["image", "video", "audio", "note", "n"] and len(out.splitlines()) == 3
+    assert "<Image 64x48 RGB>" in out and "SECRET" not in out
     t.describe()
     assert capsys.readouterr().out.splitlines()[:2] == ["table 'shown'", "  image   Image"]
     query = t.where((t.n > 1) & (t.image.width > 10)).select(t.n, w=t.image.width).limit(3)

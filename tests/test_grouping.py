@@ -31,13 +31,15 @@ def _stats(t: mt.Table, key: mt.exprs.Expr, amount: mt.exprs.Expr, qty: mt.exprs
 def test_group_by_in_sql_and_in_python_agree(sales: mt.Table) -> None:
     t = sales
     in_sql = _stats(t, t.shop, t.amount, t.qty)
-    in_python = _stats(t, t.shop.upper().lower(), t.amount * 1.0, t.qty + 0)  # not stored: the pipeline
+    in_python = _stats(t, t.shop.strip(), t.amount.abs(), t.qty.abs())  # functions without SQL: the pipeline
     expected = [
         {"shop": "a", "n": 2, "n_qty": 1, "total": 5.0, "avg": 2.5, "lo": 1, "hi": 1},
         {"shop": "b", "n": 2, "n_qty": 2, "total": 2.0, "avg": 1.0, "lo": 4, "hi": 6},
         {"shop": "c", "n": 1, "n_qty": 0, "total": None, "avg": None, "lo": None, "hi": None},
         {"shop": None, "n": 1, "n_qty": 1, "total": 7.0, "avg": 7.0, "lo": 2, "hi": 2},
     ]
+    assert "  group   sales.shop  in SQL" in repr(in_sql).splitlines()  # pushed down: repr says where it runs
+    assert "  group   strip(sales.shop)  in Python" in repr(in_python).splitlines()
     assert list(in_sql.collect()) == expected
     assert list(in_python.collect()) == expected
     result = in_sql.collect()
@@ -63,8 +65,13 @@ def test_grouped_order_limit_where_and_count(sales: mt.Table) -> None:
 
 def test_distinct(sales: mt.Table) -> None:
     t = sales
+    assert repr(t.select(t.shop).distinct()).splitlines()[-1] == "  distinct  in SQL"
+    assert repr(t.select(n=f.count())).splitlines()[-1] == "  group   (all rows)  in SQL"
     assert t.select(t.shop).distinct().collect()["shop"] == ["a", "b", "c", None]
-    assert t.select(t.shop.upper()).distinct().collect()["upper"] == ["A", "B", "C", None]  # in Python
+    assert t.select(t.shop.upper()).distinct().collect()["upper"] == ["A", "B", "C", None]  # in SQL
+    in_python = t.select(t.shop.strip()).distinct()
+    assert repr(in_python).splitlines()[-1] == "  distinct  in Python"
+    assert in_python.collect()["strip"] == ["a", "b", "c", None]
     assert t.select(t.shop).distinct().count() == 4
 
 

@@ -168,11 +168,25 @@ def explain(spec: QuerySpec) -> str:
         alias = f" as {spec.join.alias!r}" if spec.join.alias else ""  # type: ignore[union-attr]
         lines.append(f"  {spec.join.how} join {spec.join.meta.path!r}{alias} on {sql.on!r}  in SQL")  # type: ignore[union-attr]
     lines.append(f"  select  {', '.join(shown) if shown else '(row ids)'}")
-    for part in conjuncts(spec.where):
-        lines.append(f"  where   {part!r}  in {'SQL' if part.to_sql(sql.value_column) is not None else 'Python'}")
+    parts = conjuncts(spec.where)
+    pushed = [part.to_sql(sql.value_column) is not None for part in parts]
+    for part, in_sql in zip(parts, pushed, strict=True):
+        lines.append(f"  where   {part!r}  in {'SQL' if in_sql else 'Python'}")
+    grouped_in_sql = None
+    if spec.grouped:
+        keys = grouping.group_keys(spec.outputs(), spec.group_by, spec.distinct)
+        grouped_in_sql = (
+            all(pushed) and grouping.sql_select(spec.outputs(), keys, spec.order, None, sql, None) is not None
+        )
+        shown_keys = "distinct" if spec.group_by is None and spec.distinct else "group   "
+        shown_keys += ", ".join(map(repr, spec.group_by or ())) if spec.group_by is not None else ""
+        shown_keys += ", distinct" if spec.group_by is not None and spec.distinct else ""
+        if spec.group_by is None and not spec.distinct:
+            shown_keys += "(all rows)"
+        lines.append(f"  {shown_keys}  in {'SQL' if grouped_in_sql else 'Python'}")
     for key in spec.order:
-        where = "SQL" if key.expr.to_sql(sql.value_column) is not None else "Python"
-        lines.append(f"  order   {key.expr!r} {'asc' if key.asc else 'desc'}  in {where}")
+        in_sql = grouped_in_sql if grouped_in_sql is not None else key.expr.to_sql(sql.value_column) is not None
+        lines.append(f"  order   {key.expr!r} {'asc' if key.asc else 'desc'}  in {'SQL' if in_sql else 'Python'}")
     if spec.limit is not None:
         lines.append(f"  limit   {spec.limit}")
     return "\n".join(lines)
