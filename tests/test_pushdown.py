@@ -20,7 +20,8 @@ def t(db_home: Path) -> mt.Table:
     labels = ["Cat", "dog", "wildcat", "", "Catalog", None, "a%b", "under_score"]
     rows = []
     for i in range(-12, 28):
-        meta: Any = {"kind": ["odd", "even"][i % 2], "size": i % 5, "nested": {"tag": labels[i % 8]}}
+        flag = [True, False, 1, 0, "1", 1.0][i % 6]
+        meta: Any = {"kind": ["odd", "even"][i % 2], "size": i % 5, "nested": {"tag": labels[i % 8]}, "flag": flag}
         if i % 7 == 0:
             meta = None if i % 2 else {"kind": 5}
         rows.append({"n": None if i % 11 == 0 else i, "x": i / 4, "label": labels[i % 8], "meta": meta})
@@ -49,6 +50,8 @@ PREDICATES = {
     "json number": lambda t: t.meta["size"] == 3,
     "json nested": lambda t: t.meta["nested"]["tag"] == "dog",
     "json type-exact": lambda t: t.meta["kind"] == 5,
+    "json true equals 1": lambda t: t.meta["flag"] == 1,  # as in Python: True == 1 == 1.0, never '1'
+    "json false equals 0.0": lambda t: t.meta["flag"] == 0.0,
     "combined": lambda t: (t.n % 2 == 0) & ~t.label.startswith("C") | t.n.isin([7]),
 }
 
@@ -72,6 +75,11 @@ def test_wrong_typed_literals_fail_when_built(t: mt.Table) -> None:
         t.label == 3  # noqa: B015
     with pytest.raises(mt.ExprError, match="isin"):
         t.n.isin(["a"])
+    with pytest.raises(mt.ExprError, match="cannot compare Int with Json"):
+        t.n == [1]  # noqa: B015
+    with pytest.raises(mt.ExprError, match="cannot compare String with Json"):
+        t.label != {"a": 1}  # noqa: B015
+    assert (t.meta["nested"] == {"tag": "dog"}) is not None  # a dict literal compares with Json
     assert (t.x > 1) is not None and (t.meta["kind"] == 5) is not None  # numbers mix; JSON compares with anything
 
 

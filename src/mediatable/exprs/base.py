@@ -300,7 +300,12 @@ class Compare(Expr):
     """
 
     def __init__(self, op: str, left: Expr, right: Expr) -> None:
-        if not comparable(left.col_type, right.col_type):
+        # A list or dict literal is a Json value: it compares with Json values only (`t.n == [1]` is a mistake).
+        json_literal = any(
+            isinstance(a, Literal) and a.col_type == ts.Json and b.col_type != ts.Json
+            for a, b in ((left, right), (right, left))
+        )
+        if json_literal or not comparable(left.col_type, right.col_type):
             raise ExprError(f"cannot compare {left.col_type!r} with {right.col_type!r}: {left!r} {op} {right!r}")
         self.op, self.left, self.right = op, left, right
         self.col_type = ts.Bool

@@ -17,7 +17,7 @@ from sqlalchemy.sql.expression import ColumnElement
 class JsonPathEquals(ColumnElement[bool]):
     """`json_value_at(column, path) == value` for a scalar `value` (str, int or float), type-exact.
 
-    A string never equals a number and `true` never equals 1, as in Python.
+    As in Python, a string never equals a number, and `true` / `false` equal 1 / 0 (`True == 1.0`).
     """
 
     inherit_cache = False
@@ -35,7 +35,8 @@ def _json_equals_sqlite(element: JsonPathEquals, compiler: Any, **kw: Any) -> st
     column = compiler.process(element.column, **kw)
     path_sql = compiler.process(sa.literal(path), **kw)
     value = compiler.process(sa.literal(element.value), **kw)
-    kinds = "('text')" if isinstance(element.value, str) else "('integer', 'real')"
+    # json_extract gives 1 / 0 for true / false, so a boolean equals exactly the numbers Python says it does.
+    kinds = "('text')" if isinstance(element.value, str) else "('integer', 'real', 'true', 'false')"
     return f"(json_type({column}, {path_sql}) IN {kinds} AND json_extract({column}, {path_sql}) = {value})"
 
 
@@ -43,8 +44,12 @@ def _json_equals_sqlite(element: JsonPathEquals, compiler: Any, **kw: Any) -> st
 def _json_equals_postgresql(element: JsonPathEquals, compiler: Any, **kw: Any) -> str:
     column = compiler.process(element.column, **kw)
     path = compiler.process(sa.literal([str(k) for k in element.path], sa.ARRAY(sa.Text)), **kw)
+    found = f"(CAST({column} AS JSONB) #> {path})"
     value = compiler.process(sa.literal(json.dumps(element.value)), **kw)
-    return f"(CAST({column} AS JSONB) #> {path}) = CAST({value} AS JSONB)"
+    equals = f"{found} = CAST({value} AS JSONB)"
+    if not isinstance(element.value, str) and element.value in (0, 1):  # jsonb's true is no number: say it
+        equals += f" OR {found} = CAST('{'true' if element.value == 1 else 'false'}' AS JSONB)"
+    return f"({equals})"
 
 
 class StrPosition(ColumnElement[int]):
