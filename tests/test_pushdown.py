@@ -52,6 +52,9 @@ PREDICATES = {
     "json type-exact": lambda t: t.meta["kind"] == 5,
     "json true equals 1": lambda t: t.meta["flag"] == 1,  # as in Python: True == 1 == 1.0, never '1'
     "json false equals 0.0": lambda t: t.meta["flag"] == 0.0,
+    "json not equal string": lambda t: t.meta["kind"] != "odd",  # a number there is != 'odd'; None is not kept
+    "json not equal 1": lambda t: t.meta["flag"] != 1,
+    "json nested not equal": lambda t: t.meta["nested"]["tag"] != "dog",
     "combined": lambda t: (t.n % 2 == 0) & ~t.label.startswith("C") | t.n.isin([7]),
 }
 

@@ -480,14 +480,18 @@ class JsonPath(Expr):
         return self.base, [self.key]
 
     def equals_sql(self, op: str, value: Any, resolve: Callable[[Any], Any]) -> Any:
-        """SQL for `self == value` with a string or number `value` (other comparisons stay in Python)."""
+        """SQL for `self == value` or `self != value` with a string or number `value`, or None.
+
+        Ordering comparisons stay in Python: there a string compared with a number fails the row
+        (raising by default), where SQL would only leave it out.
+        """
         root, keys = self.path()
-        if op != "==" or isinstance(value, bool) or not isinstance(value, str | int | float):
+        if op not in ("==", "!=") or isinstance(value, bool) or not isinstance(value, str | int | float):
             return None
         if not all(isinstance(k, str) for k in keys):  # PostgreSQL reads an int key of an object as a name
             return None
         column = root.to_sql(resolve)
-        return None if column is None else sql.JsonPathEquals(column, keys, value)
+        return None if column is None else sql.JsonPathEquals(column, keys, value, negated=op == "!=")
 
 
 class ErrorProperty(Expr):

@@ -18,15 +18,18 @@ class JsonPathEquals(ColumnElement[bool]):
     """`json_value_at(column, path) == value` for a scalar `value` (str, int or float), type-exact.
 
     As in Python, a string never equals a number, and `true` / `false` equal 1 / 0 (`True == 1.0`).
+    `negated`: `!=` — true for any other value found there (a string, an object, ...), and NULL
+    (the row is not kept) where the path holds nothing or JSON null, as Python gives None there.
     """
 
     inherit_cache = False
     type = sa.Boolean()
 
-    def __init__(self, column: Any, path: list[str | int], value: str | int | float) -> None:
+    def __init__(self, column: Any, path: list[str | int], value: str | int | float, negated: bool = False) -> None:
         self.column = column
         self.path = path
         self.value = value
+        self.negated = negated
 
 
 @compiles(JsonPathEquals, "sqlite")
@@ -37,7 +40,9 @@ def _json_equals_sqlite(element: JsonPathEquals, compiler: Any, **kw: Any) -> st
     value = compiler.process(sa.literal(element.value), **kw)
     # json_extract gives 1 / 0 for true / false, so a boolean equals exactly the numbers Python says it does.
     kinds = "('text')" if isinstance(element.value, str) else "('integer', 'real', 'true', 'false')"
-    return f"(json_type({column}, {path_sql}) IN {kinds} AND json_extract({column}, {path_sql}) = {value})"
+    found = f"json_type({column}, {path_sql})"
+    equals = f"({found} IN {kinds} AND json_extract({column}, {path_sql}) = {value})"
+    return f"({found} IS NOT NULL AND {found} != 'null' AND NOT {equals})" if element.negated else equals
 
 
 @compiles(JsonPathEquals, "postgresql")
@@ -49,6 +54,8 @@ def _json_equals_postgresql(element: JsonPathEquals, compiler: Any, **kw: Any) -
     equals = f"{found} = CAST({value} AS JSONB)"
     if not isinstance(element.value, str) and element.value in (0, 1):  # jsonb's true is no number: say it
         equals += f" OR {found} = CAST('{'true' if element.value == 1 else 'false'}' AS JSONB)"
+    if element.negated:
+        return f"({found} IS NOT NULL AND {found} != CAST('null' AS JSONB) AND NOT ({equals}))"
     return f"({equals})"
 
 
