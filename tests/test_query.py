@@ -183,3 +183,20 @@ def test_iter_batches_fetches_the_next_batch_while_the_consumer_works(
     assert [http_server.count(p) for p in paths[2:4]] == [1, 1]
     assert [b["w"] for b in batches] == [[12, 13], [14, 15]]
     assert [http_server.count(p) for p in paths] == [1] * 6
+
+
+def test_iter_batches_media_files_stay_while_the_iteration_runs(
+    clean_env: Path, http_server: FaultServer, tmp_path: Path
+) -> None:
+    mt.init(home=clean_env, quiet=True, cache_size="1MB")
+    big = mediagen.make_noise_mp4(tmp_path / "big.mp4", seconds=4.0, size=(640, 480), unique_gops=4)
+    assert big.stat().st_size > 1_000_000  # more than the whole cache: kept in the query's own folder
+    t = mt.create_table("clips", {"video": mt.Video, "n": mt.Int})
+    t.insert([{"video": http_server.put(f"it/{i}.mp4", big.read_bytes()), "n": i} for i in range(2)], quiet=True)
+    batches = t.order_by(t.n).select(t.video).iter_batches(batch_size=1)
+    paths = []
+    for batch in batches:
+        time.sleep(0.5)  # the producer, a batch ahead, reaches the end of the rows meanwhile
+        paths.append(Path(batch[0]["video"]))
+        assert paths[-1].read_bytes() == big.read_bytes()
+    assert len(paths) == 2 and not any(p.exists() for p in paths)  # the iteration's own copies went with it

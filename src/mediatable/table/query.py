@@ -193,10 +193,20 @@ class Query(QueryExports):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgument(f"batch_size must be a positive int, not {batch_size!r}")
         names, types = self._output_names_and_types()
-        batches = run.run_batches(self._session, self._spec, batch_size=batch_size, on_error=on_error)
+        # The media files stay pinned until the consumer is done: the rows are produced a batch ahead,
+        # so the query's own rows end (and would close their lease) while the last batches are in use.
+        lease = self._session.cache.lease() if any(t.is_media for t in types) else None
+        stream = ahead(
+            run.run_batches(self._session, self._spec, batch_size=batch_size, on_error=on_error, lease=lease)
+        )
         fallible = self._fallible()
-        for rows in ahead(batches):
-            yield ResultSet(names, types, rows, fallible)
+        try:
+            for rows in stream:
+                yield ResultSet(names, types, rows, fallible)
+        finally:
+            stream.close()  # stops the producer before its files are let go
+            if lease is not None:
+                lease.close()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Rows as dicts, streamed in batches (see :meth:`iter_batches`)."""
