@@ -121,3 +121,29 @@ def test_failed_group_keys_and_aggregate_inputs_raise_or_say_what_they_left_out(
         {"label": "y", "n": 1, "avg_w": None},  # the group stays; its one failed width is not averaged
     ]
     assert "1 of 3 values of 'avg_w' failed (1 not found); those values are not aggregated" in capsys.readouterr().out
+
+
+def test_media_outputs_of_grouped_queries_are_result_media(
+    db_home: Path, http_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    urls = [
+        http_server.put(f"agg-media/{i}.jpg", mediagen.make_jpeg(tmp_path / f"{i}.jpg", size=(w, 10)).read_bytes())
+        for i, w in enumerate([10, 20])
+    ]
+    t = mt.create_table("pics", {"image": mt.Image, "label": mt.String})
+    rows = [(urls[0], "x"), (urls[0], "x"), (urls[1], "y"), (http_server.url("agg-media/missing.jpg"), "y")]
+    t.insert([{"image": u, "label": lbl} for u, lbl in rows], quiet=True)
+    with pytest.raises(mt.ComputeError, match=r"'image' failed .*MediaNotFound"):
+        t.select(t.label, t.image).distinct().collect()
+    capsys.readouterr()
+    result = t.select(t.label, t.image).distinct().collect(on_error="ignore")  # in SQL, then fetched as any result
+    assert [(r["label"], r["image"].size if r["image"] else None) for r in result] == [
+        ("x", (10, 10)),
+        ("y", (20, 10)),
+        ("y", None),  # ordered by the keys: the URL of 1.jpg before missing.jpg's
+    ]
+    assert "1 of 3 values of 'image' failed (1 not found); see .errormsg" in capsys.readouterr().out
+    assert result.to_pandas(media="url")["image"].tolist()[:2] == urls
+    grouped = t.group_by(t.image).select(t.image, n=f.count()).collect(on_error="ignore", quiet=True)
+    assert sorted(n for n in grouped["n"]) == [1, 1, 2]
+    assert http_server.count("agg-media/0.jpg") == 1  # fetched once, through the cache

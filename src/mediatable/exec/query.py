@@ -237,9 +237,14 @@ def run_batches(
         ComputeError: a value computed by the query failed (unless `on_error='ignore'`).
     """
     if spec.grouped:
+        failures = Failures(on_error, subject(spec))
         rows = _grouped(session, spec, on_error, quiet)
-        for start in range(0, len(rows), batch_size):
-            yield rows[start : start + batch_size]
+        with contextlib.nullcontext(lease) if lease is not None else session.cache_lease() as lease:
+            pipeline = session_pipeline(session, lease)
+            for start in range(0, len(rows), batch_size):
+                yield _grouped_media(rows[start : start + batch_size], bound(spec)[0].outputs(), pipeline, failures)
+        for line in [] if quiet else failures.summary():
+            print(line)
         return
     spec, _ = bound(spec)
     outputs = spec.outputs()
@@ -355,6 +360,26 @@ def _grouped(session: Session, spec: QuerySpec, on_error: str, quiet: bool) -> l
     for line in [] if quiet else failures.summary():
         print(line)
     return out
+
+
+def _grouped_media(
+    rows: list[list[Any]], outputs: list[tuple[str, Expr]], pipeline: Pipeline, failures: Failures
+) -> list[list[Any]]:
+    """Grouped rows whose media outputs (stored URLs, as keys) are fetched: result media, as in any query."""
+    media = [i for i, (_, e) in enumerate(outputs) if isinstance(e, ColumnRef) and e.col_type.is_media]
+    if not media or not rows:
+        return rows
+    selected = [outputs[i] for i in media]
+    cells = [{e.column.name: row[i] for i, (_, e) in zip(media, selected, strict=True)} for row in rows]  # type: ignore[attr-defined]
+    pipeline.run(cells, output_targets(selected))
+    for row, cell in zip(rows, cells, strict=True):
+        for i, value in zip(media, output_values(cell, selected), strict=True):
+            if isinstance(value, CellError):
+                failures.failed(repr(outputs[i][0]), None, value)
+            row[i] = value
+    for name, _ in selected:
+        failures.seen(repr(name), len(rows))
+    return rows
 
 
 def output_targets(outputs: Sequence[tuple[str, Expr]]) -> list[Target]:
