@@ -85,13 +85,28 @@ def test_grouped_outputs_must_be_keys_or_aggregates(sales: mt.Table) -> None:
         t.add_computed_column(n=f.count())
 
 
-def test_aggregates_over_media_run_in_the_pipeline(db_home: Path, http_server: FaultServer, tmp_path: Path) -> None:
-    urls = [
-        http_server.put(f"agg/{i}.jpg", mediagen.make_jpeg(tmp_path / f"{i}.jpg", size=(w, 10)).read_bytes())
-        for i, w in enumerate([10, 20, 30])
-    ]
+def _pictures(
+    server: FaultServer, tmp_path: Path, folder: str, rows: list[tuple[int | None, str]]
+) -> tuple[mt.Table, list[str]]:
+    """Table 'pics' of (image, label) rows: a JPEG `width` px wide (one file per width), or a missing file (None).
+
+    Returns the table and the URLs of the files, by width.
+    """
+    urls: dict[int, str] = {}
+    for width, _ in rows:
+        if width is not None and width not in urls:
+            jpeg = mediagen.make_jpeg(tmp_path / f"{width}.jpg", size=(width, 10))
+            urls[width] = server.put(f"{folder}/{width}.jpg", jpeg.read_bytes())
+    missing = server.url(f"{folder}/missing.jpg")
     t = mt.create_table("pics", {"image": mt.Image, "label": mt.String})
-    t.insert([{"image": u, "label": lbl} for u, lbl in zip(urls, ["x", "y", "x"], strict=True)], quiet=True)
+    t.insert(
+        [{"image": urls.get(w, missing) if w is not None else missing, "label": label} for w, label in rows], quiet=True
+    )
+    return t, list(urls.values())
+
+
+def test_aggregates_over_media_run_in_the_pipeline(db_home: Path, http_server: FaultServer, tmp_path: Path) -> None:
+    t, _ = _pictures(http_server, tmp_path, "agg", [(10, "x"), (20, "y"), (30, "x")])
     result = t.group_by(t.label).select(t.label, n=f.count(t.image), avg_w=f.mean(t.image.width)).collect()
     assert list(result) == [{"label": "x", "n": 2, "avg_w": 20.0}, {"label": "y", "n": 1, "avg_w": 20.0}]
 
@@ -99,13 +114,7 @@ def test_aggregates_over_media_run_in_the_pipeline(db_home: Path, http_server: F
 def test_failed_group_keys_and_aggregate_inputs_raise_or_say_what_they_left_out(
     db_home: Path, http_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    urls = [
-        http_server.put(f"agg-fail/{i}.jpg", mediagen.make_jpeg(tmp_path / f"{i}.jpg", size=(w, 10)).read_bytes())
-        for i, w in enumerate([10, 20])
-    ]
-    t = mt.create_table("pics", {"image": mt.Image, "label": mt.String})
-    rows = [(urls[0], "x"), (urls[1], "x"), (http_server.url("agg-fail/missing.jpg"), "y")]
-    t.insert([{"image": u, "label": lbl} for u, lbl in rows], quiet=True)
+    t, _ = _pictures(http_server, tmp_path, "agg-fail", [(10, "x"), (20, "x"), (None, "y")])
     by_width = t.group_by(t.image.width).select(w=t.image.width, n=f.count())
     with pytest.raises(mt.ComputeError, match=r"group key .*MediaNotFound"):
         by_width.collect()
@@ -126,13 +135,7 @@ def test_failed_group_keys_and_aggregate_inputs_raise_or_say_what_they_left_out(
 def test_media_outputs_of_grouped_queries_are_result_media(
     db_home: Path, http_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    urls = [
-        http_server.put(f"agg-media/{i}.jpg", mediagen.make_jpeg(tmp_path / f"{i}.jpg", size=(w, 10)).read_bytes())
-        for i, w in enumerate([10, 20])
-    ]
-    t = mt.create_table("pics", {"image": mt.Image, "label": mt.String})
-    rows = [(urls[0], "x"), (urls[0], "x"), (urls[1], "y"), (http_server.url("agg-media/missing.jpg"), "y")]
-    t.insert([{"image": u, "label": lbl} for u, lbl in rows], quiet=True)
+    t, urls = _pictures(http_server, tmp_path, "agg-media", [(10, "x"), (10, "x"), (20, "y"), (None, "y")])
     with pytest.raises(mt.ComputeError, match=r"'image' failed .*MediaNotFound"):
         t.select(t.label, t.image).distinct().collect()
     capsys.readouterr()
@@ -140,10 +143,10 @@ def test_media_outputs_of_grouped_queries_are_result_media(
     assert [(r["label"], r["image"].size if r["image"] else None) for r in result] == [
         ("x", (10, 10)),
         ("y", (20, 10)),
-        ("y", None),  # ordered by the keys: the URL of 1.jpg before missing.jpg's
+        ("y", None),  # ordered by the keys: the URL of 20.jpg before missing.jpg's
     ]
     assert "1 of 3 values of 'image' failed (1 not found); see .errormsg" in capsys.readouterr().out
     assert result.to_pandas(media="url")["image"].tolist()[:2] == urls
     grouped = t.group_by(t.image).select(t.image, n=f.count()).collect(on_error="ignore", quiet=True)
     assert sorted(n for n in grouped["n"]) == [1, 1, 2]
-    assert http_server.count("agg-media/0.jpg") == 1  # fetched once, through the cache
+    assert http_server.count("agg-media/10.jpg") == 1  # fetched once, through the cache
