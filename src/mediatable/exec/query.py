@@ -238,11 +238,11 @@ def run_batches(
     """
     if spec.grouped:
         failures = Failures(on_error, subject(spec))
-        rows = _grouped(session, spec, on_error, quiet)
+        rows, outputs = _grouped(session, spec, on_error, quiet), bound(spec)[0].outputs()
         with contextlib.nullcontext(lease) if lease is not None else session.cache_lease() as lease:
             pipeline = session_pipeline(session, lease)
             for start in range(0, len(rows), batch_size):
-                yield _grouped_media(rows[start : start + batch_size], bound(spec)[0].outputs(), pipeline, failures)
+                yield _grouped_media(rows[start : start + batch_size], outputs, pipeline, failures)
         for line in [] if quiet else failures.summary():
             print(line)
         return
