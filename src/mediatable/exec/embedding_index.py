@@ -41,6 +41,7 @@ from mediatable.exprs.similarity import Similarity
 from mediatable.session import Session
 
 BATCH = 1000
+OVERSAMPLE = 16  # an approximate top-k asks for 2k + 16 candidates and keeps the k best by exact score
 
 
 def table_indexes(session: Session, meta: TableMeta) -> list[IndexMeta]:
@@ -170,8 +171,11 @@ def _write(session: Session, meta: TableMeta, column: Column, index: IndexMeta, 
         if index.backend == "pgvector":
             for record in keep:
                 record["emb"] = None if record["vec"] is None else np.frombuffer(record["vec"], dtype="<f4")
+        by_version: dict[int, list[int]] = {}
         for record in keep:
-            conn.execute(vectors.delete().where(vectors.c[ROWID] == record[ROWID], vectors.c[V_MIN] == record[V_MIN]))
+            by_version.setdefault(record[V_MIN], []).append(record[ROWID])
+        for version, ids in by_version.items():  # vectors another process wrote meanwhile (records: one batch)
+            conn.execute(vectors.delete().where(vectors.c[V_MIN] == version, vectors.c[ROWID].in_(ids)))
         conn.execute(vectors.insert(), keep)
 
 
@@ -218,7 +222,15 @@ class IndexScorer:
         return self.vectors.scores(rowids, self.query)
 
     def top(self, k: int) -> list[int]:
-        return self.vectors.top(self.query, k)
+        """Row ids of the `k` best rows, best first; an approximate structure's candidates ranked exactly."""
+        if self.vectors.exact:
+            return self.vectors.top(self.query, k)
+        candidates = self.vectors.top(self.query, 2 * k + OVERSAMPLE)
+        scores = self.vectors.scores(candidates, self.query)
+        ranked = sorted(
+            (pair for pair in zip(candidates, scores, strict=True) if pair[1] is not None), key=lambda p: -p[1]
+        )
+        return [rowid for rowid, _ in ranked[:k]]
 
 
 def embed_query(index: IndexMeta, query: Any) -> np.ndarray:

@@ -1,18 +1,22 @@
 """The search structure of an index for the version a query reads, kept current with the catalog.
 
-Each process keeps one structure per (catalog, index, version read): for the current rows a
-:class:`~mediatable.exec.vector_search.GraphVectors` (usearch HNSW) once the index holds
-`HNSW_MIN_ROWS` vectors, else an :class:`~mediatable.exec.vector_search.ExactVectors` scan; for
-an earlier version (or without usearch) always the exact scan. A structure is labelled with the
-index's epoch and the family's version; a query whose label moved on first has the missing
-vectors computed (:func:`~mediatable.exec.embedding_index.catch_up`), then catches the graph up
-with what changed since its label (rows retired to the history table since, images written since)
-or, after a revert (a new epoch), builds it again. On a catalog in a SQLite file the graph is also
-persisted beside the database (`<catalog>.vectors/`), so the next process loads it and catches up
-instead of building it from every vector.
+Each process keeps one structure per (catalog, index, version read). For the current rows:
 
-On PostgreSQL with pgvector, the current rows are searched by the server instead
-(:class:`~mediatable.exec.pgvector_search.PgVectorSearch`); earlier versions are scanned exactly.
+- on a SQLite catalog, a usearch HNSW graph (:class:`GraphSearch`) once the index holds
+  `HNSW_MIN_ROWS` vectors, else an exact scan; the graph proposes candidates and the stored
+  float32 vectors score them exactly. On a catalog in a SQLite file the graph is also persisted
+  beside the database (`<catalog>.vectors/`), so the next process loads it and catches up instead
+  of building it from every vector;
+- on PostgreSQL with pgvector, the server's HNSW index
+  (:class:`~mediatable.exec.pgvector_search.PgVectorSearch`);
+- on PostgreSQL without it, always the exact scan (:class:`~mediatable.exec.vector_search.ExactVectors`),
+  whatever the size: the vectors in memory, scanned with one matrix product per query.
+
+An earlier version is always scanned exactly. A structure is labelled with the index's epoch and
+the family's version; a query whose label moved on first has the missing vectors computed
+(:func:`~mediatable.exec.embedding_index.catch_up`), then catches the structure up with what changed
+since its label (rows retired to the history table since, images written since) or, after a revert
+(a new epoch), builds it again.
 
 The label is read before the vectors, so a structure holds at least the state its label names; a
 change committed meanwhile moves the label on and is applied at the next query.
@@ -21,7 +25,7 @@ change committed meanwhile moves the label on and is applied at the next query.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +35,37 @@ import sqlalchemy as sa
 from mediatable.catalog import indexes, schema
 from mediatable.catalog.catalog import read_only
 from mediatable.catalog.indexes import IndexMeta
-from mediatable.catalog.model import V_MAX, V_MIN, TableMeta
+from mediatable.catalog.model import TableMeta
 from mediatable.exec.pgvector_search import PgVectorSearch, ensure_hnsw
-from mediatable.exec.rows import ROWID, TableSql
+from mediatable.exec.stored_vectors import StoredVectors
 from mediatable.exec.vector_search import HNSW_MIN_ROWS, ExactVectors, GraphFiles, GraphVectors, usearch_installed
 from mediatable.session import Session
 
-Structure = ExactVectors | GraphVectors | PgVectorSearch
-CHUNK = 50_000
+
+class GraphSearch:
+    """A usearch graph's candidates (approximate: :attr:`exact` is False), scored from the stored vectors."""
+
+    exact = False
+
+    def __init__(self, graph: GraphVectors, stored: StoredVectors) -> None:
+        self.graph = graph
+        self.stored = stored
+
+    @property
+    def label(self) -> tuple[int, int]:
+        return self.graph.label
+
+    def __len__(self) -> int:
+        return len(self.graph)
+
+    def top(self, query: np.ndarray, k: int) -> list[int]:
+        return self.graph.top(query, k)
+
+    def scores(self, rowids: Sequence[int | None], query: np.ndarray) -> list[float | None]:
+        return self.stored.scores(rowids, query)
+
+
+Structure = ExactVectors | GraphSearch | PgVectorSearch
 
 _structures: dict[tuple[str, int, str, int | None], Structure] = {}
 _locks: dict[tuple[str, int, str, int | None], threading.Lock] = {}
@@ -85,73 +112,37 @@ def _refresh(
     session: Session, meta: TableMeta, index: IndexMeta, label: tuple[int, int], cached: Structure | None
 ) -> Structure:
     current = meta.at_version is None
+    stored = StoredVectors(session, meta, index)
     if current and index.backend == "pgvector":
         dims = ensure_hnsw(session, index)
         if dims is not None:
-            return PgVectorSearch(session, meta, index, label, dims)
-    files = graph_files(session) if current else None
-    if current and usearch_installed():
-        graph = cached if isinstance(cached, GraphVectors) and cached.label[0] == label[0] else None
+            return PgVectorSearch(stored, label, dims)
+    same_epoch = cached is not None and cached.label[0] == label[0]
+    graphs = current and usearch_installed() and session.engine.dialect.name == "sqlite"
+    files = graph_files(session) if graphs else None
+    if graphs:
+        graph = cached.graph if isinstance(cached, GraphSearch) and same_epoch else None
         if graph is None and files is not None:
             graph = files.load(index.id, index.token, label[0])
         if graph is not None:
-            removed, rowids, matrix = _changes_since(session, meta, index, graph.label[1])
-            graph.apply(label, removed, rowids, matrix)
+            graph.apply(label, *stored.changes_since(graph.label[1]))
             if files is not None and graph.unsaved > max(1000, len(graph) // 20):
                 files.save(index.id, index.token, graph)
-            return graph
-    chunks = _vector_chunks(session, meta, index)
+            return GraphSearch(graph, stored)
+    if current and isinstance(cached, ExactVectors) and same_epoch and not (graphs and len(cached) >= HNSW_MIN_ROWS):
+        cached.apply(label, *stored.changes_since(cached.label[1]))
+        return cached
+    chunks = stored.chunks(first=HNSW_MIN_ROWS)
     rowids, matrix = next(chunks, (np.zeros(0, np.int64), np.zeros((0, 1), np.float32)))
-    if not (current and usearch_installed() and len(rowids) >= HNSW_MIN_ROWS):
+    if not (graphs and len(rowids) >= HNSW_MIN_ROWS):
         rest = list(chunks)
         if rest:
             rowids = np.concatenate([rowids, *[r for r, _ in rest]])
             matrix = np.concatenate([matrix, *[m for _, m in rest]])
         return ExactVectors(label, rowids, matrix)
     graph = GraphVectors.build(label, rowids, matrix)
-    for more_rowids, more in chunks:
+    for more_rowids, more in chunks:  # chunk by chunk: a million vectors are never all in memory at once
         graph.apply(label, [], more_rowids, more)
     if files is not None:
         files.save(index.id, index.token, graph)
-    return graph
-
-
-def _vector_chunks(session: Session, meta: TableMeta, index: IndexMeta) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The vectors of the images `meta` reads, in chunks of row ids and unit vectors (first chunk: HNSW_MIN_ROWS)."""
-    images = TableSql(meta).table
-    vectors = index.vectors
-    joined = images.join(vectors, sa.and_(vectors.c[ROWID] == images.c[ROWID], vectors.c[V_MIN] == images.c[V_MIN]))
-    query = sa.select(vectors.c[ROWID], vectors.c.vec).select_from(joined).where(vectors.c.vec.is_not(None))
-    with read_only(session.engine) as conn:
-        result = conn.execute(query.execution_options(yield_per=CHUNK))
-        size = HNSW_MIN_ROWS
-        while rows := result.fetchmany(size):
-            yield _to_arrays(rows)
-            size = CHUNK
-
-
-def _changes_since(
-    session: Session, meta: TableMeta, index: IndexMeta, version: int
-) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """What changed in `meta`'s current images after `version`: row ids whose image went, new images' vectors."""
-    data, history = meta.sql_table(), meta.history_table()
-    vectors = index.vectors
-    joined = data.join(vectors, sa.and_(vectors.c[ROWID] == data.c[ROWID], vectors.c[V_MIN] == data.c[V_MIN]))
-    with read_only(session.engine) as conn:
-        removed = [r[0] for r in conn.execute(sa.select(history.c[ROWID]).where(history.c[V_MAX] > version))]
-        rows = conn.execute(
-            sa.select(vectors.c[ROWID], vectors.c.vec)
-            .select_from(joined)
-            .where(data.c[V_MIN] > version, vectors.c.vec.is_not(None))
-        ).all()
-    rowids, matrix = _to_arrays(rows)
-    return removed, rowids, matrix
-
-
-def _to_arrays(rows: Any) -> tuple[np.ndarray, np.ndarray]:
-    rowids = np.array([r[0] for r in rows], dtype=np.int64)
-    if not rows:
-        return rowids, np.zeros((0, 1), np.float32)
-    dims = len(bytes(rows[0][1])) // 4
-    matrix = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype="<f4").reshape(len(rows), dims)
-    return rowids, matrix.astype(np.float32)
+    return GraphSearch(graph, stored)

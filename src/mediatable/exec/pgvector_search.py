@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from mediatable.catalog.catalog import read_only
 from mediatable.catalog.indexes import IndexMeta
-from mediatable.catalog.model import V_MIN, TableMeta
-from mediatable.exec.rows import ROWID, TableSql
+from mediatable.exec.rows import ROWID
+from mediatable.exec.stored_vectors import StoredVectors
 from mediatable.session import Session
 
 
@@ -48,23 +48,18 @@ def ensure_hnsw(session: Session, index: IndexMeta) -> int | None:
 
 
 class PgVectorSearch:
-    """Top-k and scores of one index's current images, answered by PostgreSQL (valid for `label`)."""
+    """Top-k of one index's current images answered by PostgreSQL, scored from the stored vectors (valid for `label`).
 
-    def __init__(self, session: Session, meta: TableMeta, index: IndexMeta, label: Any, dims: int) -> None:
-        self.session = session
-        self.meta = meta
-        self.index = index
+    The HNSW index is approximate: :attr:`exact` tells the caller to rank the candidates by their exact scores.
+    """
+
+    exact = False
+
+    def __init__(self, stored: StoredVectors, label: Any, dims: int) -> None:
+        self.stored = stored
         self.label = label
         self.dims = dims
-        images = TableSql(meta).table
-        self.vectors = vectors = index.vectors  # one Table object for every statement below
-        self._joined = images.join(
-            vectors, sa.and_(vectors.c[ROWID] == images.c[ROWID], vectors.c[V_MIN] == images.c[V_MIN])
-        )
-        with read_only(session.engine) as conn:
-            self.size = conn.execute(
-                sa.select(sa.func.count()).select_from(self._joined).where(vectors.c.vec.is_not(None))
-            ).scalar_one()
+        self.size = stored.count()
 
     def __len__(self) -> int:
         return int(self.size)
@@ -73,34 +68,21 @@ class PgVectorSearch:
         """Row ids of (about) the `k` rows closest to `query`, best first (pgvector HNSW)."""
         if k <= 0 or not self.size:
             return []
-        vectors = self.vectors
+        vectors = self.stored.vectors
         text = "[" + ",".join(repr(float(x)) for x in query) + "]"
         order = sa.text(f"(emb::vector({self.dims})) <#> CAST(:q AS vector({self.dims}))").bindparams(q=text)
         statement = (
             sa.select(vectors.c[ROWID])
-            .select_from(self._joined)
+            .select_from(self.stored.joined)
             .where(vectors.c.vec.is_not(None))
             .order_by(order)
             .limit(k)
         )
-        with self.session.engine.begin() as conn:  # SET LOCAL lasts for this transaction only
+        with self.stored.session.engine.begin() as conn:  # SET LOCAL lasts for this transaction only
             conn.exec_driver_sql("SET LOCAL hnsw.iterative_scan = relaxed_order")
             conn.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * k))}")
             return [int(r[0]) for r in conn.execute(statement)]
 
-    def scores(self, rowids: Sequence[int], query: np.ndarray) -> list[float | None]:
+    def scores(self, rowids: Sequence[int | None], query: np.ndarray) -> list[float | None]:
         """Exact cosine scores of `rowids`, from the stored float32 vectors."""
-        known = [int(r) for r in rowids if r is not None]
-        vectors = self.vectors
-        found: dict[int, float] = {}
-        with read_only(self.session.engine) as conn:
-            for start in range(0, len(known), 1000):
-                chunk = known[start : start + 1000]
-                rows = conn.execute(
-                    sa.select(vectors.c[ROWID], vectors.c.vec)
-                    .select_from(self._joined)
-                    .where(vectors.c[ROWID].in_(chunk), vectors.c.vec.is_not(None))
-                )
-                for rowid, blob in rows:
-                    found[int(rowid)] = float(np.frombuffer(bytes(blob), dtype="<f4") @ query)
-        return [None if r is None else found.get(int(r)) for r in rowids]
+        return self.stored.scores(rowids, query)

@@ -1,12 +1,14 @@
 """Top-k search over one index's vectors: an exact matrix product in memory, or an HNSW graph when large.
 
 :class:`ExactVectors` holds the vectors of the images a version reads and scans them all; it serves
-small indexes, earlier versions and PostgreSQL without pgvector. :class:`GraphVectors` holds a
-usearch HNSW graph over the current images (keyed by row id, float32, inner product over unit
-vectors): it is caught up in place from what changed since its label (:meth:`GraphVectors.apply`)
-and, on a catalog in a SQLite file, persisted beside the database (:class:`GraphFiles`) so another
-process or the next session loads it instead of building it again. Either way the scores are the
-exact inner products of the stored vectors, so results and scores agree with an exact scan.
+small indexes, earlier versions and PostgreSQL without pgvector (where it is caught up in place from
+what changed since its label, like the graph). :class:`GraphVectors` holds a usearch HNSW graph over
+the current images (keyed by row id, inner product over unit vectors, stored as 8-bit integers so
+that building a million-vector graph takes minutes, not hours): it only proposes candidates, which
+the caller ranks by their exact scores from the stored float32 vectors, so results and scores agree
+with an exact scan. It is caught up in place from what changed since its label
+(:meth:`GraphVectors.apply`) and, on a catalog in a SQLite file, persisted beside the database
+(:class:`GraphFiles`) so another process or the next session loads it instead of building it again.
 """
 
 from __future__ import annotations
@@ -28,16 +30,41 @@ HNSW_MIN_ROWS = 20_000  # below this an exact scan is as fast as a graph search,
 
 
 class ExactVectors:
-    """The vectors of one index at one state (`label`), scanned exactly."""
+    """The vectors of one index at one state (`label`), scanned exactly.
+
+    Lifecycle: built from every vector of the images a version reads; for the current rows, each
+    search whose label moved on applies what changed (:meth:`apply`). Not thread-safe: callers hold
+    a lock per index.
+    """
+
+    exact = True
 
     def __init__(self, label: Any, rowids: np.ndarray, matrix: np.ndarray) -> None:
         self.label = label
         self.rowids = rowids
         self.matrix = matrix
-        self.position = {int(r): i for i, r in enumerate(rowids)}
+        self._position: dict[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.rowids)
+
+    @property
+    def position(self) -> dict[int, int]:
+        if self._position is None:
+            self._position = {int(r): i for i, r in enumerate(self.rowids)}
+        return self._position
+
+    def apply(self, label: Any, removed: Sequence[int], rowids: np.ndarray, matrix: np.ndarray) -> None:
+        """Take the state `label`: drop `removed` and (re)add `rowids` with their vectors."""
+        keys = np.concatenate([np.asarray(removed, dtype=np.int64), rowids.astype(np.int64)])
+        if not len(self.rowids) and len(rowids):  # empty until now: take the vectors' width
+            self.rowids, self.matrix = np.zeros(0, np.int64), np.zeros((0, matrix.shape[1]), np.float32)
+        keep = ~np.isin(self.rowids, keys)
+        if len(keys):
+            self.rowids = np.concatenate([self.rowids[keep], rowids.astype(np.int64)])
+            self.matrix = np.concatenate([self.matrix[keep], matrix]) if len(rowids) else self.matrix[keep]
+            self._position = None
+        self.label = label
 
     def top(self, query: np.ndarray, k: int) -> list[int]:
         """Row ids of the `k` rows closest to `query`, best first."""
@@ -70,6 +97,8 @@ class GraphVectors:
     went are removed, the new images added. Not thread-safe: callers hold a lock per index.
     """
 
+    exact = False
+
     def __init__(self, label: Any, graph: Any) -> None:
         self.label = label
         self.graph = graph
@@ -78,7 +107,14 @@ class GraphVectors:
     @classmethod
     def build(cls, label: Any, rowids: np.ndarray, matrix: np.ndarray) -> GraphVectors:
         usearch = importlib.import_module("usearch.index")
-        graph = usearch.Index(ndim=matrix.shape[1] if matrix.size else 1, metric="ip", dtype="f32")
+        graph = usearch.Index(
+            ndim=matrix.shape[1] if matrix.size else 1,
+            metric="ip",
+            dtype="i8",  # candidates only (ranked by exact scores): 8-bit vectors build ~7x faster than float32
+            connectivity=16,
+            expansion_add=64,
+            expansion_search=128,
+        )
         if len(rowids):
             graph.add(rowids.astype(np.uint64), matrix)
         built = cls(label, graph)
@@ -101,18 +137,11 @@ class GraphVectors:
         self.unsaved += len(keys)
 
     def top(self, query: np.ndarray, k: int) -> list[int]:
-        """Row ids of (about) the `k` rows closest to `query`, best first."""
+        """Row ids of (about) the `k` rows closest to `query`, best first by their 8-bit vectors."""
         if len(self.graph) == 0 or k <= 0:
             return []
         found = self.graph.search(query.astype(np.float32), min(k, len(self.graph)))
         return [int(key) for key in found.keys]
-
-    def scores(self, rowids: Sequence[int], query: np.ndarray) -> list[float | None]:
-        """Exact cosine scores of `rowids`, from the float32 vectors the graph keeps."""
-        known = [int(r) for r in rowids if r is not None]
-        vectors = self.graph.get(np.asarray(known, dtype=np.uint64)) if known else []
-        by_rowid = {r: v for r, v in zip(known, vectors, strict=True) if v is not None}
-        return [None if r is None or r not in by_rowid else float(by_rowid[r] @ query) for r in rowids]
 
 
 class GraphFiles:

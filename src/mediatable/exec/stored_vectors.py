@@ -1,0 +1,101 @@
+"""Reading an embedding index's vectors from the catalog, for the images one version of a table reads.
+
+The vectors table of an index (`mt_v<id>`, see :mod:`mediatable.catalog.indexes`) holds one
+float32 unit vector per row image; :class:`StoredVectors` joins it with the images a table (current
+or an earlier version) reads, and gives what search structures are built and kept current from:
+every vector in chunks, what changed since a version, and the exact scores of given rows. Exact
+scores come from here whatever structure found the candidates, so they are the same on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from mediatable.catalog.catalog import read_only
+from mediatable.catalog.indexes import IndexMeta
+from mediatable.catalog.model import V_MAX, V_MIN, TableMeta
+from mediatable.exec.rows import ROWID, TableSql
+from mediatable.session import Session
+
+CHUNK = 50_000
+SCORE_CHUNK = 1000
+
+
+class StoredVectors:
+    """The stored vectors of `index` for the images `meta` reads (its current rows, or an earlier version's)."""
+
+    def __init__(self, session: Session, meta: TableMeta, index: IndexMeta) -> None:
+        self.session = session
+        self.meta = meta
+        self.vectors = vectors = index.vectors  # one Table object for every statement built from it
+        self.images = images = TableSql(meta).table
+        self.joined = images.join(
+            vectors, sa.and_(vectors.c[ROWID] == images.c[ROWID], vectors.c[V_MIN] == images.c[V_MIN])
+        )
+
+    def count(self) -> int:
+        """How many of the images have a vector."""
+        query = sa.select(sa.func.count()).select_from(self.joined).where(self.vectors.c.vec.is_not(None))
+        with read_only(self.session.engine) as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def chunks(self, first: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every vector, as (row ids, unit vectors) chunks: the first of `first` rows, then of CHUNK."""
+        vectors = self.vectors
+        query = sa.select(vectors.c[ROWID], vectors.c.vec).select_from(self.joined).where(vectors.c.vec.is_not(None))
+        with read_only(self.session.engine) as conn:
+            result = conn.execute(query.execution_options(yield_per=CHUNK))
+            size = first
+            while rows := result.fetchmany(size):
+                yield to_arrays(rows)
+                size = CHUNK
+
+    def all(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every vector: (row ids, matrix of unit vectors)."""
+        parts = list(self.chunks())
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
+        return np.concatenate([r for r, _ in parts]), np.concatenate([m for _, m in parts])
+
+    def changes_since(self, version: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """What changed in the current images after `version`: row ids whose image went, new images' vectors."""
+        history, vectors = self.meta.history_table(), self.vectors
+        with read_only(self.session.engine) as conn:
+            removed = [r[0] for r in conn.execute(sa.select(history.c[ROWID]).where(history.c[V_MAX] > version))]
+            rows = conn.execute(
+                sa.select(vectors.c[ROWID], vectors.c.vec)
+                .select_from(self.joined)
+                .where(self.images.c[V_MIN] > version, vectors.c.vec.is_not(None))
+            ).all()
+        rowids, matrix = to_arrays(rows)
+        return removed, rowids, matrix
+
+    def scores(self, rowids: Sequence[int | None], query: np.ndarray) -> list[float | None]:
+        """Exact cosine scores of `rowids` (None for a row without a vector)."""
+        known = sorted({int(r) for r in rowids if r is not None})
+        vectors = self.vectors
+        found: dict[int, float] = {}
+        with read_only(self.session.engine) as conn:
+            for start in range(0, len(known), SCORE_CHUNK):
+                rows = conn.execute(
+                    sa.select(vectors.c[ROWID], vectors.c.vec)
+                    .select_from(self.joined)
+                    .where(vectors.c[ROWID].in_(known[start : start + SCORE_CHUNK]), vectors.c.vec.is_not(None))
+                )
+                for rowid, blob in rows:
+                    found[int(rowid)] = float(np.frombuffer(bytes(blob), dtype="<f4") @ query)
+        return [None if r is None else found.get(int(r)) for r in rowids]
+
+
+def to_arrays(rows: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(row ids, float32 matrix) from rows of (row id, little-endian float32 blob)."""
+    rowids = np.array([r[0] for r in rows], dtype=np.int64)
+    if not rows:
+        return rowids, np.zeros((0, 1), np.float32)
+    dims = len(bytes(rows[0][1])) // 4
+    matrix = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype="<f4").reshape(len(rows), dims)
+    return rowids, matrix.astype(np.float32)
