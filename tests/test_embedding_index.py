@@ -13,6 +13,7 @@ import PIL.Image
 import PIL.ImageDraw
 import pytest
 
+import mediagen
 import mediatable as mt
 from servers.http import FaultServer
 from servers.postgres import PostgresServer
@@ -194,3 +195,37 @@ def test_search_follows_versions_reverts_and_snapshots(clean_env: Path, db_url: 
     assert t.embedding_indexes["loud_idx"]["column"] == "shout"
     top_loud = t.order_by(t.shout.similarity("APRICOT"), asc=False).limit(1).select(t.n).collect()["n"]
     assert top_loud == [0]
+
+
+def test_a_views_index_on_a_base_column_follows_the_base(clean_env: Path, db_url: str, tmp_path: Path) -> None:
+    mt.init(home=clean_env, db_url=db_url, quiet=True)
+    docs = mt.create_table("docs", {"doc": mt.Document, "title": mt.String, "n": mt.Int})
+    pdfs = [mediagen.make_pdf(tmp_path / f"{i}.pdf", [f"page one of {i}", f"page two of {i}"]) for i in range(4)]
+    titles = ["banana", "zebra", "kiwi"]
+    docs.insert([{"doc": str(pdfs[i]), "title": t, "n": i} for i, t in enumerate(titles)], quiet=True)
+    pages = mt.create_view("pages", docs, iterator=mt.document_pages(docs.doc))
+    pages.add_embedding_index("title", embedding=letter_counts, quiet=True)  # a column the view inherits
+
+    def best(query: str, k: int = 2) -> list[tuple[int, int]]:
+        found = pages.order_by(pages.title.similarity(query), asc=False).limit(k).select(pages.n, pages.pos).collect()
+        return sorted(zip(found["n"], found["pos"], strict=True))
+
+    assert best("bananas") == [(0, 0), (0, 1)]  # both pages of the banana document
+    scored = pages.order_by(pages.n, pages.pos).select(pages.n, s=pages.title.similarity("zebra")).collect()
+    assert scored["n"] == [0, 0, 1, 1, 2, 2] and scored["s"][2] == scored["s"][3] == pytest.approx(1.0)
+    assert pages.where(pages.pos == 1).order_by(pages.title.similarity("kiwi"), asc=False).limit(1).select(
+        pages.n, pages.pos
+    ).collect()["n"] == [2]
+
+    docs.update({"title": "bananas"}, where=docs.n == 2)  # the base changes: the view's index follows
+    docs.insert([{"doc": str(pdfs[3]), "title": "cherry", "n": 3}], quiet=True)
+    docs.delete(where=docs.n == 0)
+    assert best("bananas") == [(2, 0), (2, 1)] and best("cherry") == [(3, 0), (3, 1)]
+    assert 0 not in pages.order_by(pages.title.similarity("banana"), asc=False).limit(10).select(pages.n).collect()["n"]
+
+    with pytest.raises(mt.DependencyError, match="embedding index 'title_idx' of view 'pages' reads it"):
+        docs.drop_column("title")
+    with pytest.raises(mt.ExprError, match="no embedding index on column 'title'"):
+        docs.order_by(docs.title.similarity("kiwi"), asc=False).limit(1).collect()  # the base has no index of its own
+    pages.drop_embedding_index("title")
+    docs.drop_column("title")

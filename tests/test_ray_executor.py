@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -129,6 +130,43 @@ def test_fill_recompute_and_insert_on_ray_match_local(home: Path, ray_address: s
         [306, 307],
     ]
     assert list(t.history()["change"])[:4] == ["insert", "recompute", "add_column", "add_column"]  # one each
+
+
+@mt.udf
+def tagged_word(n: int, tag_file: str) -> str:
+    """A word spelled from n, after the tag the file holds (changing the file changes every value)."""
+    return Path(tag_file).read_text() + "".join(chr(97 + int(digit)) for digit in str(n))
+
+
+@mt.udf
+def hashed_vector(text: str) -> mt.Array(mt.Float, (16,)):
+    """A deterministic 16-d vector per text: different texts, unrelated vectors."""
+    return list(np.random.default_rng(list(text.encode())).standard_normal(16))
+
+
+def test_an_embedding_index_on_a_column_ray_fills_stays_current(home: Path, ray_address: str, tmp_path: Path) -> None:
+    tag = tmp_path / "tag"
+    tag.write_text("")
+    t = numbers(30)
+    t.add_computed_column(word=tagged_word(t.n, str(tag)), executor=ray_address, quiet=True)
+    t.add_embedding_index("word", embedding=hashed_vector, quiet=True)
+
+    def best(query: str) -> tuple[int, float]:
+        found = t.order_by(t.word.similarity(query), asc=False).limit(1)
+        rows = found.select(t.n, s=t.word.similarity(query)).collect()
+        return rows["n"][0], round(rows["s"][0], 6)
+
+    def word(n: int) -> str:
+        return str(tagged_word.fn(n, str(tag)))
+
+    assert best(word(12)) == (12, 1.0)
+    t.insert([{"n": 500}, {"n": 501}], executor=ray_address, quiet=True)  # values computed by Ray workers
+    assert best(word(501)) == (501, 1.0)
+    old = [word(n) for n in (7, 500)]
+    tag.write_text("new ")
+    t.recompute_columns("word", executor=ray_address, quiet=True)  # every value changes, on Ray
+    assert best(word(7)) == (7, 1.0) and best(word(500)) == (500, 1.0)
+    assert all(best(w)[1] < 0.99 for w in old)  # no vector of the old values is left
 
 
 def test_the_progress_bar_moves_within_ranges(

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from mediatable.catalog import schema
 from mediatable.catalog.model import ROWID, V_MIN, Column, TableMeta
-from mediatable.errors import AlreadyExists, DependencyError, NotFoundError
+from mediatable.errors import AlreadyExists, DependencyError, InvalidArgument, NotFoundError
 from mediatable.exprs import serialize
 
 metadata = sa.MetaData()
@@ -127,8 +127,27 @@ class IndexMeta:
         return vectors_table(self.id, pgvector=self.backend == "pgvector")
 
     def column(self, meta: TableMeta) -> Column | None:
-        """The indexed column as `meta` (current or an earlier version) sees it; None if it has none."""
-        return next((c for c in meta.own_columns.values() if c.stem == self.stem), None)
+        """The indexed column as `meta` (current or an earlier version) sees it; None if it has none.
+
+        A view's index may be on a column of its base (see :func:`indexable_owner`).
+        """
+        return next((c for c in meta.columns.values() if c.stem == self.stem), None)
+
+
+def indexable_owner(meta: TableMeta, column: Column) -> TableMeta:
+    """The table storing `column`, whose row images an index of `meta` on it embeds: `meta`, or a view's base.
+
+    Raises:
+        InvalidArgument: the column belongs to a base further down (a view of a view).
+    """
+    if column.owner_id == meta.id:
+        return meta
+    if meta.base is not None and column.owner_id == meta.base.id:
+        return meta.base
+    raise InvalidArgument(
+        f"column {column.name!r} of {meta.path!r} is stored by {column.table_name!r}, more than one base away: "
+        f"index it on {column.table_name!r} or on a view directly over it"
+    )
 
 
 def _row_to_meta(row: Any) -> IndexMeta:
@@ -197,7 +216,7 @@ def find_index(
     Raises:
         NotFoundError: there is none, or `column` has several (name one).
     """
-    stem = meta.own_columns[column].stem if column is not None and column in meta.own_columns else None
+    stem = meta.columns[column].stem if column is not None and column in meta.columns else None
     found = [
         i
         for i in list_indexes(conn, meta.id)
@@ -217,13 +236,18 @@ def drop_table_indexes(conn: sa.Connection, table_id: int) -> None:
 
 
 def check_column_drop(conn: sa.Connection, meta: TableMeta, column: Column, verb: str = "drop") -> None:
-    """Refuse to drop (or replace) a column an embedding index reads."""
-    names = [i.name for i in list_indexes(conn, meta.id) if i.stem == column.stem]
-    if names:
+    """Refuse to drop (or replace) a column an embedding index reads (an index of the table or of a view over it)."""
+    found = [i for i in family_indexes(conn, meta.root_id) if i.stem == column.stem]
+    if found:
+        where = "" if found[0].table_id == meta.id else f" of view {_table_path(conn, found[0].table_id)!r}"
         raise DependencyError(
-            f"cannot {verb} column {column.name!r} of {meta.path!r}: embedding index {names[0]!r} reads it; "
-            f"drop it first with t.drop_embedding_index(name={names[0]!r})"
+            f"cannot {verb} column {column.name!r} of {meta.path!r}: embedding index {found[0].name!r}{where} reads "
+            f"it; drop it first with t.drop_embedding_index(name={found[0].name!r})"
         )
+
+
+def _table_path(conn: sa.Connection, table_id: int) -> str:
+    return str(conn.execute(sa.select(schema.tables.c.path).where(schema.tables.c.id == table_id)).scalar())
 
 
 def revert_vectors(conn: sa.Connection, family: Sequence[TableMeta], version: int) -> None:
@@ -236,8 +260,7 @@ def revert_vectors(conn: sa.Connection, family: Sequence[TableMeta], version: in
         return
     for index in family_indexes(conn, family[0].root_id):
         added = conn.execute(
-            sa.select(schema.columns.c.name).where(
-                schema.columns.c.table_id == index.table_id,
+            sa.select(schema.columns.c.name).where(  # a stem is one column's (renames keep it), whichever table
                 schema.columns.c.stem == index.stem,
                 schema.columns.c.v_min == version,
             )
@@ -246,7 +269,6 @@ def revert_vectors(conn: sa.Connection, family: Sequence[TableMeta], version: in
             added is not None
             and not conn.execute(
                 sa.select(schema.columns.c.id).where(
-                    schema.columns.c.table_id == index.table_id,
                     schema.columns.c.stem == index.stem,
                     schema.columns.c.v_min < version,
                 )

@@ -36,6 +36,7 @@ from mediatable.errors import ExprError, NotFoundError
 from mediatable.exec import index_search
 from mediatable.exec.pipeline import Pipeline, Target
 from mediatable.exec.rows import ROWID, TableSql
+from mediatable.exec.stored_vectors import IndexedImages
 from mediatable.exprs import CellError, ColumnRef, Expr, FunctionCall
 from mediatable.exprs.similarity import Similarity
 from mediatable.session import Session
@@ -75,7 +76,8 @@ def catch_up(session: Session, meta: TableMeta, index: IndexMeta) -> int:
     column = index.column(meta)
     if column is None:
         return 0
-    images = TableSql(meta).table
+    indexed = IndexedImages(meta, column)
+    images = indexed.table
     vectors = index.vectors
     joined = images.outerjoin(
         vectors, sa.and_(vectors.c[ROWID] == images.c[ROWID], vectors.c[V_MIN] == images.c[V_MIN])
@@ -83,7 +85,7 @@ def catch_up(session: Session, meta: TableMeta, index: IndexMeta) -> int:
     query = (
         sa.select(images.c[ROWID], images.c[V_MIN], *_value_columns(images, column))
         .select_from(joined)
-        .where(vectors.c[ROWID].is_(None))
+        .where(vectors.c[ROWID].is_(None), indexed.members())
         .order_by(images.c[ROWID])
     )
     key: tuple[str, int, str, int] | None = None
@@ -98,7 +100,7 @@ def catch_up(session: Session, meta: TableMeta, index: IndexMeta) -> int:
         missing = conn.execute(query).all()
     failed = 0
     for start in range(0, len(missing), BATCH):
-        failed += _index_images(session, meta, index, column, missing[start : start + BATCH])
+        failed += _index_images(session, indexed.owner, index, column, missing[start : start + BATCH])
     if key is not None:
         with _caught_up_lock:
             _caught_up[key] = max(version, _caught_up.get(key, version))
@@ -117,7 +119,8 @@ def _digest(record: Sequence[Any]) -> str:
     return hashlib.sha1(repr(tuple(record)).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _index_images(session: Session, meta: TableMeta, index: IndexMeta, column: Column, images: Sequence[Any]) -> int:
+def _index_images(session: Session, owner: TableMeta, index: IndexMeta, column: Column, images: Sequence[Any]) -> int:
+    """Vectors for `images` of the table storing `column` (`owner`: the indexed table, or a view's base)."""
     records = [{ROWID: r[0], V_MIN: r[1], "digest": _digest(r[2:]), "vec": None, "error": None} for r in images]
     vectors = index.vectors
     with read_only(session.engine) as conn:
@@ -147,17 +150,17 @@ def _index_images(session: Session, meta: TableMeta, index: IndexMeta, column: C
             )
         for row in to_embed:
             row["_record"].update(_vector_value(row.get("__vec"), index))
-    _write(session, meta, column, index, records)
+    _write(session, owner, column, index, records)
     return sum(1 for r in records if r["error"] is not None)
 
 
-def _write(session: Session, meta: TableMeta, column: Column, index: IndexMeta, records: list[dict[str, Any]]) -> None:
-    """Store `records` under the family's lock, for the images that still hold the value embedded."""
+def _write(session: Session, owner: TableMeta, column: Column, index: IndexMeta, records: list[dict[str, Any]]) -> None:
+    """Store `records` under the family's lock, for the images of `owner` that still hold the value embedded."""
     vectors = index.vectors
-    data, history = meta.sql_table(), meta.history_table()
+    data, history = owner.sql_table(), owner.history_table()
     rowids = [r[ROWID] for r in records]
     with session.engine.begin() as conn:
-        versions.lock_family(conn, meta.root_id)
+        versions.lock_family(conn, owner.root_id)
         if indexes.get_index(conn, index.id) is None:
             return  # dropped meanwhile
         now: dict[tuple[int, int], str] = {}
@@ -209,11 +212,16 @@ def vector_structure(session: Session, meta: TableMeta, index: IndexMeta) -> ind
 
 
 class IndexScorer:
-    """Scores of rows against one query embedding, from an index's stored vectors (binds Similarity nodes)."""
+    """Scores of rows against one query embedding, from an index's stored vectors (binds Similarity nodes).
 
-    def __init__(self, vectors: index_search.Structure, query: np.ndarray) -> None:
+    `key` names the row field the vectors are keyed by: `_rowid`, or `_base_rowid` for a view's
+    index on a column of its base.
+    """
+
+    def __init__(self, vectors: index_search.Structure, query: np.ndarray, key: str = ROWID) -> None:
         self.vectors = vectors
         self.query = query
+        self.key = key
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -276,14 +284,17 @@ def bind(
     nodes = [node for expr in exprs for node in expr.walk() if isinstance(node, Similarity)]
     scorers: dict[int, IndexScorer] = {}
     for node in nodes:
-        if node.ref.column.owner_id != meta.id:
-            raise ExprError(f"similarity() over {node.ref!r}: query the table that owns the column and its index")
+        column = node.ref.column
+        seen = meta.columns.get(column.name)
+        if column.owner_id not in meta.owner_ids() or seen is None or seen.stem != column.stem:
+            raise ExprError(f"similarity() over {node.ref!r}: query the table or view whose index it is")
         with read_only(session.engine) as conn:
             try:
-                index = indexes.find_index(conn, meta, name=node.index, column=node.ref.column.name)
+                index = indexes.find_index(conn, meta, name=node.index, column=column.name)
             except NotFoundError as exc:
                 raise ExprError(f"{node!r}: {exc}") from exc
-        scorer = IndexScorer(vector_structure(session, meta, index), embed_query(index, node.query))
+        key = IndexedImages(meta, column).key
+        scorer = IndexScorer(vector_structure(session, meta, index), embed_query(index, node.query), key)
         node.bind(scorer)
         scorers[id(node)] = scorer
     first = order[0] if order else None
@@ -295,15 +306,19 @@ def bind(
 
 
 def _top_candidates(session: Session, sql: TableSql, scorer: IndexScorer, limit: int, sql_where: Any) -> list[int]:
+    """Row ids of rows among which the `limit` best are (a view's index on a base column: every row of the best)."""
     total = len(scorer)
+    direct = sql_where is None and scorer.key == ROWID
     k = limit if sql_where is None else limit * 4
     while True:
         candidates = scorer.top(k)
-        if sql_where is None:
+        if direct:
             return candidates
         with read_only(session.engine) as conn:
-            query = sa.select(sql.table.c[ROWID]).select_from(sql.from_clause()).where(sql_where)
-            matching = [r[0] for r in conn.execute(query.where(sql.table.c[ROWID].in_(candidates)))]
+            query = sa.select(sql.table.c[ROWID]).select_from(sql.from_clause())
+            if sql_where is not None:
+                query = query.where(sql_where)
+            matching = [r[0] for r in conn.execute(query.where(sql.table.c[scorer.key].in_(candidates)))]
         if len(matching) >= limit or k >= total:
             return matching
         k *= 4

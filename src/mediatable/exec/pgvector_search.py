@@ -44,6 +44,7 @@ def ensure_hnsw(session: Session, index: IndexMeta) -> int | None:
                 f"CREATE INDEX IF NOT EXISTS {hnsw_name(index)} ON {vectors.name} "
                 f"USING hnsw ((emb::vector({dims})) vector_ip_ops)"
             )
+            conn.exec_driver_sql(f"ANALYZE {vectors.name}")
     return dims
 
 
@@ -74,11 +75,14 @@ class PgVectorSearch:
         statement = (
             sa.select(vectors.c[ROWID])
             .select_from(self.stored.joined)
-            .where(vectors.c.vec.is_not(None))
+            .where(self.stored.present())
             .order_by(order)
             .limit(k)
         )
         with self.stored.session.engine.begin() as conn:  # SET LOCAL lasts for this transaction only
+            # Without it the planner, its row estimates stale after a bulk insert, joins every vector and sorts
+            # them all (an exact scan in the server: 170 ms at 20k rows instead of 4-8 ms through the index).
+            conn.exec_driver_sql("SET LOCAL enable_sort = off")
             conn.exec_driver_sql("SET LOCAL hnsw.iterative_scan = relaxed_order")
             conn.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * k))}")
             return [int(r[0]) for r in conn.execute(statement)]

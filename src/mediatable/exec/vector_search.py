@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 HNSW_MIN_ROWS = 20_000  # below this an exact scan is as fast as a graph search, and needs no build
+EXPANSION_SEARCH = 256  # candidates a search keeps: recall@10 ~1.0 on embedding-like vectors, ~2 ms at 100k
 
 
 class ExactVectors:
@@ -102,6 +103,7 @@ class GraphVectors:
     def __init__(self, label: Any, graph: Any) -> None:
         self.label = label
         self.graph = graph
+        graph.expansion_search = EXPANSION_SEARCH  # not kept in the file: set for loaded graphs too
         self.unsaved = 0  # changes applied since the graph was last written to its file
 
     @classmethod
@@ -113,7 +115,6 @@ class GraphVectors:
             dtype="i8",  # candidates only (ranked by exact scores): 8-bit vectors build ~7x faster than float32
             connectivity=16,
             expansion_add=64,
-            expansion_search=128,
         )
         if len(rowids):
             graph.add(rowids.astype(np.uint64), matrix)

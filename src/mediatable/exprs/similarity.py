@@ -20,11 +20,15 @@ from mediatable.exprs.base import Expr
 from mediatable.exprs.cells import CellError, EvalEnv
 from mediatable.exprs.columns import ColumnRef
 
-ROWID_COLUMN = SimpleNamespace(name="_rowid")  # the row id the executor keeps in every row it evaluates
-
 
 class Scorer(Protocol):
-    """What a bound similarity node asks the executor for: scores of rows by their ids."""
+    """What a bound similarity node asks the executor for: scores of rows by their ids.
+
+    `key` names the row id the scores are keyed by (`_rowid`, or `_base_rowid` for a view's index
+    on a column of its base).
+    """
+
+    key: str
 
     def scores(self, rowids: Sequence[int]) -> list[float | None]: ...
 
@@ -74,7 +78,8 @@ class Similarity(Expr):
         if self._scorer is None:
             message = "similarity() is computed by queries over a table with an embedding index on the column"
             return [CellError("ExprError", message)] * len(envs)
-        rowids = [env.column_value(ROWID_COLUMN) for env in envs]
+        key = SimpleNamespace(name=self._scorer.key)  # a row id the executor keeps in every row it evaluates
+        rowids = [env.column_value(key) for env in envs]
         return list(self._scorer.scores(rowids))
 
 

@@ -31,7 +31,9 @@ class EmbeddingIndexes(TableBase):
         """Index a column by an embedding function, for `t.col.similarity(query)` in queries.
 
         Every row's value is embedded now (media fetched through the cache), and so are rows inserted
-        or changed later; deleted rows leave the index.
+        or changed later; deleted rows leave the index. On a view, the column may be one of its base
+        table's: each base row's value is embedded once, kept current when the base changes, and every
+        view row from that base row gets its score.
 
         Args:
             column: the column to index (text, images, ... whatever `embedding` takes).
@@ -62,8 +64,7 @@ class EmbeddingIndexes(TableBase):
             raise InvalidArgument("embedding= must be a mediatable function (mt.functions.embed_text, an @mt.udf, ...)")
         meta = self._fresh()
         source = self[column].column  # ColumnNotFound for a wrong name
-        if source.owner_id != meta.id:
-            raise InvalidArgument(f"{column!r} belongs to the base table of {meta.path!r}: index it there")
+        indexes.indexable_owner(meta, source)  # a view's own column or its base's; not one further down
         name = check_name(name or f"{column}_idx", "index")
         serialize.function_ref(embedding)  # fails now if it could not be found again later
         with self._session.engine.begin() as conn:
