@@ -40,6 +40,8 @@ def ensure_hnsw(session: Session, index: IndexMeta) -> int | None:
     dims = len(bytes(sample)) // 4
     if exists is None:
         with session.engine.begin() as conn:
+            # pgvector builds many times faster when the graph fits in maintenance memory (default 64 MB)
+            conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")
             conn.exec_driver_sql(
                 f"CREATE INDEX IF NOT EXISTS {hnsw_name(index)} ON {vectors.name} "
                 f"USING hnsw ((emb::vector({dims})) vector_ip_ops)"
