@@ -96,13 +96,6 @@ class StoredVectors:
                 yield to_arrays(rows)
                 size = CHUNK
 
-    def all(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every vector: (row ids, matrix of unit vectors)."""
-        parts = list(self.chunks())
-        if not parts:
-            return np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
-        return np.concatenate([r for r, _ in parts]), np.concatenate([m for _, m in parts])
-
     def changes_since(self, version: int) -> tuple[list[int], np.ndarray, np.ndarray]:
         """What changed in the current images after `version`: row ids whose image went, new images' vectors."""
         images, vectors = self.images, self.vectors
