@@ -22,6 +22,7 @@ from mediatable.catalog.catalog import read_only
 from mediatable.catalog.indexes import IndexMeta
 from mediatable.exec.rows import ROWID
 from mediatable.exec.stored_vectors import StoredVectors
+from mediatable.exec.vector_search import EXPANSION_SEARCH
 from mediatable.session import Session
 
 
@@ -86,7 +87,7 @@ class PgVectorSearch:
             # them all (an exact scan in the server: 170 ms at 20k rows instead of 4-8 ms through the index).
             conn.exec_driver_sql("SET LOCAL enable_sort = off")
             conn.exec_driver_sql("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            conn.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * k))}")
+            conn.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {min(1000, max(EXPANSION_SEARCH, 2 * k))}")
             return [int(r[0]) for r in conn.execute(statement)]
 
     def scores(self, rowids: Sequence[int | None], query: np.ndarray) -> list[float | None]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 HNSW_MIN_ROWS = 20_000  # below this an exact scan is as fast as a graph search, and needs no build
-EXPANSION_SEARCH = 256  # candidates a search keeps: recall@10 ~1.0 on embedding-like vectors, ~2 ms at 100k
+EXPANSION_SEARCH = 256  # candidates a graph search keeps (usearch and pgvector): recall@10 ~1.0, ~2 ms at 100k
 
 
 class ExactVectors:
