@@ -39,11 +39,13 @@ class RayHead:
 
     Attributes:
         address: the GCS address `127.0.0.1:<port>` (what `RAY_ADDRESS` takes for `executor='ray'`).
+        client_address: the head's Ray Client server, `ray://127.0.0.1:<port>` (`executor='ray://...'`).
         cpus: CPUs the head offers (= Ray workers that run at once).
         pythonpath: what the head's workers have on PYTHONPATH (drivers started by tests use it too).
     """
 
     address: str
+    client_address: str
     cpus: int
     pythonpath: str
     process: subprocess.Popen[bytes] = dataclasses.field(repr=False)
@@ -93,7 +95,7 @@ def ray_head() -> Iterator[RayHead]:
     if not ray_bin.exists():
         pytest.fail(f"ray not found next to {sys.executable}: pip install 'mediatable[ray]'", pytrace=False)
     temp = Path(tempfile.mkdtemp(prefix="mtray-"))  # short: Ray's socket paths live below it
-    port = free_port()
+    port, client_port = free_port(), free_port()
     pythonpath = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])
     cleared = ("AWS_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR", "MEDIATABLE_", "OPENAI_", "RAY_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(cleared)}
@@ -105,6 +107,7 @@ def ray_head() -> Iterator[RayHead]:
         "--block",
         "--node-ip-address=127.0.0.1",
         f"--port={port}",
+        f"--ray-client-server-port={client_port}",
         f"--num-cpus={CPUS}",
         "--object-store-memory=200000000",
         "--include-dashboard=false",
@@ -116,7 +119,7 @@ def ray_head() -> Iterator[RayHead]:
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
-    head = RayHead(f"127.0.0.1:{port}", CPUS, pythonpath, process, log_path)
+    head = RayHead(f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}", CPUS, pythonpath, process, log_path)
     try:
         with scoped_env(RAY_ENV):  # the driver side of every Ray test
             deadline = time.monotonic() + _START_TIMEOUT
