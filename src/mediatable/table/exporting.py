@@ -23,6 +23,7 @@ from mediatable.session import Session
 from mediatable.table.coco import Categories, CocoWritten, write_coco
 from mediatable.table.parquet import ROW_GROUP_BYTES, ParquetWritten, write_parquet
 from mediatable.training import pytorch_module
+from mediatable.training.results import QueryResults, query_rows
 from mediatable.training.source import RowSnapshot
 
 if TYPE_CHECKING:
@@ -59,7 +60,10 @@ class QueryExports:
         their own session from the settings and read through the machine's shared file cache,
         fetching the files of the next rows while the current ones decode: a URL is downloaded
         once, whichever workers ask, and a second epoch downloads nothing. The rows are those that
-        match when the dataset is made (filters and sort keys run now, once). Requires
+        match when the dataset is made (filters and sort keys run now, once). A query that combines
+        rows (a join, `group_by`, `distinct`, aggregates) runs now, whole: its rows are held in
+        memory, in this process and in each worker (media a join selects as is stays a URL, fetched
+        by the workers; `len()` and the splits count the result's rows). Requires
         `pip install 'mediatable[torch]'`. Start workers with `multiprocessing_context='forkserver'`
         (or `'spawn'`) once this process has fetched files: a worker forked after that raises.
 
@@ -83,7 +87,7 @@ class QueryExports:
 
         Raises:
             MissingDependency: PyTorch is not installed.
-            ExprError: a grouped query, or an output that cannot be sent to worker processes.
+            ExprError: an output of a one-table query that cannot be sent to worker processes.
 
         Examples:
             >>> import mediatable as mt, tempfile
@@ -96,7 +100,7 @@ class QueryExports:
             (1, [{'x': tensor(2., dtype=torch.float64), 'label': tensor(0)}])
         """
         datasets = pytorch_module()  # before the query runs: a missing extra is the first thing said
-        source = RowSnapshot(self._session, self._spec, "abort" if on_error == "raise" else "ignore")
+        source = query_rows(self._session, self._spec, "abort" if on_error == "raise" else "ignore")
         return datasets.TableIterableDataset(
             source,
             image_format=image_format,
@@ -135,7 +139,7 @@ class QueryExports:
             (3, {'word': 'c'}, [{'word': 'a'}, {'word': 'b'}])
         """
         datasets = pytorch_module()
-        source = RowSnapshot(self._session, self._spec, "abort" if on_error == "raise" else "ignore")
+        source = query_rows(self._session, self._spec, "abort" if on_error == "raise" else "ignore")
         return datasets.TableMapDataset(source, image_format=image_format, transform=transform, on_error=on_error)
 
     def to_parquet(
@@ -243,12 +247,12 @@ class QueryExports:
         """
         check_choice("on_error", on_error, ON_ERROR)
         query = self.select(image=images, annotations=annotations)
-        source = RowSnapshot(query._session, query._spec, on_error)
+        source = query_rows(query._session, query._spec, on_error)
         rows = _coco_rows(source, on_error)
         return write_coco(rows, path, media=media, categories=categories, description=f"{source.table_path!r}")
 
 
-def _coco_rows(source: RowSnapshot, on_error: str) -> Iterator[tuple[int | None, Any, Any]]:
+def _coco_rows(source: RowSnapshot | QueryResults, on_error: str) -> Iterator[tuple[int | None, Any, Any]]:
     """(rowid, image, annotations); a row with a failed value raises, or has no image (left out)."""
     for batch in source.read(source.rowids, 256, prefetch=True):
         for rowid, values in batch:

@@ -1,7 +1,8 @@
 """PyTorch datasets over a query: streamed (:class:`TableIterableDataset`) or by index (:class:`TableMapDataset`).
 
 Both hold a :class:`~mediatable.training.source.RowSnapshot` — the query's recipe and a snapshot of
-its row ids — never a session: each DataLoader worker opens its own session (catalog connection,
+its row ids — or, for joins and grouped queries, the :class:`~mediatable.training.results.QueryResults`
+rows; never a session: each DataLoader worker opens its own session (catalog connection,
 file cache, transfer stage) from the recipe, so workers share the machine's file cache and each URL
 is downloaded once, whichever workers ask. Images decode in the workers.
 
@@ -28,6 +29,7 @@ import torch.distributed
 import torch.utils.data
 
 from mediatable.errors import ComputeError, InvalidArgument
+from mediatable.training.results import QueryResults
 from mediatable.training.samples import SampleMaker
 from mediatable.training.shards import Split, epoch_order, rank_size, shard_rows
 from mediatable.training.source import RowSnapshot
@@ -93,7 +95,7 @@ def distributed_rank(rank: int | None, world_size: int | None) -> tuple[int, int
 class _Readers:
     """What both datasets share: the rows, the sample maker, and the transform carried by value."""
 
-    def __init__(self, source: RowSnapshot, image_format: str, transform: Any, on_error: str) -> None:
+    def __init__(self, source: RowSnapshot | QueryResults, image_format: str, transform: Any, on_error: str) -> None:
         self.source = source
         self.maker = SampleMaker(source.names, source.col_types, image_format, transform, on_error, source.table_path)
 
@@ -120,7 +122,7 @@ class TableIterableDataset(torch.utils.data.IterableDataset):  # type: ignore[ty
 
     def __init__(
         self,
-        source: RowSnapshot,
+        source: RowSnapshot | QueryResults,
         *,
         image_format: str,
         transform: Callable[[dict[str, Any]], Any] | None,
@@ -187,7 +189,7 @@ class TableMapDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     def __init__(
         self,
-        source: RowSnapshot,
+        source: RowSnapshot | QueryResults,
         *,
         image_format: str,
         transform: Callable[[dict[str, Any]], Any] | None,

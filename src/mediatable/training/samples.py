@@ -1,8 +1,12 @@
 """Query values as training samples, and what happens to rows whose values failed.
 
-Images decode here, in the process that reads (a DataLoader worker): `'pt'` gives a float32 CHW
-tensor (8-bit images scaled to [0, 1], as torchvision's `ToTensor` does), `'np'` an HWC array as
-stored (uint8 for 8-bit images), `'pil'` the loaded `PIL.Image.Image`. Images in other modes (palette,
+Images decode here, in the process that reads (a DataLoader worker): `'pt'` gives a CHW tensor of
+the stored dtype (uint8 for 8-bit images), as torchvision's `decode_image` and `PILToTensor` do;
+`'np'` an HWC array as stored, `'pil'` the loaded `PIL.Image.Image`. Images stay uint8 on purpose:
+a DataLoader hands every sample to the training process through shared memory, and float32
+pixels are four times the bytes (that copy cost epoch 1 more than half its throughput in
+`benchmarks/training.py`); scale on the batch, best on the device (`batch['image'].float() / 255`)
+or in `transform`. Pixeltable's `'pt'` is torchvision's `ToTensor` (float32 in [0, 1]). Images in other modes (palette,
 CMYK, 1-bit, ...) become RGB (RGBA when they have transparency) for `'pt'` and `'np'`. Ints, floats
 and bools become 0-d tensors (int64, float64, bool), timestamps float64 POSIX seconds, arrays tensors
 of their dtype, JSON numbers and rectangular numeric lists tensors (inside dicts too); strings, other
@@ -39,13 +43,13 @@ _EXAMPLES = 3
 
 
 def image_sample(image: PIL.Image.Image, image_format: str) -> Any:
-    """An image as `'pt'` (CHW float32 tensor), `'np'` (HWC array) or `'pil'`; decoded now.
+    """An image as `'pt'` (CHW tensor, uint8 for 8-bit images), `'np'` (HWC array) or `'pil'`; decoded now.
 
     Examples:
         >>> red = PIL.Image.new("RGB", (4, 2), (255, 0, 0))
         >>> tensor = image_sample(red, "pt")
         >>> tuple(tensor.shape), tensor.dtype, tensor[0].max().item(), tensor[1].max().item()
-        ((3, 2, 4), torch.float32, 1.0, 0.0)
+        ((3, 2, 4), torch.uint8, 255, 0)
         >>> image_sample(red, "np").shape
         (2, 4, 3)
     """
@@ -58,9 +62,8 @@ def image_sample(image: PIL.Image.Image, image_format: str) -> Any:
     array = np.array(image)  # a copy: writable, as torch.from_numpy needs
     if image_format == "np":
         return array
-    tensor = torch.from_numpy(array if array.ndim == 3 else array[:, :, None]).permute(2, 0, 1)
-    tensor = tensor.to(torch.float32, memory_format=torch.contiguous_format)  # one copy: CHW and float at once
-    return tensor.div_(255.0) if array.dtype == np.uint8 else tensor
+    # A CHW view of the HWC pixels, as PILToTensor gives: collating a batch makes the one CHW copy.
+    return torch.from_numpy(array if array.ndim == 3 else array[:, :, None]).permute(2, 0, 1)
 
 
 def json_sample(value: Any) -> Any:

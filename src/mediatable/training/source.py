@@ -117,6 +117,44 @@ class QueryRecipe:
         return [(name, serialize.from_dict(d, column)) for name, d in zip(self.names, self.exprs, strict=True)]
 
 
+class ProcessSessions:
+    """The session to read with in the current process: the builder's in its own process, else
+    one opened from `settings` on first use (kept until this object is garbage collected or
+    :meth:`close`). Pickling carries only the settings: sessions never cross processes.
+
+    Examples:
+        >>> import mediatable as mt, pickle, tempfile
+        >>> session = mt.init(home=tempfile.mkdtemp(), quiet=True)
+        >>> sessions = ProcessSessions(session, session.settings)
+        >>> sessions.get() is session, pickle.loads(pickle.dumps(sessions))._local is None
+        (True, True)
+    """
+
+    def __init__(self, session: Session, settings: Settings) -> None:
+        self.settings = settings
+        self._local: tuple[int, Session] | None = (os.getpid(), session)
+        self._opened: tuple[int, Session, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings, "_local": None, "_opened": None}
+
+    def get(self) -> Session:
+        """The session of this process."""
+        pid = os.getpid()
+        if self._local is not None and self._local[0] == pid:
+            return self._local[1]
+        if self._opened is None or self._opened[0] != pid:
+            session = Session(self.settings)
+            self._opened = (pid, session, weakref.finalize(self, session.close))
+        return self._opened[1]
+
+    def close(self) -> None:
+        """Close the session this process opened (if any)."""
+        if self._opened is not None and self._opened[0] == os.getpid():
+            self._opened[2]()
+        self._opened = None
+
+
 class RowSnapshot:
     """A snapshot of a query's rows (ids, in order) and the way to read them from any process.
 
@@ -132,8 +170,7 @@ class RowSnapshot:
     def __init__(self, session: Session, spec: QuerySpec, on_error: str = "abort") -> None:
         self.rowids = np.fromiter(matching_rowids(session, spec, on_error), dtype=np.int64)
         self.recipe = QueryRecipe.of(session, spec)
-        self._local = (os.getpid(), session)
-        self._opened: tuple[int, Session, Any] | None = None
+        self.sessions = ProcessSessions(session, self.recipe.settings)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -153,19 +190,9 @@ class RowSnapshot:
     def __len__(self) -> int:
         return len(self.rowids)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Sessions never travel: the process that unpickles this opens its own.
-        return {"recipe": self.recipe, "rowids": self.rowids, "_local": None, "_opened": None}
-
     def session(self) -> Session:
-        """The session of this process: the builder's here, else one opened from the recipe's settings."""
-        pid = os.getpid()
-        if self._local is not None and self._local[0] == pid:
-            return self._local[1]
-        if self._opened is None or self._opened[0] != pid:
-            session = Session(self.recipe.settings)
-            self._opened = (pid, session, weakref.finalize(self, session.close))
-        return self._opened[1]
+        """The session of this process (see :class:`ProcessSessions`)."""
+        return self.sessions.get()
 
     def read(
         self, rowids: Sequence[int], batch_size: int = 64, *, check_media: bool = True, prefetch: bool = False
@@ -194,6 +221,4 @@ class RowSnapshot:
 
     def close(self) -> None:
         """Close the session this process opened for reading (if any)."""
-        if self._opened is not None and self._opened[0] == os.getpid():
-            self._opened[2]()
-        self._opened = None
+        self.sessions.close()
