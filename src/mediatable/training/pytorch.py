@@ -19,6 +19,7 @@ import contextlib
 import glob
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch.distributed
 import torch.utils.data
 
 from mediatable.errors import ComputeError, InvalidArgument
+from mediatable.training.epochs import epoch_total
 from mediatable.training.results import QueryResults
 from mediatable.training.samples import SampleMaker
 from mediatable.training.shards import Split, epoch_order, rank_size, shard_rows
@@ -117,7 +119,8 @@ class TableIterableDataset(torch.utils.data.IterableDataset):  # type: ignore[ty
 
     Lifecycle: iterating opens (in a worker: a session of that worker's process) a read of this
     reader's rows, fetching the files of the next `FETCH_ROWS` rows while the current ones are used;
-    it ends with the epoch, logging a summary of the rows skipped with `on_error='skip'`.
+    it ends with the epoch, and one summary of the rows skipped with `on_error='skip'` is logged for
+    the epoch (by the last of the DataLoader's workers to finish: see :mod:`~mediatable.training.epochs`).
     """
 
     def __init__(
@@ -141,6 +144,7 @@ class TableIterableDataset(torch.utils.data.IterableDataset):  # type: ignore[ty
         self.seed = seed if shuffle else None
         self._epoch: int | None = None
         self._iterations = 0
+        self._token = uuid.uuid4().hex[:12]  # names this dataset's epoch tallies (copies in workers share it)
         self.skipped = self._readers.maker.skipped
 
     def __len__(self) -> int:
@@ -173,9 +177,21 @@ class TableIterableDataset(torch.utils.data.IterableDataset):  # type: ignore[ty
         with contextlib.closing(batches):
             for batch in batches:
                 yield from maker.samples(batch)
-        if self.skipped:
-            where = f" (rank {split.rank} of {split.world_size}, worker {split.worker} of {split.num_workers})"
-            log.warning("epoch done: %s%s", self.skipped.summary(), where)
+        self._summarize(split, info, self._iterations - 1)
+
+    def _summarize(self, split: Split, info: Any, iteration: int) -> None:
+        """Log the epoch's skipped rows once: this reader's alone, or the last worker to finish logs all of theirs."""
+        rank = f"rank {split.rank} of {split.world_size}"
+        if split.num_workers == 1:
+            if self.skipped:
+                log.warning("epoch done: %s (%s)", self.skipped.summary(), rank)
+            return
+        folder = self._readers.source.session().settings.home / "training" / "epochs"
+        # All workers of one DataLoader iteration share its base seed; persistent workers count iterations.
+        epoch = f"{self._token}-r{split.rank}-{info.seed - info.id}-{iteration}"
+        total = epoch_total(folder, epoch, split.worker, split.num_workers, self.skipped)
+        if total:
+            log.warning("epoch done: %s (%s, all %d workers)", total.summary(), rank, split.num_workers)
 
 
 class TableMapDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]

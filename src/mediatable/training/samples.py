@@ -156,6 +156,32 @@ class SkippedRows:
         if len(self.examples) < _EXAMPLES:
             self.examples.append(f"row {rowid}: {what}: {errortype}: {errormsg}")
 
+    def merge(self, other: SkippedRows) -> None:
+        """Add the rows `other` read and left out (another worker's share of the same epoch)."""
+        self.total += other.total
+        self.kinds.update(other.kinds)
+        self.examples = (self.examples + other.examples)[:_EXAMPLES]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON-able data (see :meth:`from_dict`).
+
+        Examples:
+            >>> skipped = SkippedRows("images")
+            >>> skipped.seen(2)
+            >>> SkippedRows.from_dict(skipped.to_dict()).summary() == skipped.summary()
+            True
+        """
+        return {"table": self.table, "total": self.total, "kinds": dict(self.kinds), "examples": self.examples}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SkippedRows:
+        """The counts :meth:`to_dict` gave."""
+        skipped = cls(data["table"])
+        skipped.total = data["total"]
+        skipped.kinds.update(data["kinds"])
+        skipped.examples = list(data["examples"])
+        return skipped
+
     def summary(self) -> str:
         """One line: how many rows were left out, why, and the first few of them."""
         kinds = ", ".join(f"{n} {kind}" for kind, n in self.kinds.most_common())
