@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -207,3 +208,84 @@ def test_media_bytes_stream_in_row_groups_with_bounded_memory(clean_env: Path, t
     # Memory follows the row group, not the result: four times the rows cost no more, and far less than the file.
     assert arrow_peak < small[3] + 2 * 1024**2 and arrow_peak < size / 2, (small, large)
     assert python_peak < small[2] + 2 * 1024**2 and python_peak < 8 * 1024**2, (small, large)
+
+
+@pytest.fixture
+def wide(db_home: Path) -> mt.Table:
+    """About 18 MiB of incompressible text in 2,400 rows: an export larger than a few upload parts."""
+    t = mt.create_table("wide", {"n": mt.Int, "text": mt.String})
+    rng = np.random.default_rng(0)
+    t.insert([{"n": i, "text": rng.bytes(4096).hex()} for i in range(2400)], quiet=True)
+    return t
+
+
+@pytest.fixture(params=["s3", "azure"])
+def streamed_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[str, Any]:
+    """(URL prefix, server) for the stores an export streams to, credentials set."""
+    if request.param == "s3":
+        s3: S3Server = request.getfixturevalue("s3_server")
+        for name, value in (("AWS_ACCESS_KEY_ID", s3.access_key_id), ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key)):
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+        monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+        return f"s3://{s3.private_bucket}/wide-{tmp_path.name}", s3
+    azure: AzureServer = request.getfixturevalue("azure_server")
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azure.connection_string)
+    return f"az://{azure.container}/wide-{tmp_path.name}", azure
+
+
+def uploaded(server: Any, url: str) -> tuple[bytes, int] | None:
+    """The object's bytes and the number of parts (S3) or blocks (Azure) it was uploaded in; None if absent."""
+    bucket, key = url.split("/", 3)[2:]
+    if isinstance(server, S3Server):
+        try:
+            data, response = server.get(bucket, key)
+        except server.client.exceptions.NoSuchKey:
+            return None
+        etag = response["ETag"].strip('"')  # a multipart upload's ETag ends with -<parts>
+        return data, int(etag.rpartition("-")[2]) if "-" in etag else 1
+    status, body, _ = server.request("GET", f"{bucket}/{key}", {"comp": "blocklist"})
+    if status == 404:
+        return None
+    data, _ = server.get(key)
+    return data, body.count(b"<Block>")
+
+
+def test_large_exports_stream_to_the_bucket_in_parts(
+    wide: mt.Table, streamed_store: tuple[str, Any], tmp_path: Path
+) -> None:
+    prefix, server = streamed_store
+    home = wide._session.settings.home
+
+    @mt.udf
+    def staged(n: int) -> int:
+        """Files staged in the home while the export runs (checked every 500 rows)."""
+        return len(list(home.glob(".export*"))) if n % 500 == 0 else 0
+
+    url = f"{prefix}/all.parquet"
+    query = wide.order_by(wide.n).select(wide.n, wide.text, staged=staged(wide.n))
+    report = query.to_parquet(url, row_group_bytes=2 * 1024**2)
+    data, parts = uploaded(server, url) or (b"", 0)
+    assert len(data) == report.size > 16 * 1024**2 and report.row_groups >= 3
+    assert parts >= 2  # uploaded part by part (8 MiB)
+    read = pq.read_table(io.BytesIO(data))
+    assert read.drop_columns(["staged"]).equals(wide.order_by(wide.n).to_arrow())
+    assert set(read.column("staged").to_pylist()) == {0}  # streamed: no local copy while it was written
+
+
+def test_a_failed_streamed_export_leaves_no_object(wide: mt.Table, streamed_store: tuple[str, Any]) -> None:
+    prefix, server = streamed_store
+
+    @mt.udf
+    def fails_late(n: int) -> int:
+        if n == 2300:
+            raise ValueError("row 2300 is bad")
+        return n
+
+    url = f"{prefix}/failed.parquet"
+    with pytest.raises(mt.ComputeError, match="row 2300 is bad"):  # after more than one part went up
+        wide.order_by(wide.n).select(wide.n, wide.text, m=fails_late(wide.n)).to_parquet(url, row_group_bytes=2**20)
+    assert uploaded(server, url) is None
+    if isinstance(server, S3Server):
+        bucket = url.split("/")[2]
+        assert not server.client.list_multipart_uploads(Bucket=bucket).get("Uploads")  # aborted, not left behind

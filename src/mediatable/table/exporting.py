@@ -157,7 +157,8 @@ class QueryExports:
         or the file's bytes (`media='bytes'`, fetched through the cache; images the query computes
         are encoded as PNG). Rows stream from the query into row groups of at most `row_group_size`
         rows and about `row_group_bytes`, so memory stays bounded; the file appears only once complete
-        (a bucket object is uploaded when done, multipart when large, with the reading credentials).
+        (an S3 or Azure object streams up as a multipart upload, published when complete and aborted
+        on failure; a GCS object is staged in a local file, then uploaded; with the reading credentials).
 
         Args:
             path_or_url: where to write (parent folders of a local path are created).

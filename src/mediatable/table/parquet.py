@@ -7,9 +7,11 @@ encoded as PNG). Rows arrive batch by batch from the query and are written as ro
 `row_group_size` rows and about `row_group_bytes` (64 MiB), so memory stays bounded whatever the
 result's size.
 
-The file appears only when complete: a local file is written next to its target and renamed; a
-bucket object is written to a temporary local file, then uploaded (multipart when large) through
-the session's object stores, with the same credentials as reading.
+The file appears only when complete: a local file is written next to its target and renamed; an
+S3 or Azure object is uploaded while it is written (obstore's writer: a multipart upload, a few
+8 MiB parts in memory; see :mod:`~mediatable.io.objects.streams`) and published when the footer
+is written, or aborted if the export fails; a GCS object is written to a temporary local file,
+then uploaded (GCS uploads go to a signed single PUT). All with the same credentials as reading.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import PIL.Image
 import pyarrow as pa
@@ -39,6 +41,7 @@ from mediatable.session import Session
 from mediatable.table import convert
 
 MEDIA_AS = ("url", "bytes")
+PARQUET_TYPE = "application/vnd.apache.parquet"
 ROW_GROUP_BYTES = 64 * 1024**2
 _MAX_BINARY = 2**31 - 1  # Arrow binary offsets are 32-bit
 
@@ -109,13 +112,18 @@ def write_parquet(
             raise InvalidArgument(f"{name} must be a positive int, not {value!r}")
     url = target_url(target)
     local = url.local_path
+    upload = None if local is not None else session.stores.open_upload(url, content_type=PARQUET_TYPE)
+    if upload is not None:
+        with upload:  # published when the file is complete; an exception aborts the upload
+            rows, groups = _write(upload, names, col_types, batches, media, row_group_size, row_group_bytes)
+        return ParquetWritten(url.url, rows, groups, upload.tell())
     with _staged(local, session.settings.home) as staging:
         rows, groups = _write(staging, names, col_types, batches, media, row_group_size, row_group_bytes)
         size = staging.stat().st_size
         if local is not None:
             os.replace(staging, local)
         else:
-            session.stores.put_file(url, staging, content_type="application/vnd.apache.parquet")
+            session.stores.put_file(url, staging, content_type=PARQUET_TYPE)
     return ParquetWritten(url.url, rows, groups, size)
 
 
@@ -133,7 +141,7 @@ def _staged(local: Path | None, home: Path) -> Iterator[Path]:
 
 
 def _write(
-    path: Path,
+    path: Path | BinaryIO,
     names: Sequence[str],
     col_types: Sequence[ts.ColumnType],
     batches: Iterable[Sequence[Sequence[Any]]],

@@ -25,6 +25,7 @@ from mediatable.io.objects.errors import translate_error
 from mediatable.io.objects.gcs import gcs_plan
 from mediatable.io.objects.http import http_plan
 from mediatable.io.objects.options import NO_RETRIES, StoreContext, StorePlan, build_store
+from mediatable.io.objects.streams import PART_CONCURRENCY, PART_SIZE, StreamedUpload
 from mediatable.io.urls import MediaUrl, is_url_like, parse_url, redact_url
 
 __all__ = ["Credentials", "ObjectInfo", "ObjectStores"]
@@ -250,6 +251,32 @@ class ObjectStores:
         except Exception as exc:
             raise self.translate_error(exc, url.url) from exc
         return ObjectInfo(size=size, etag=result.get("e_tag"), last_modified=None, version=result.get("version"))
+
+    def open_upload(self, url: MediaUrl, *, content_type: str | None = None) -> StreamedUpload | None:
+        """A stream to the object `url` that uploads as it is written (see :mod:`~mediatable.io.objects.streams`).
+
+        S3 and Azure only: GCS uploads go to a signed single PUT (see `_upload`), and local files
+        are written in place; for those this returns None (stage a file, then :meth:`put_file`).
+
+        Raises:
+            MediaAccessDenied, MediaNotFound, MediaFetchError: the upload cannot start.
+
+        Examples:
+            >>> from mediatable.config import Settings
+            >>> from mediatable.io.urls import parse_url
+            >>> ObjectStores(Settings()).open_upload(parse_url("/tmp/out.parquet")) is None
+            True
+        """
+        if url.kind not in ("s3", "azure"):
+            return None
+        store, path, options = self._upload(url, content_type)
+        try:
+            writer = obstore.open_writer(
+                store, path, buffer_size=PART_SIZE, max_concurrency=PART_CONCURRENCY, **options
+            )
+        except Exception as exc:
+            raise self.translate_error(exc, url.url) from exc
+        return StreamedUpload(writer, url.url, self.translate_error)
 
     def delete(self, url: MediaUrl) -> None:
         """Delete the object at `url` (what the destination probe writes; nothing else deletes).
