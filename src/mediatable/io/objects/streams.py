@@ -4,7 +4,8 @@
 `PART_SIZE` bytes are held in memory, and past that the object is uploaded as a multipart upload
 (S3) or as blocks (Azure), `PART_CONCURRENCY` parts in flight, so memory stays bounded whatever
 the size. The object appears only when the `with` block ends normally; an exception leaving it
-aborts the upload (no object, no parts left behind).
+aborts the upload: no object, and on S3 no parts left behind (Azure has no call to delete staged,
+uncommitted blocks: the service discards them itself after a week).
 """
 
 from __future__ import annotations
