@@ -68,7 +68,8 @@ class QueryExports:
         (or `'spawn'`) once this process has fetched files: a worker forked after that raises.
 
         Args:
-            image_format: `'pt'` (float32 CHW tensor in [0, 1]), `'np'` (HWC uint8 array) or `'pil'`.
+            image_format: `'pt'` (CHW uint8 tensor, as torchvision's `decode_image`; scale the batch with
+                `.float() / 255`), `'np'` (HWC uint8 array) or `'pil'`.
                 Ints, floats, bools, timestamps, arrays and numeric JSON become tensors; strings stay
                 strings; video, audio and document cells are local file paths.
             transform: called with each sample dict in the worker; its result is what is yielded.
