@@ -2,15 +2,16 @@
 
 Images decode here, in the process that reads (a DataLoader worker): `'pt'` gives a CHW tensor of
 the stored dtype (uint8 for 8-bit images), as torchvision's `decode_image` and `PILToTensor` do;
-`'np'` an HWC array as stored, `'pil'` the loaded `PIL.Image.Image`. Images stay uint8 on purpose:
-a DataLoader hands every sample to the training process through shared memory, and float32
-pixels are four times the bytes (in `benchmarks/training.py` that copy and the conversion cost more
-CPU than decoding the JPEGs); scale on the batch, best on the device (`batch['image'].float() / 255`)
-or in `transform`. Pixeltable's `'pt'` is torchvision's `ToTensor` (float32 in [0, 1]). Images in
-other modes (palette, CMYK, 1-bit, ...) become RGB (RGBA when they have transparency) for `'pt'` and `'np'`. Ints, floats
-and bools become 0-d tensors (int64, float64, bool), timestamps float64 POSIX seconds, arrays tensors
-of their dtype, JSON numbers and rectangular numeric lists tensors (inside dicts too); strings, other
-JSON and None stay as they are; video, audio and document cells are the cached file's local path.
+`'np'` an HWC array as stored, `'pil'` the loaded `PIL.Image.Image`. Images stay uint8 on purpose: a
+DataLoader hands every sample to the training process through shared memory, and float32 pixels are
+four times the bytes (in `benchmarks/training.py` that copy and the conversion cost more CPU than
+decoding the JPEGs); scale on the batch, best on the device (`batch['image'].float() / 255`) or in
+`transform`. Pixeltable's `'pt'` is torchvision's `ToTensor` (float32 in [0, 1]). Images in other
+modes (palette, CMYK, 1-bit, ...) become RGB (RGBA when they have transparency) for `'pt'` and
+`'np'`. Ints, floats and bools become 0-d tensors (int64, float64, bool), timestamps float64 POSIX
+seconds, arrays tensors of their dtype, JSON numbers and rectangular numeric lists tensors (inside
+dicts too); strings, other JSON and None stay as they are; video, audio and document cells are the
+cached file's local path.
 """
 
 from __future__ import annotations
