@@ -409,10 +409,12 @@ print(status.num_rows, status.num_excs, flush=True)
 
 
 def test_a_ray_client_address_computes_on_the_cluster(
-    home: Path, db_url: str, ray_driver: None, ray_head: RayHead, tmp_path: Path
+    clean_env: Path, ray_driver: None, ray_head: RayHead, tmp_path: Path
 ) -> None:
-    # A driver of its own: Ray allows one connection per process, and this one may hold a direct one.
-    session = mt.init(home=home, db_url=db_url, quiet=True)
+    # SQLite only: a client connection is independent of the catalog (PostgreSQL runs in the tests above), and
+    # each one starts a proxy on the head (~10 s). The fill runs in a driver of its own: Ray allows one
+    # connection per process, and this one may hold a direct one.
+    session = mt.init(home=clean_env, quiet=True)
     t = numbers(40)
     log = tmp_path / "log"
     log.touch()
