@@ -133,20 +133,19 @@ class MediaAccess:
 
         Images and remote files are appended to `opened` (the caller closes them, last first).
         """
+        local = self.ranged if ranged else self.path
         if not isinstance(col_type, ts.ImageType):
-            got = self.ranged(url) if ranged else self.path(url)
-            return self._source(got, opened)
+            return self._source(local(url), opened)
         # A prefetched file is pinned, so it is opened without a stat first (a hot path: a header-only
         # column opens thousands per second); if it is gone all the same, it is fetched again.
-        got = self.ranged(url, checked=False) if ranged else self.path(url, checked=False)
+        got = local(url, checked=False)
         try:
             image = open_local(self._source(got, opened), url, col_type)
         except MediaNotFound:
             if not isinstance(got, Path) or got.exists():
                 raise
             self.prefetched.pop(url, None)
-            got = self.ranged(url) if ranged else self.path(url)
-            image = open_local(self._source(got, opened), url, col_type)
+            image = open_local(self._source(local(url), opened), url, col_type)
         if opened is not None:
             opened.append(image)
         return image

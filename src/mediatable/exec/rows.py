@@ -106,31 +106,30 @@ class TableSql:
         if limit is not None:
             query = query.limit(limit)
         if conn.dialect.name == "sqlite" and all(c.col_type.name in _READ_AS_IS for c in columns):
-            yield from self._read_sqlite(conn, query, columns)
+            yield from self._records_to_rows(self._read_sqlite(conn, query), columns)
             return
         result = conn.execute(query.execution_options(yield_per=READ_BATCH))  # this statement only: conn may write next
-        for record in result.mappings():
-            row: dict[str, Any] = {ROWID: record[ROWID]}
-            if self.base is not None:
-                row[BASE_ROWID] = record[BASE_ROWID]
-            for column in columns:
-                errortype = record.get(column.error_names[0]) if column.is_computed else None
-                if errortype is not None:
-                    row[column.name] = CellError(errortype, record[column.error_names[1]] or "", stored=True)
-                else:
-                    row[column.name] = column.col_type.from_sql(record[column.sql_name])
-            yield row
+        yield from self._records_to_rows(result, columns)
 
-    def _read_sqlite(
-        self, conn: sa.Connection, query: sa.Select[Any], columns: Sequence[Column]
-    ) -> Iterator[dict[str, Any]]:
-        """:meth:`read` on the driver's own cursor, for values the driver returns as they are.
+    def _read_sqlite(self, conn: sa.Connection, query: sa.Select[Any]) -> Iterator[Sequence[Any]]:
+        """The records of `query` from the SQLite driver's own cursor, as tuples.
 
         SQLAlchemy's per-row result processing costs more than the read itself (a warm header-only
-        column reads thousands of rows per second); see :meth:`_update_sqlite` for the write side.
+        column reads thousands of rows per second); :meth:`read` takes this path for values the driver
+        returns as they are. See :meth:`_update_sqlite` for the write side.
         """
         compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
         params = [compiled.params[name] for name in compiled.positiontup or ()]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(str(compiled), params)
+            while batch := cursor.fetchmany(READ_BATCH):
+                yield from batch
+        finally:
+            cursor.close()
+
+    def _records_to_rows(self, records: Iterable[Sequence[Any]], columns: Sequence[Column]) -> Iterator[dict[str, Any]]:
+        """Rows as :meth:`read` gives them, from records laid out as :meth:`select` selects."""
         base = self.base is not None
         layout = []  # per column: (name, value index, errortype index or -1, type, converts)
         at = 2 if base else 1
@@ -139,22 +138,16 @@ class TableSql:
             converts = type(column.col_type).from_sql is not ts.ColumnType.from_sql
             layout.append((column.name, at, errors, column.col_type, converts))
             at += 3 if column.is_computed else 1
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(str(compiled), params)
-            while batch := cursor.fetchmany(READ_BATCH):
-                for record in batch:
-                    row: dict[str, Any] = {ROWID: record[0]}
-                    if base:
-                        row[BASE_ROWID] = record[1]
-                    for name, index, errors, col_type, converts in layout:
-                        if errors >= 0 and record[errors] is not None:
-                            row[name] = CellError(record[errors], record[errors + 1] or "", stored=True)
-                        else:
-                            row[name] = col_type.from_sql(record[index]) if converts else record[index]
-                    yield row
-        finally:
-            cursor.close()
+        for record in records:
+            row: dict[str, Any] = {ROWID: record[0]}
+            if base:
+                row[BASE_ROWID] = record[1]
+            for name, index, errors, col_type, converts in layout:
+                if errors >= 0 and record[errors] is not None:
+                    row[name] = CellError(record[errors], record[errors + 1] or "", stored=True)
+                else:
+                    row[name] = col_type.from_sql(record[index]) if converts else record[index]
+            yield row
 
     def _sql_values(
         self, cells: Mapping[str, list[Any]], count: int, columns: Sequence[Column]

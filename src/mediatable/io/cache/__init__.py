@@ -16,8 +16,8 @@ place, never copied. Layout::
     ab/<sha256(key)>.<ext>         cached files
     tmp/<name>.<owner>-<n>.part    downloads in progress
     locks/entries.lock             byte-range locks: one byte per URL being downloaded (exclusive)
-    locks/pins.lock                ... one byte per URL some lease holds (shared) or an evictor deletes
-    locks/owners.lock              ... one byte per open cache object, held for its whole life
+    locks/pins.<xx>.lock           ... one byte per URL some lease holds (shared) or an evictor deletes
+    locks/owners.<xx>.lock         ... one byte per open cache object, held for its whole life
     leases/<owner>-<token>/        files a lease fetched without caching them (too big for the budget)
 
 **Single flight.** N threads and N processes asking for one uncached object cause one download; the
