@@ -49,8 +49,8 @@ def image_sample(image: PIL.Image.Image, image_format: str) -> Any:
     Examples:
         >>> red = PIL.Image.new("RGB", (4, 2), (255, 0, 0))
         >>> tensor = image_sample(red, "pt")
-        >>> tuple(tensor.shape), tensor.dtype, tensor[0].max().item(), tensor[1].max().item()
-        ((3, 2, 4), torch.uint8, 255, 0)
+        >>> tuple(tensor.shape), tensor.dtype, tensor[0].max().item(), tensor[1].max().item(), tensor.is_contiguous()
+        ((3, 2, 4), torch.uint8, 255, 0, True)
         >>> image_sample(red, "np").shape
         (2, 4, 3)
     """
