@@ -8,6 +8,7 @@ workers run as real processes started by a forkserver that has imported torch an
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import gc
@@ -18,6 +19,7 @@ import os
 import pickle
 import subprocess
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,22 @@ def workers_joined() -> Iterator[None]:
             child.kill()
             child.join(timeout=10)
     assert not [child for child in left if child.exitcode is None], "a worker could not be stopped"
+
+
+@contextlib.contextmanager
+def raised_by_a_worker(expected: type[Exception], match: str) -> Iterator[None]:
+    """`pytest.raises` for an error a DataLoader re-raised from a worker; the loaders then stop their workers at once.
+
+    torch re-raises a worker's error from a frame that keeps it in a local: a reference cycle through its
+    traceback, which holds the loader's iterator and the test's frame (other loaders too). Left to the garbage
+    collector, an iterator's queues are finalized before the iterator, its workers never get their stop signal,
+    and each is terminated only after a 5 s join. Cleared frames, and no reference to the error kept here, break
+    the cycles: the loaders stop their workers when the test ends.
+    """
+    with pytest.raises(expected, match=match) as info:
+        yield
+    traceback.clear_frames(info.value.__traceback__)
+    del info  # the error's traceback holds this generator's frame too
 
 
 def worker_loader(dataset: Any, context: str, num_workers: int, **options: Any) -> DataLoader:  # type: ignore[type-arg]
@@ -332,7 +350,7 @@ def test_failures_in_workers(with_failures: mt.Table, workers: str, tmp_path: Pa
     assert all(later.endswith("(rank 0 of 1, all 3 workers)") for later in lines[1:])
     assert not list((ds._readers.source.sessions.settings.home / "training" / "epochs").iterdir())  # tallies removed
     loader = worker_loader(t.order_by(t.i).to_pytorch_dataset(), workers, 2)
-    with pytest.raises(mt.ComputeError, match=r"'flaky' row [467]: 'image' failed: Media(NotFound|DecodeError)"):
+    with raised_by_a_worker(mt.ComputeError, match=r"'flaky' row [467]: 'image' failed: Media(NotFound|DecodeError)"):
         list(loader)  # the first failure to reach the loader, which does not wait for the others
 
 
@@ -405,7 +423,7 @@ def test_workers_forked_after_io_refuse_to_run(home: Path, http_server: FaultSer
     t = make_table(http_server, tmp_path, n=2)
     t.select(t.image.width).collect()  # this process has now fetched files: its I/O threads run
     loader = worker_loader(t.to_pytorch_dataset(), "fork", 1)
-    with pytest.raises(mt.InvalidArgument, match="multiprocessing_context='forkserver'"):
+    with raised_by_a_worker(mt.InvalidArgument, match="multiprocessing_context='forkserver'"):
         list(loader)
 
 
