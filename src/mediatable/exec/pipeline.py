@@ -330,7 +330,7 @@ class Pipeline:
         ahead = threading.Semaphore(workers)
         byte_cap = max(1, self.media.lease.pin_capacity // (2 * (workers + 1)))
 
-        urls_per_row = [[u for u in (row.get(n) for n in inputs) if isinstance(u, str)] for row in rows]
+        urls_per_row = [[u for n in inputs if isinstance(u := row.get(n), str)] for row in rows]
         whole = {u for row in rows for n in inputs if n not in ranged and isinstance(u := row.get(n), str)}
         ranged_urls = {u for row in rows for n in ranged if isinstance(u := row.get(n), str)} - whole
         thread = None
@@ -347,6 +347,20 @@ class Pipeline:
                 chunks.put(range(start, min(start + size, len(rows))))
             chunks.put(None)
 
+        if light:  # on this thread: handing each chunk to a worker thread only adds GIL hand-offs
+            try:
+                while (chunk := chunks.get()) is not None:
+                    if isinstance(chunk, BaseException):
+                        raise chunk
+                    try:
+                        self._compute_chunk(rows, chunk, targets, router)
+                    finally:
+                        ahead.release()
+            finally:
+                stop.set()
+                if thread is not None:
+                    thread.join(timeout=60)
+            return
         pending: collections.deque[Future[None]] = collections.deque()
         try:
             with ThreadPoolExecutor(workers, thread_name_prefix="mediatable-compute") as pool:
