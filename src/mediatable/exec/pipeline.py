@@ -321,6 +321,20 @@ class Pipeline:
         workers = 1 if light else self.workers
         size = chunk_size or chunk_rows(targets, light)
         router = CallRouter(self.processes, workers, len(rows))
+        byte_cap = max(1, self.media.lease.pin_capacity // (2 * (workers + 1)))
+        urls_per_row = [[u for n in inputs if isinstance(u := row.get(n), str)] for row in rows]
+        whole = {u for row in rows for n in inputs if n not in ranged and isinstance(u := row.get(n), str)}
+        ranged_urls = {u for row in rows for n in ranged if isinstance(u := row.get(n), str)} - whole
+        if any(urls_per_row):
+            ready: Iterator[range] = self._ready_chunks(urls_per_row, ranged_urls, size, byte_cap)
+        else:
+            ready = (range(start, min(start + size, len(rows))) for start in range(0, len(rows), size))
+        if light:
+            # All on this thread: a chunk's files are taken from the cache (downloads still run ahead
+            # in it) and computed in turn. Other threads would only add GIL hand-offs.
+            for chunk in ready:
+                self._compute_chunk(rows, chunk, targets, router)
+            return
         chunks: queue.Queue[range | BaseException | None] = queue.Queue()
         stop = threading.Event()
         # Backpressure: the prefetch stage takes a chunk's files from the cache only when a worker is free
@@ -328,39 +342,10 @@ class Pipeline:
         # the files handed out are at most `workers` chunks, each under its share of the lease's pin
         # capacity, so none is unpinned (and evictable) before it is used.
         ahead = threading.Semaphore(workers)
-        byte_cap = max(1, self.media.lease.pin_capacity // (2 * (workers + 1)))
-
-        urls_per_row = [[u for n in inputs if isinstance(u := row.get(n), str)] for row in rows]
-        whole = {u for row in rows for n in inputs if n not in ranged and isinstance(u := row.get(n), str)}
-        ranged_urls = {u for row in rows for n in ranged if isinstance(u := row.get(n), str)} - whole
-        thread = None
-        if any(urls_per_row):
-            thread = threading.Thread(
-                target=self._prefetch,
-                args=(urls_per_row, ranged_urls, size, byte_cap, chunks, stop, ahead),
-                name="mediatable-prefetch",
-                daemon=True,
-            )
-            thread.start()
-        else:
-            for start in range(0, len(rows), size):
-                chunks.put(range(start, min(start + size, len(rows))))
-            chunks.put(None)
-
-        if light:  # on this thread: handing each chunk to a worker thread only adds GIL hand-offs
-            try:
-                while (chunk := chunks.get()) is not None:
-                    if isinstance(chunk, BaseException):
-                        raise chunk
-                    try:
-                        self._compute_chunk(rows, chunk, targets, router)
-                    finally:
-                        ahead.release()
-            finally:
-                stop.set()
-                if thread is not None:
-                    thread.join(timeout=60)
-            return
+        thread = threading.Thread(
+            target=self._prefetch, args=(ready, chunks, stop, ahead), name="mediatable-prefetch", daemon=True
+        )
+        thread.start()
         pending: collections.deque[Future[None]] = collections.deque()
         try:
             with ThreadPoolExecutor(workers, thread_name_prefix="mediatable-compute") as pool:
@@ -378,46 +363,51 @@ class Pipeline:
             stop.set()
             for future in pending:
                 future.cancel()
-            if thread is not None:
-                thread.join(timeout=60)
+            thread.join(timeout=60)
 
-    def _prefetch(
-        self,
-        urls_per_row: list[list[str]],
-        ranged: set[str],
-        size: int,
-        byte_cap: int,
-        chunks: queue.Queue[range | BaseException | None],
-        stop: threading.Event,
-        ahead: threading.Semaphore,
-    ) -> None:
-        """Hand chunks of rows to the compute loop as their files become ready.
+    def _ready_chunks(
+        self, urls_per_row: list[list[str]], ranged: set[str], size: int, byte_cap: int
+    ) -> Iterator[range]:
+        """Chunks of rows whose files the cache has handed out (local files in `media.prefetched`, errors
+        in `media.failed`), in order.
 
         A chunk ends at `size` rows or once its local files reach `byte_cap` bytes (at least one row).
         """
         flat = [url for urls in urls_per_row for url in urls]
         failed, prefetched = self.media.failed, self.media.prefetched
+        results = iter(self.media.lease.get_many(flat, ranged=ranged))
+        position = row = 0
+        while row < len(urls_per_row):
+            first, held = row, 0
+            while row < len(urls_per_row) and row - first < size and (held < byte_cap or row == first):
+                for _ in urls_per_row[row]:
+                    result = next(results)
+                    if isinstance(result, BaseException):
+                        failed[flat[position]] = result
+                    else:
+                        prefetched[flat[position]] = result
+                        held += _file_size(result)
+                    position += 1
+                row += 1
+            yield range(first, row)
+
+    @staticmethod
+    def _prefetch(
+        ready: Iterator[range],
+        chunks: queue.Queue[range | BaseException | None],
+        stop: threading.Event,
+        ahead: threading.Semaphore,
+    ) -> None:
+        """Hand the chunks `ready` makes to the compute loop, each once a worker is free for it."""
         try:
-            results = iter(self.media.lease.get_many(flat, ranged=ranged))
-            position = row = 0
-            while row < len(urls_per_row):
+            while True:
                 while not ahead.acquire(timeout=0.1):
                     if stop.is_set():
                         return
-                first, held = row, 0
-                while row < len(urls_per_row) and row - first < size and (held < byte_cap or row == first):
-                    for _ in urls_per_row[row]:
-                        if stop.is_set():
-                            return
-                        result = next(results)
-                        if isinstance(result, BaseException):
-                            failed[flat[position]] = result
-                        else:
-                            prefetched[flat[position]] = result
-                            held += _file_size(result)
-                        position += 1
-                    row += 1
-                chunks.put(range(first, row))
+                chunk = next(ready, None)
+                if chunk is None or stop.is_set():
+                    return
+                chunks.put(chunk)
         except BaseException as exc:  # surfaced in run(); never lost in a thread
             chunks.put(exc)
         finally:
