@@ -391,6 +391,45 @@ def test_processes_share_a_postgres_catalog_with_ray_as_the_configured_executor(
     assert staged_jobs(session.engine) == []
 
 
+_CLIENT = """
+t = mt.get_table('nums')
+
+@mt.udf
+def logged_cube(n: int, log: str) -> int:
+    import os
+    with open(log, 'a') as file:
+        file.write(f'{os.getpid()} {n}\\n')
+    if n == 13:
+        raise ValueError('no cube for 13')
+    return n ** 3
+
+status = t.add_computed_column(cube=logged_cube(t.n, sys.argv[1]), executor=sys.argv[2], quiet=True)
+print(status.num_rows, status.num_excs, flush=True)
+"""
+
+
+def test_a_ray_client_address_computes_on_the_cluster(
+    clean_env: Path, ray_driver: None, ray_head: RayHead, tmp_path: Path
+) -> None:
+    # SQLite only: a client connection is independent of the catalog (PostgreSQL runs in the tests above), and
+    # each one starts a proxy on the head (~10 s). The fill runs in a driver of its own: Ray allows one
+    # connection per process, and this one may hold a direct one.
+    session = mt.init(home=clean_env, quiet=True)
+    t = numbers(40)
+    log = tmp_path / "log"
+    log.touch()
+    env = {**ray_head.driver_env(), "MEDIATABLE_RAY_WORKERS": "1"}  # one actor to start: the job's own worker
+    with child(session, _CLIENT, str(log), ray_head.client_address, env=env) as driver:
+        out, err = driver.communicate(timeout=240)
+        assert driver.returncode == 0, err + ray_head.client_server_logs()  # the head's side of the connection
+        assert out.split() == ["40", "1"]
+        workers = {pid for pid, _ in log_lines(log)}
+    assert workers and driver.pid not in workers  # computed by the cluster's workers, not the client
+    rows = t.select(t.n, t.cube, t.cube.errormsg).order_by(t.n).collect()
+    assert [r["cube"] for r in rows] == [None if n == 13 else n**3 for n in range(40)]
+    assert rows[13]["cube_errormsg"] == "no cube for 13"
+
+
 def test_the_local_executor_needs_no_ray_and_a_missing_ray_is_a_clear_error(clean_env: Path, tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""

@@ -5,6 +5,15 @@ Its processes run in their own process group, which is ended at teardown. Ray wo
 checkout's `src` and `tests` on PYTHONPATH (they import mediatable and the tests' UDFs), and the
 variables that keep Ray offline (`RAY_USAGE_STATS_ENABLED=0`, `RAY_AUTH_MODE=disabled`); the driver
 side gets the same two variables.
+
+The head runs with gRPC's fork handlers off (:data:`HEAD_ENV`). Its Ray Client server forks the
+server of each new client (`subprocess.Popen` with a `preexec_fn`) while its own gRPC threads are
+busy; with the handlers on, they run in the child before its exec and can abort it (gRPC's
+`ev_epoll1_linux.cc: Check failed: next_worker->state == KICKED`, ray-project/ray#63202): the
+client then fails with `Starting Ray client server failed`. Here under load that was 4 of 16
+connections; with the handlers off, 0 of 16. gRPC documents the switch for processes that exec
+right after they fork, as the client server does (Ray still turns fork support on for workers
+whose job asks for it).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from servers.cloud import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+HEAD_ENV = {**RAY_ENV, "GRPC_ENABLE_FORK_SUPPORT": "false"}  # see the module docstring
 _START_TIMEOUT = 180.0
 CPUS = 2
 
@@ -54,6 +64,12 @@ class RayHead:
     def driver_env(self) -> dict[str, str]:
         """The environment of a driver process a test starts: this one plus Ray's offline variables."""
         return {**os.environ, **RAY_ENV, "PYTHONPATH": self.pythonpath, "RAY_ADDRESS": self.address}
+
+    def client_server_logs(self, limit: int = 4000) -> str:
+        """The last `limit` characters of each log of the head's Ray Client servers (the proxy and the
+        per-client servers it starts), for a failure message: they are removed with the head."""
+        logs = sorted((self.log_path.parent / "session_latest" / "logs").glob("ray_client_server*"))
+        return "".join(f"\n--- {log.name}:\n{log.read_text(errors='replace')[-limit:]}" for log in logs)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +115,7 @@ def ray_head() -> Iterator[RayHead]:
     pythonpath = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])
     cleared = ("AWS_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR", "MEDIATABLE_", "OPENAI_", "RAY_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(cleared)}
-    env.update(RAY_ENV, PYTHONPATH=pythonpath)
+    env.update(HEAD_ENV, PYTHONPATH=pythonpath)
     argv = [
         str(ray_bin),
         "start",
