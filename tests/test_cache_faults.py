@@ -7,7 +7,9 @@ Each test here failed before the fix it covers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import multiprocessing
 import os
 import random
@@ -27,7 +29,7 @@ from mediatable.errors import CacheError, MediaFetchTimeout
 from mediatable.io.cache import FileCache
 from mediatable.io.cache.index import CacheIndex
 from mediatable.io.cache.locks import EntryLocks
-from mediatable.io.transfer import RetryPolicy, StallPolicy
+from mediatable.io.transfer import RetryPolicy, StallPolicy, TransferStage
 from servers.http import FaultServer
 
 KB = 1024
@@ -483,6 +485,18 @@ def test_close_racing_new_leases_leaves_none_open(http_server: FaultServer, tmp_
         assert refused.is_set() and not any(t.is_alive() for t in threads)
         assert all(lease._holding.closed for lease in opened)  # every lease the cache handed out is closed
         assert not list((tmp_path / "file_cache" / "leases").glob("*/*"))  # and left no private files
+
+
+def test_work_given_to_a_closed_transfer_stage_is_refused_and_closed() -> None:
+    # A lease racing the cache's close hands its download to the closed stage: the coroutine was left
+    # unclosed, and warned that it was never awaited (the test above failed so now and then).
+    stage = TransferStage(concurrency=1, policy=RetryPolicy())
+    stage.submit(asyncio.sleep(0, "ran")).result(timeout=10)
+    stage.close()
+    work = asyncio.sleep(0)
+    with pytest.raises(CacheError, match="the transfer stage is closed"):
+        stage.submit(work)
+    assert inspect.getcoroutinestate(work) == inspect.CORO_CLOSED
 
 
 def test_a_long_lease_remembers_a_bounded_number_of_urls(http_server: FaultServer, tmp_path: Path) -> None:

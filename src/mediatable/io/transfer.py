@@ -344,8 +344,11 @@ class TransferStage:
         return self.submit_many([coro])[0]
 
     def submit_many(self, coros: list[Coroutine[Any, Any, _T]]) -> list[Future[_T]]:
-        """:meth:`submit` for many coroutines, with one wake-up of the loop."""
-        loop = self._started()
+        """:meth:`submit` for many coroutines, with one wake-up of the loop.
+
+        Raises:
+            CacheError: the stage is closed (the coroutines are closed, never to run).
+        """
         futures: list[Future[_T]] = [Future() for _ in coros]
 
         def start() -> None:
@@ -357,7 +360,14 @@ class TransferStage:
                 task.add_done_callback(functools.partial(_settle, future))
                 future.add_done_callback(functools.partial(_cancel_task, loop, task))
 
-        loop.call_soon_threadsafe(start)
+        with self._lock:
+            if self._closed:
+                for coro in coros:
+                    coro.close()  # else it warns at garbage collection that it was never awaited
+                raise CacheError("the transfer stage is closed")
+            loop = self._started()
+            # Queued under the lock, so ahead of close()'s cancel_all: every task started here is settled.
+            loop.call_soon_threadsafe(start)
         return futures
 
     async def run(self, url: MediaUrl, attempt: Callable[[], Awaitable[_T]]) -> _T:
@@ -395,15 +405,13 @@ class TransferStage:
             loop.close()
 
     def _started(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._closed:
-                raise CacheError("the transfer stage is closed")
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._gate = asyncio.Semaphore(self.concurrency)
-                self._thread = threading.Thread(target=self._loop.run_forever, name="mt-transfer", daemon=True)
-                self._thread.start()
-            return self._loop
+        """The running loop, started on first use; called with the lock held."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._gate = asyncio.Semaphore(self.concurrency)
+            self._thread = threading.Thread(target=self._loop.run_forever, name="mt-transfer", daemon=True)
+            self._thread.start()
+        return self._loop
 
 
 def wait_in_thread(wait: Callable[[], _T]) -> Future[_T]:
