@@ -1,7 +1,8 @@
 """The Ray executor against a real Ray head on 127.0.0.1 (one per test session), with the real
 PostgreSQL server and the loopback media servers: fills, recomputes and inserts on Ray workers,
 per-cell errors, media through the workers' caches, destinations, and the faults (a worker killed
-mid-run, a driver killed and the work run again, several processes on one PostgreSQL catalog).
+mid-run, a driver killed and the work run again, several processes on one PostgreSQL catalog),
+Ray Client mode (`executor='ray://...'`), and what a cluster of two nodes refuses.
 """
 
 from __future__ import annotations
@@ -466,3 +467,28 @@ def test_executor_setting_is_checked(clean_env: Path) -> None:
     with pytest.raises(mt.ConfigError, match="not 'ray:/nowhere'"):
         t.add_computed_column(m=t.n + 1, executor="ray:/nowhere")
     assert t.columns == ["n"]
+
+
+def test_a_cluster_of_two_nodes_refuses_a_sqlite_catalog_and_media_without_a_destination(
+    clean_env: Path, postgres_server: Any, ray_address: str, ray_second_node: None, tmp_path: Path
+) -> None:
+    # Workers on another machine could not reach a catalog file or media on this machine's disk. The
+    # checks come before any actor starts: nothing runs on the second node.
+    mt.init(home=clean_env, quiet=True)  # an SQLite catalog
+    t = numbers(5)
+    t.add_computed_column(m=t.n + 1, quiet=True)  # local: fine
+    for refused in (
+        lambda: t.add_computed_column(k=t.n + 2, executor=ray_address),
+        lambda: t.recompute_columns("m", executor=ray_address),
+        lambda: t.insert([{"n": 9}], executor=ray_address),
+    ):
+        with pytest.raises(mt.ConfigError, match="the catalog is an SQLite file on this machine"):
+            refused()
+    assert t.columns == ["n", "m"] and len(t.select(t.n).collect()) == 5
+
+    mt.init(home=clean_env, db_url=postgres_server.new_database(), quiet=True)
+    t = mt.create_table("pics", {"image": mt.Image})
+    t.insert([{"image": str(mediagen.make_jpeg(tmp_path / "a.jpg", size=(20, 10), color=(1, 2, 3)))}], quiet=True)
+    with pytest.raises(mt.ConfigError, match=r"column 'thumb' generates media.*give it a destination="):
+        t.add_computed_column(thumb=t.image.resize((8, 4)), executor=ray_address)
+    assert t.columns == ["image"]

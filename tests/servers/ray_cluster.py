@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
+import logging
 import os
 import shutil
 import signal
@@ -28,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 HEAD_ENV = {**RAY_ENV, "GRPC_ENABLE_FORK_SUPPORT": "false"}  # see the module docstring
 _START_TIMEOUT = 180.0
+_NODE_TIMEOUT = 60.0  # seconds for a second node to join or leave
 CPUS = 2
 
 
@@ -113,9 +116,6 @@ def ray_head() -> Iterator[RayHead]:
     temp = Path(tempfile.mkdtemp(prefix="mtray-"))  # short: Ray's socket paths live below it
     port, client_port = free_port(), free_port()
     pythonpath = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])
-    cleared = ("AWS_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR", "MEDIATABLE_", "OPENAI_", "RAY_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(cleared)}
-    env.update(HEAD_ENV, PYTHONPATH=pythonpath)
     argv = [
         str(ray_bin),
         "start",
@@ -133,7 +133,12 @@ def ray_head() -> Iterator[RayHead]:
     log_path = temp / "head.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_node_env(pythonpath),
+            start_new_session=True,
         )
     head = RayHead(f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}", CPUS, pythonpath, process, log_path)
     try:
@@ -150,8 +155,77 @@ def ray_head() -> Iterator[RayHead]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _node_env(pythonpath: str) -> dict[str, str]:
+    """The environment of a Ray node's processes: no cloud, mediatable or Ray settings of this one."""
+    cleared = ("AWS_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR", "MEDIATABLE_", "OPENAI_", "RAY_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(cleared)}
+    return {**env, **HEAD_ENV, "PYTHONPATH": pythonpath}
+
+
+@pytest.fixture
+def ray_second_node(ray_driver: None, ray_head: RayHead) -> Iterator[None]:
+    """A second Ray node (1 CPU) joined to the session's head on this machine, for one test.
+
+    Started as `ray.cluster_utils.Cluster` adds nodes on one machine (`ray start --address=<head>`
+    with its own ports); this process is connected to the head. Yields once the cluster counts two
+    live nodes. At the end its process group gets SIGTERM (a raylet stopped so leaves the cluster at
+    once), then SIGKILL, and the cluster is waited for until it has the head's CPUs only: the other
+    Ray tests' worker counts do not change.
+    """
+    ray = importlib.import_module("ray")  # not at the top: this plugin loads where Ray is not installed too
+    if not ray.is_initialized():
+        ray.init(address=ray_head.address, logging_level=logging.WARNING, configure_logging=False)
+    log_path = ray_head.log_path.with_name("node2.log")
+    argv = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--block",
+        f"--address={ray_head.address}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=1",
+        "--object-store-memory=80000000",
+        "--min-worker-port=0",  # the OS picks them: the head's range is the default one
+        "--max-worker-port=0",
+        "--disable-usage-stats",
+    ]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_node_env(ray_head.pythonpath),
+            start_new_session=True,
+        )
+
+    def wait_until(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + _NODE_TIMEOUT
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} within {_NODE_TIMEOUT:.0f} s:\n{log_path.read_text(errors='replace')}")
+            time.sleep(0.1)
+
+    def alive() -> int:
+        return sum(1 for node in ray.nodes() if node["Alive"])
+
+    try:
+        wait_until(lambda: alive() == 2 or process.poll() is not None, "the second node did not join")
+        assert process.poll() is None, log_path.read_text(errors="replace")
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)  # all at once: the raylet leaves the cluster as it stops
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=_NODE_TIMEOUT)
+        _stop(process)  # whatever is left
+        wait_until(
+            lambda: alive() == 1 and ray.cluster_resources().get("CPU") == ray_head.cpus,
+            "the cluster did not lose the second node",
+        )
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """End the head's process group at once with SIGKILL.
+    """End a node's process group (the head's, or a second node's) at once with SIGKILL.
 
     A graceful stop (SIGTERM) took 34 s here, one of Ray's processes after another; nothing of the
     head outlives the test session anyway (its folder is removed next), and workers whose raylet is
