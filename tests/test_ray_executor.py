@@ -419,7 +419,7 @@ def test_a_ray_client_address_computes_on_the_cluster(
     t = numbers(40)
     log = tmp_path / "log"
     log.touch()
-    env = {**ray_head.driver_env(), "MEDIATABLE_RAY_WORKERS": "1"}  # one actor to start: the job's own worker
+    env = {**ray_head.driver_env(), "MEDIATABLE_RAY_WORKERS": "1"}  # a client job starts new workers
     with child(session, _CLIENT, str(log), ray_head.client_address, env=env) as driver:
         out, err = driver.communicate(timeout=240)
         assert driver.returncode == 0, err + ray_head.client_server_logs()  # the head's side of the connection

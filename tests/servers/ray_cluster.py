@@ -131,15 +131,7 @@ def ray_head() -> Iterator[RayHead]:
         f"--temp-dir={temp}",
     ]
     log_path = temp / "head.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=_node_env(pythonpath),
-            start_new_session=True,
-        )
+    process = _start_node(argv, log_path, pythonpath)
     head = RayHead(f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}", CPUS, pythonpath, process, log_path)
     try:
         with scoped_env(RAY_ENV):  # the driver side of every Ray test
@@ -155,11 +147,20 @@ def ray_head() -> Iterator[RayHead]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _node_env(pythonpath: str) -> dict[str, str]:
-    """The environment of a Ray node's processes: no cloud, mediatable or Ray settings of this one."""
+def _start_node(argv: list[str], log_path: Path, pythonpath: str) -> subprocess.Popen[bytes]:
+    """`ray start ...` in a process group of its own, output to `log_path`, with no cloud, mediatable
+    or Ray settings of this process (and :data:`HEAD_ENV`)."""
     cleared = ("AWS_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR", "MEDIATABLE_", "OPENAI_", "RAY_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(cleared)}
-    return {**env, **HEAD_ENV, "PYTHONPATH": pythonpath}
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**env, **HEAD_ENV, "PYTHONPATH": pythonpath},
+            start_new_session=True,
+        )
 
 
 @pytest.fixture
@@ -168,9 +169,9 @@ def ray_second_node(ray_driver: None, ray_head: RayHead) -> Iterator[None]:
 
     Started as `ray.cluster_utils.Cluster` adds nodes on one machine (`ray start --address=<head>`
     with its own ports); this process is connected to the head. Yields once the cluster counts two
-    live nodes. At the end its process group gets SIGTERM (a raylet stopped so leaves the cluster at
-    once), then SIGKILL, and the cluster is waited for until it has the head's CPUs only: the other
-    Ray tests' worker counts do not change.
+    live nodes. At the end its raylet gets SIGTERM and is waited for until it has left the cluster,
+    the node's process group is killed, and the cluster is waited for until it has the head's CPUs
+    only: the other Ray tests' worker counts do not change.
     """
     ray = importlib.import_module("ray")  # not at the top: this plugin loads where Ray is not installed too
     if not ray.is_initialized():
@@ -188,15 +189,7 @@ def ray_second_node(ray_driver: None, ray_head: RayHead) -> Iterator[None]:
         "--max-worker-port=0",
         "--disable-usage-stats",
     ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=_node_env(ray_head.pythonpath),
-            start_new_session=True,
-        )
+    process = _start_node(argv, log_path, ray_head.pythonpath)
 
     def wait_until(condition: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + _NODE_TIMEOUT
@@ -213,15 +206,27 @@ def ray_second_node(ray_driver: None, ray_head: RayHead) -> Iterator[None]:
         assert process.poll() is None, log_path.read_text(errors="replace")
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)  # all at once: the raylet leaves the cluster as it stops
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=_NODE_TIMEOUT)
-        _stop(process)  # whatever is left
+        for pid in _members(process.pid, "raylet"):  # stopped so, a raylet leaves the cluster at once
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: alive() == 1, "the second node did not leave")
+        _stop(process)  # the rest of the node, at once
         wait_until(
             lambda: alive() == 1 and ray.cluster_resources().get("CPU") == ray_head.cpus,
             "the cluster did not lose the second node",
         )
+
+
+def _members(group: int, name: str) -> list[int]:
+    """The processes of process group `group` whose executable is `name` (from /proc: Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that just ended
+            text = stat.read_text()  # "<pid> (<name>) <state> <ppid> <pgrp> ..."
+            fields = text[text.rindex(")") + 2 :].split()
+            if text[text.index("(") + 1 : text.rindex(")")] == name and int(fields[2]) == group:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
