@@ -25,7 +25,9 @@ def uv_options(pip_config: str) -> list[str]:
     for line in pip_config.splitlines():
         key, _, value = line.partition("=")
         option = OPTIONS.get(key.rpartition(".")[2])
-        for item in " ".join(shlex.split(value)).split() if option else []:
+        if option is None:
+            continue
+        for item in " ".join(shlex.split(value)).split():  # a quoted value may list several
             if item not in options:
                 options += [option, item]
     return options

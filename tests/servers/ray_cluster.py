@@ -220,12 +220,10 @@ def ray_second_node(ray_driver: None, ray_head: RayHead) -> Iterator[None]:
 def _members(group: int, name: str) -> list[int]:
     """The processes of process group `group` whose executable is `name` (from /proc: Linux)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):  # a process that just ended
-            text = stat.read_text()  # "<pid> (<name>) <state> <ppid> <pgrp> ..."
-            fields = text[text.rindex(")") + 2 :].split()
-            if text[text.index("(") + 1 : text.rindex(")")] == name and int(fields[2]) == group:
-                found.append(int(stat.parent.name))
+            if (proc / "comm").read_text().strip() == name and os.getpgid(int(proc.name)) == group:
+                found.append(int(proc.name))
     return found
 
 

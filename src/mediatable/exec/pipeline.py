@@ -321,11 +321,11 @@ class Pipeline:
         workers = 1 if light else self.workers
         size = chunk_size or chunk_rows(targets, light)
         router = CallRouter(self.processes, workers, len(rows))
-        byte_cap = max(1, self.media.lease.pin_capacity // (2 * (workers + 1)))
         urls_per_row = [[u for n in inputs if isinstance(u := row.get(n), str)] for row in rows]
-        whole = {u for row in rows for n in inputs if n not in ranged and isinstance(u := row.get(n), str)}
-        ranged_urls = {u for row in rows for n in ranged if isinstance(u := row.get(n), str)} - whole
         if any(urls_per_row):
+            whole = {u for row in rows for n in inputs if n not in ranged and isinstance(u := row.get(n), str)}
+            ranged_urls = {u for row in rows for n in ranged if isinstance(u := row.get(n), str)} - whole
+            byte_cap = max(1, self.media.lease.pin_capacity // (2 * (workers + 1)))
             ready: Iterator[range] = self._ready_chunks(urls_per_row, ranged_urls, size, byte_cap)
         else:
             ready = (range(start, min(start + size, len(rows))) for start in range(0, len(rows), size))

@@ -34,7 +34,6 @@ from mediatable.catalog.catalog import check_choice
 from mediatable.errors import DataError, InvalidArgument
 from mediatable.exec.media_cells import MediaCell
 from mediatable.exec.status import plural
-from mediatable.functions._errors import decode_errors
 from mediatable.io.urls import parse_url
 
 MEDIA_AS = ("copy", "url")
@@ -132,7 +131,7 @@ def write_coco(
 def _image_entry(image: Any, image_id: int, folder: Path, media: str, rowid: int | None) -> dict[str, Any]:
     """`file_name`, `width`, `height` (and `coco_url` when referenced) of one image; copies it when asked."""
     if isinstance(image, MediaCell):
-        with decode_errors("image", url=image.redacted_url), PIL.Image.open(image.path) as opened:
+        with image.decoding(), PIL.Image.open(image.path) as opened:
             width, height = opened.size
         if media == "url":
             url = parse_url(image.url) if image.url is not None else None
