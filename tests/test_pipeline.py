@@ -18,6 +18,8 @@ import pytest
 
 import mediagen
 import mediatable as mt
+from mediatable.exec.headers import header_reads
+from mediatable.exec.pipeline import Pipeline, Target
 from servers.http import FaultServer
 
 
@@ -152,3 +154,129 @@ def test_a_failed_decode_fails_every_function_reading_it(
     assert (failed["turned_errortype"], failed["gray_errortype"]) == ("MediaDecodeError", "MediaDecodeError")
     assert failed["mean_errortype"] == "OSError" and "broken data stream" in failed["mean_errormsg"]
     assert fine["ok"] and fine["mean_errortype"] is None
+
+
+# -- header reads: targets that only read image headers take a pass of their own (exec/headers.py) --------
+
+
+@mt.udf(light=True)
+def width_read_generally(img: mt.Image) -> int:  # what t.image.width computes, through the general evaluation
+    return img.width
+
+
+@mt.udf(light=True)
+def mode_read_generally(img: mt.Image) -> str:
+    return img.mode
+
+
+def test_header_reads_give_the_values_and_errors_of_the_general_evaluation(
+    session: mt.Session, http_server: FaultServer, tmp_path: Path
+) -> None:
+    folder = f"headers-{tmp_path.name}"
+    good = http_server.put(f"{folder}/good.jpg", mediagen.make_jpeg(tmp_path / "good.jpg", size=(64, 48)).read_bytes())
+    rgba = tmp_path / "alpha.png"
+    PIL.Image.new("RGBA", (30, 20)).save(rgba)
+    alpha = http_server.put(f"{folder}/alpha.png", rgba.read_bytes())
+    corrupt = http_server.put(f"{folder}/corrupt.jpg", mediagen.make_corrupt_jpeg(tmp_path / "c.jpg").read_bytes())
+    text = http_server.put(f"{folder}/text.jpg", b"not an image at all")
+    missing = http_server.url(f"{folder}/missing.jpg?token=SECRET123")
+    images = [good, corrupt, None, missing, alpha, text, good]
+    t = mt.create_table("headers", {"image": mt.Image, "n": mt.Int})
+    t.insert([{"image": image, "n": n} for n, image in enumerate(images)], quiet=True)
+    header_exprs = [t.image.width, t.image.height, t.image.mode, t.image.size]
+    assert header_reads(header_exprs, set()) is not None  # the header pass computes these
+    assert header_reads([width_read_generally(t.image)], set()) is None
+    assert header_reads([t.image.width, t.image.width + 1], set()) is None  # one target is not a header read
+
+    t.add_computed_column(w=t.image.width, quiet=True)
+    t.add_computed_column(gw=width_read_generally(t.image), gm=mode_read_generally(t.image), quiet=True)
+    # on insert: four header reads of each row's image in one pass
+    later = mt.create_table("later", {"image": mt.Image, "n": mt.Int})
+    for name, expr in zip(
+        "whms", [later.image.width, later.image.height, later.image.mode, later.image.size], strict=True
+    ):
+        later.add_computed_column(**{name: expr}, quiet=True)
+    status = later.insert([{"image": image, "n": n} for n, image in enumerate(images)], quiet=True)
+    assert status.num_excs == 3 * 4  # corrupt, missing, text: four columns each; None is no error
+
+    def cells(table: mt.Table, *names: str) -> list[tuple[Any, ...]]:
+        columns = [getattr(table, n) for n in names]
+        selected = [c for n in columns for c in (n, n.errortype, n.errormsg)]
+        return [tuple(r.values()) for r in table.order_by(table.n).select(*selected).collect()]
+
+    assert cells(t, "w") == cells(t, "gw") == cells(later, "w")
+    assert [r[0] for r in cells(later, "w")] == [64, None, None, None, 30, None, 64]
+    assert (
+        [r[0] for r in cells(later, "m")]
+        == [r[0] for r in cells(t, "gm")]
+        == ["RGB", None, None, None, "RGBA", None, "RGB"]
+    )
+    assert [r[0] for r in cells(later, "s")][4] == [30, 20]
+    errors = [(r[1], r[2]) for r in cells(later, "w")]  # by n
+    assert errors[1][0] == errors[5][0] == "MediaDecodeError" and errors[3][0] == "MediaNotFound"
+    assert errors[2] == errors[0] == (None, None)
+    assert f"{folder}/missing.jpg" in errors[3][1] and "SECRET123" not in errors[3][1]
+    assert f"{folder}/text.jpg" in errors[5][1]
+
+    with pytest.raises(mt.ComputeError, match=r"headers\.bad failed at row \d+: MediaDecodeError"):
+        t.add_computed_column(bad=t.image.height, on_error="abort", quiet=True)
+    assert "bad" not in t.columns
+
+
+@pytest.mark.parametrize("general", [False, True], ids=["header-pass", "general"])
+def test_a_file_deleted_after_it_was_prefetched_is_fetched_again(
+    session: mt.Session, http_server: FaultServer, tmp_path: Path, general: bool
+) -> None:
+    folder = f"gone-{tmp_path.name}-{general}"
+    urls = [
+        http_server.put(f"{folder}/{i}.jpg", mediagen.make_jpeg(tmp_path / f"{i}.jpg", size=(40 + i, 30)).read_bytes())
+        for i in range(3)
+    ]
+    t = mt.create_table("gone", {"image": mt.Image})
+    t.insert([{"image": u} for u in urls], quiet=True)
+    t.add_computed_column(w0=t.image.width, quiet=True)  # all three cached now
+    with session.cache_lease() as lease:
+        cached = [lease.get(u) for u in urls]
+    expr = width_read_generally(t.image) if general else t.image.width
+    assert (header_reads([expr], set()) is None) == general
+
+    chunks: list[int] = []
+
+    def delete_the_next_file(rows_done: int) -> None:  # after the first chunk: the next is prefetched already
+        chunks.append(rows_done)
+        if len(chunks) == 1:
+            cached[1].unlink()
+
+    rows: list[dict[str, Any]] = [{"image": u} for u in urls]
+    http_server.reset()
+    with session.cache_lease() as lease:
+        pipeline = Pipeline(lease, session.media_store, 1, progress=delete_the_next_file)
+        pipeline.run(rows, [Target("w", expr, mt.Int)], chunk_size=1)
+    assert [r["w"] for r in rows] == [40, 41, 42] and chunks == [1, 1, 1]
+    assert http_server.count() == 1 and http_server.count(f"{folder}/1.jpg") == 1  # only the deleted file, again
+    assert cached[1].exists()
+
+
+def test_chunks_hold_at_most_their_share_of_the_pinned_bytes(
+    clean_env: Path, http_server: FaultServer, tmp_path: Path
+) -> None:
+    session = mt.init(home=clean_env, quiet=True, cache_size=256 * 1024, compute_workers=1)  # all 40 fit
+    folder = f"cap-{tmp_path.name}"
+    files = [mediagen.make_jpeg(tmp_path / f"{i}.jpg", size=(64, 48), noise=True) for i in range(40)]
+    urls = [http_server.put(f"{folder}/{i}.jpg", p.read_bytes()) for i, p in enumerate(files)]
+    sizes = [p.stat().st_size for p in files]
+    t = mt.create_table("cap", {"image": mt.Image})
+    t.insert([{"image": u} for u in urls[:20]], quiet=True)
+    t.add_computed_column(w=t.image.width, quiet=True)  # the first half is cached, the second is not
+    chunks: list[int] = []
+    rows: list[dict[str, Any]] = [{"image": u} for u in urls]
+    with session.cache_lease() as lease:
+        cap = lease.pin_capacity // 4  # the share of one chunk when one thread computes
+        Pipeline(lease, session.media_store, 1, progress=chunks.append).run(rows, [Target("w", t.image.width, mt.Int)])
+    assert [r["w"] for r in rows] == [64] * 40
+    assert sum(chunks) == 40 and len(chunks) > 2
+    start = 0
+    for length in chunks:  # each chunk ends at the first row that takes it to the cap
+        held = sizes[start : start + length]
+        assert sum(held[:-1]) < cap and (sum(held) >= cap or start + length == 40)
+        start += length

@@ -10,6 +10,8 @@ targets (column, expression) over a list of rows:
 2. compute: rows are cut into chunks; a chunk goes to the thread pool as soon as its media is
    local, so downloads of later rows overlap computation of earlier ones; function calls that
    belong in worker processes go there from the chunk's thread (:mod:`~mediatable.exec.workers`);
+   light work runs on the calling thread, and targets that only read image headers take a pass of
+   their own (:mod:`~mediatable.exec.headers`);
 3. results are written into the row dicts in place (chained targets read earlier targets' values);
    generated media is encoded and written where it was computed, through the
    :class:`~mediatable.io.media_store.MediaStore`.
@@ -32,6 +34,7 @@ from typing import Any, Protocol
 
 from mediatable import types as ts
 from mediatable.errors import ComputeError, DataError, MediaError, MediaNotFound, PresignError
+from mediatable.exec.headers import HeaderReads, header_reads
 from mediatable.exec.isolation import RowImages, SaveSpec, Stored, is_generated, open_local, save_generated
 from mediatable.exec.workers import CallRouter, WorkerProcesses
 from mediatable.exprs import CellError, ColumnProperty, ColumnRef, Expr, FunctionCall
@@ -47,6 +50,9 @@ class Lease(Protocol):
 
     @property
     def pin_capacity(self) -> int: ...
+
+    @property
+    def handed_out_bytes(self) -> int: ...
 
     def get(self, url: str) -> Path: ...
 
@@ -318,6 +324,7 @@ class Pipeline:
         ranged = ranged_inputs([t.expr for t in targets], computed_here)
         # Light work (header reads, arithmetic) holds the GIL: more threads only add switching.
         light = all(_is_light(t.expr) for t in targets)
+        headers = header_reads([t.expr for t in targets], computed_here) if light else None
         workers = 1 if light else self.workers
         size = chunk_size or chunk_rows(targets, light)
         router = CallRouter(self.processes, workers, len(rows))
@@ -333,7 +340,10 @@ class Pipeline:
             # All on this thread: a chunk's files are taken from the cache (downloads still run ahead
             # in it) and computed in turn. Other threads would only add GIL hand-offs.
             for chunk in ready:
-                self._compute_chunk(rows, chunk, targets, router)
+                if headers is not None:
+                    self._read_headers(rows, chunk, targets, headers)
+                else:
+                    self._compute_chunk(rows, chunk, targets, router)
             return
         chunks: queue.Queue[range | BaseException | None] = queue.Queue()
         stop = threading.Event()
@@ -371,22 +381,27 @@ class Pipeline:
         """Chunks of rows whose files the cache has handed out (local files in `media.prefetched`, errors
         in `media.failed`), in order.
 
-        A chunk ends at `size` rows or once its local files reach `byte_cap` bytes (at least one row).
+        A chunk ends at `size` rows or once the cached files it was handed reach `byte_cap` bytes (at
+        least one row): they stay pinned while it is computed.
         """
         flat = [url for urls in urls_per_row for url in urls]
         failed, prefetched = self.media.failed, self.media.prefetched
-        results = iter(self.media.lease.get_many(flat, ranged=ranged))
+        lease = self.media.lease
+        results = iter(lease.get_many(flat, ranged=ranged))
         position = row = 0
         while row < len(urls_per_row):
-            first, held = row, 0
-            while row < len(urls_per_row) and row - first < size and (held < byte_cap or row == first):
+            first, start = row, lease.handed_out_bytes
+            while (
+                row < len(urls_per_row)
+                and row - first < size
+                and (lease.handed_out_bytes - start < byte_cap or row == first)
+            ):
                 for _ in urls_per_row[row]:
                     result = next(results)
                     if isinstance(result, BaseException):
                         failed[flat[position]] = result
                     else:
                         prefetched[flat[position]] = result
-                        held += _file_size(result)
                     position += 1
                 row += 1
             yield range(first, row)
@@ -422,17 +437,37 @@ class Pipeline:
                 save = self._save_spec(target)
                 for env in envs:
                     env.root, env.save = target.expr, save
-                values = target.expr.eval_batch(envs)
-                for position, (env, value) in enumerate(zip(envs, values, strict=True)):
-                    value = self._finish(target, save, value)
-                    env.values[target.name] = value
-                    if isinstance(value, CellError) and target.on_error == "abort":
-                        raise _failed(target, env.values, chunk[position], value)
+                self._store(target, save, [env.values for env in envs], target.expr.eval_batch(envs), chunk)
         finally:
             for env in envs:
                 env.close()
         if self.progress is not None:
             self.progress(len(chunk))
+
+    def _read_headers(
+        self, rows: list[dict[str, Any]], chunk: range, targets: Sequence[Target], headers: HeaderReads
+    ) -> None:
+        """:meth:`_compute_chunk` for targets that only read image headers (see :mod:`~mediatable.exec.headers`)."""
+        chunk_rows = rows[chunk.start : chunk.stop]
+        for target, values in zip(targets, headers.read(chunk_rows, self.media), strict=True):
+            self._store(target, self._save_spec(target), chunk_rows, values, chunk)
+        if self.progress is not None:
+            self.progress(len(chunk))
+
+    def _store(
+        self, target: Target, save: SaveSpec | None, rows: list[dict[str, Any]], values: list[Any], chunk: range
+    ) -> None:
+        """Put the target's values (finished: saved, checked) into the chunk's rows; abort at an error if asked."""
+        finished = None
+        if save is None and not target.col_type.is_media:  # plain values: checked a column at a time
+            finished = target.col_type.validate_many(values)
+        if finished is None:
+            finished = [self._finish(target, save, value) for value in values]
+        name, abort = target.name, target.on_error == "abort"
+        for position, (row, value) in enumerate(zip(rows, finished, strict=True)):
+            row[name] = value
+            if abort and isinstance(value, CellError):
+                raise _failed(target, row, chunk[position], value)
 
     def _save_spec(self, target: Target) -> SaveSpec | None:
         """How the target's generated media is saved: to the media store, or staged for its destination."""
@@ -516,16 +551,6 @@ def chunk_rows(targets: Sequence[Target], light: bool) -> int:
     """
     batch = max([_batch_size(t.expr) for t in targets] + [0])
     return max(batch, LIGHT_CHUNK if light else HEAVY_CHUNK)
-
-
-def _file_size(found: object) -> int:
-    """Bytes of a prefetched local file (a remote object read by ranges holds only its blocks: 0)."""
-    if not isinstance(found, Path):
-        return 0
-    try:
-        return os.stat(found).st_size
-    except OSError:
-        return 0
 
 
 def _is_light(expr: Expr) -> bool:

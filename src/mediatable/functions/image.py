@@ -139,7 +139,7 @@ def _color_bands(img: PIL.Image.Image) -> PIL.Image.Image:
 # blocks holding the header are fetched.
 
 
-@udf(method_of=ts.Image, is_property=True, light=True, ranged=True)
+@udf(method_of=ts.Image, is_property=True, light=True, ranged=True, header_only=True)
 @_reads_image(pixels=False)
 def width(img: ts.Image) -> int:
     """The image's width in pixels, read from the header (no decoding).
@@ -151,7 +151,7 @@ def width(img: ts.Image) -> int:
     return img.width
 
 
-@udf(method_of=ts.Image, is_property=True, light=True, ranged=True)
+@udf(method_of=ts.Image, is_property=True, light=True, ranged=True, header_only=True)
 @_reads_image(pixels=False)
 def height(img: ts.Image) -> int:
     """The image's height in pixels, read from the header (no decoding).
@@ -163,7 +163,7 @@ def height(img: ts.Image) -> int:
     return img.height
 
 
-@udf(method_of=ts.Image, is_property=True, light=True, ranged=True)
+@udf(method_of=ts.Image, is_property=True, light=True, ranged=True, header_only=True)
 @_reads_image(pixels=False)
 def mode(img: ts.Image) -> str:
     """The Pillow mode (`'RGB'`, `'RGBA'`, `'L'`, `'P'`, ...), read from the header.
@@ -175,7 +175,7 @@ def mode(img: ts.Image) -> str:
     return img.mode
 
 
-@udf(method_of=ts.Image, is_property=True, light=True, ranged=True)
+@udf(method_of=ts.Image, is_property=True, light=True, ranged=True, header_only=True)
 @_reads_image(pixels=False)
 def size(img: ts.Image) -> list[int]:
     """`[width, height]` in pixels, read from the header.

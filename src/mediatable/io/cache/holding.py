@@ -100,17 +100,21 @@ class Holding:
             self._pins.unpin_many(dropped)
         return True
 
-    def hand_out(self, url: str) -> None:
-        """A prefetched file reaches the consumer of ``get_many``: it joins the window of recent files."""
+    def hand_out(self, url: str) -> int:
+        """A prefetched file reaches the consumer of ``get_many``: it joins the window of recent files.
+
+        Returns its size, or 0 when it was held already (in the window, or until the lease closes).
+        """
         with self._lock:
             size = self._prefetched.pop(url, None)
             if size is None:
                 if url in self._window:
                     self._window.move_to_end(url)
-                return
+                return 0
             dropped = self._add_to_window_locked(url, size)
         if dropped:
             self._pins.unpin_many(dropped)
+        return size
 
     def _add_to_window_locked(self, url: str, size: int) -> list[str]:
         """Add to the window; returns the oldest members beyond the cap, to unpin (outside the lock)."""

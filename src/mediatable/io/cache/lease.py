@@ -50,6 +50,16 @@ class Lease:
         self._on_close = on_close
         self._holding = Holding(core.pins, core.directory, core.owner, core.budget.budget // 2)
         self._warned = False
+        self._handed_out = 0
+
+    @property
+    def handed_out_bytes(self) -> int:
+        """Bytes of the files :meth:`get_many` has handed out pinned so far, each counted once.
+
+        A consumer that holds a batch of them at once (the pipeline's chunks) keeps the bytes it took
+        for the batch under :attr:`pin_capacity` by this count, without a stat per file.
+        """
+        return self._handed_out
 
     @property
     def pin_capacity(self) -> int:
@@ -187,7 +197,7 @@ class Lease:
                 if isinstance(item, Future):
                     item = item.result()
                 if url is not None and isinstance(item, Path):
-                    self._holding.hand_out(url)
+                    self._handed_out += self._holding.hand_out(url)
                 if bar is not None:
                     bar.advance(1, counter.take())
                 self._warn_if_thrashing()
