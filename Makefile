@@ -57,10 +57,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks examples
 
 # Tests run in a private network namespace with loopback only: nothing can leave this machine.
-# `make test PYTEST_WORKERS="-n 2 --dist loadfile"` runs the files on two workers (each file on one: its module and
-# session fixtures start once per worker). Not the default yet: on a machine loaded by other suites, two of the
-# multi-process tests in test_cache_faults.py timed out starting their children (30 s) in one of two such runs.
-PYTEST_WORKERS ?=
+# They run on two workers, each file on one (its module and session fixtures start once per worker; the Ray head
+# once, as only test_ray_executor.py uses it); `make test PYTEST_WORKERS=` runs them in this one process.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 test: setup lint
 	unshare -n sh -c 'ip link set lo up && $(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)'
 
