@@ -178,6 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
                 cut = min(active.short_body, limit)
         to_send = limit if cut is None else cut
         step = 16 * 1024 if active is not None and active.slow_body else _CHUNK
+        generation = self.server.owner.generation
         with open(file, "rb") as fh:
             fh.seek(start)
             while to_send > 0:
@@ -191,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
                 except OSError:
                     self.close_connection = True
                     return
-                self.server.owner._count_sent(path, len(chunk))
+                self.server.owner._count_sent(path, len(chunk), generation)
                 to_send -= len(chunk)
                 if active is not None and active.slow_body:
                     time.sleep(active.slow_body)
@@ -401,9 +402,18 @@ class FaultServer:
             wait = self._line_free_at - now
         time.sleep(wait)
 
-    def _count_sent(self, path: str, nbytes: int) -> None:
+    @property
+    def generation(self) -> int:
+        """Bumped by every :meth:`reset`."""
         with self._lock:
-            self._sent[path] = self._sent.get(path, 0) + nbytes
+            return self._generation
+
+    def _count_sent(self, path: str, nbytes: int, generation: int) -> None:
+        # Bytes of a response that began before the last reset are not this test's: the client may have
+        # read them all while this thread had yet to count them (seen under load).
+        with self._lock:
+            if generation == self._generation:
+                self._sent[path] = self._sent.get(path, 0) + nbytes
 
     @contextlib.contextmanager
     def _active(self) -> Iterator[None]:
