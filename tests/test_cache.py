@@ -429,6 +429,27 @@ def test_pinned_files_are_not_evicted(http_server: FaultServer, home: Path) -> N
         assert not pinned.exists()  # unpinned: evicted like any other file
 
 
+def test_a_closing_lease_unpins_only_what_no_other_lease_holds(http_server: FaultServer, home: Path) -> None:
+    urls = list(_put_many(http_server, "unpin", 6, 1 * KB))
+    with FileCache(_settings(home)) as file_cache:
+        first, second = file_cache.lease(), file_cache.lease()
+        assert all(isinstance(p, Path) for p in first.get_many(urls[:2]))
+        assert all(isinstance(p, Path) for p in second.get_many(urls))
+        assert file_cache.info().pinned == 6
+        second.close()  # what the first lease holds stays pinned
+        assert file_cache.info().pinned == 2
+        third = file_cache.lease()
+        third.get(urls[5])
+        first.close()
+        assert file_cache.info().pinned == 1
+        third.close()  # the last pins of the process: all of its locks go at once
+        assert file_cache.info().pinned == 0
+        with file_cache.lease() as again:  # and pins are taken again afterwards
+            again.get(urls[0])
+            assert file_cache.info().pinned == 1
+        assert file_cache.info().pinned == 0
+
+
 def _child_hold(home: str, url: str, ready: multiprocessing.Event, done: multiprocessing.Event) -> None:
     with FileCache(_settings(Path(home))) as file_cache, file_cache.lease() as lease:
         lease.get(url)

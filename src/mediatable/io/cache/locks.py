@@ -199,6 +199,17 @@ class LockSet:
         for key in sorted(keys, key=_offset):
             self.remove(key)
 
+    def remove_all(self) -> None:
+        """Drop every lock of the set and keep its files open: one unlock per file, not one per key."""
+        with self._lock:
+            if self._shards is not None:
+                for fd in self._shards.values():
+                    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _WHOLE_FILE_UNLOCK)
+                return
+            fds, self._files = list(self._files.values()), {}
+        for fd in fds:
+            os.close(fd)
+
     def close(self) -> None:
         """Drop every lock of the set."""
         with self._lock:
@@ -259,6 +270,9 @@ def _try_flock(path: Path, flags: int, create: bool = True) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+_WHOLE_FILE_UNLOCK = struct.pack("hhqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0)  # length 0: to the end and beyond
 
 
 def _lock_range(kind: int, key: str) -> bytes:

@@ -56,10 +56,13 @@ class Pins:
                 count = self.counts.get(url, 0) - 1
                 if count <= 0:
                     if self.counts.pop(url, None) is not None:
-                        released.append(digest(url))
+                        released.append(url)
                 else:
                     self.counts[url] = count
-            self._locks.remove_many(released)
+            if self.counts:
+                self._locks.remove_many([digest(url) for url in released])
+            elif released:  # the last pins of this process (a lease closing alone): every lock goes
+                self._locks.remove_all()
 
     def close(self) -> None:
         with self._lock:
