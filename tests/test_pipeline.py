@@ -280,3 +280,21 @@ def test_chunks_hold_at_most_their_share_of_the_pinned_bytes(
         held = sizes[start : start + length]
         assert sum(held[:-1]) < cap and (sum(held) >= cap or start + length == 40)
         start += length
+
+
+@mt.udf(header_only=True)
+def aspect(img: mt.Image) -> float:
+    return img.width / img.height
+
+
+def test_a_header_only_udf_takes_the_header_pass(session: mt.Session, http_server: FaultServer, tmp_path: Path) -> None:
+    urls = [
+        http_server.put(f"aspect-{tmp_path.name}/{i}.jpg", mediagen.make_jpeg(tmp_path / f"{i}.jpg", size).read_bytes())
+        for i, size in enumerate([(64, 48), (30, 60)])
+    ]
+    t = mt.create_table("aspects", {"image": mt.Image})
+    t.insert([{"image": u} for u in [*urls, None]], quiet=True)
+    assert aspect.light and header_reads([aspect(t.image), t.image.mode], set()) is not None
+    status = t.add_computed_column(ratio=aspect(t.image), quiet=True)
+    assert status.num_excs == 0
+    assert t.select(t.ratio).collect()["ratio"] == [64 / 48, 0.5, None]

@@ -68,7 +68,7 @@ class Function:
         if isolation not in ISOLATIONS:
             raise ExprError(f"isolation must be one of {', '.join(map(repr, ISOLATIONS))}, not {isolation!r}")
         self.fn = fn
-        self.light = light
+        self.light = light or header_only  # a header read is cheap and Python-bound
         self.sql = sql
         self.ranged = ranged
         self.isolation = isolation
