@@ -42,25 +42,26 @@ class HeaderReads:
         for row in rows:
             for column, col_type, ranged, functions in self.groups:
                 value = row.get(column)
-                if value is None or isinstance(value, CellError):
-                    for target, _ in functions:
-                        out[target].append(value)
-                    continue
                 opened: list[Any] = []
                 try:
-                    try:
-                        image = media.open(value, col_type, ranged, opened) if isinstance(value, str) else value
-                    except Exception as exc:  # not fetched, gone, not an image: every read of it fails so
-                        error = CellError.from_exception(exc)
-                        for target, _ in functions:
-                            out[target].append(error)
-                        continue
+                    image = _open(value, col_type, ranged, media, opened)
+                    unread = image is None or isinstance(image, CellError)  # its functions are not called
                     for target, fn in functions:
-                        out[target].append(_call(fn, image))
+                        out[target].append(image if unread else _call(fn, image))
                 finally:
                     for item in reversed(opened):  # the image before the remote file it reads
                         item.close()
         return out
+
+
+def _open(value: Any, col_type: ts.ColumnType, ranged: bool, media: Opener, opened: list[Any]) -> Any:
+    """The image of a cell (opened from its URL); the cell's None or error, or the error of opening it."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return media.open(value, col_type, ranged, opened)
+    except Exception as exc:  # not fetched, gone, not an image: every read of it fails so
+        return CellError.from_exception(exc)
 
 
 def _call(fn: Callable[[Any], Any], image: Any) -> Any:
@@ -86,7 +87,7 @@ def header_reads(exprs: Sequence[Expr], computed_here: Collection[str]) -> Heade
         if not (isinstance(expr, FunctionCall) and len(expr.args) == 1 and not expr.kwargs):
             return None
         function, ref = expr.function, expr.args[0]
-        if not getattr(function, "header_only", False) or getattr(function, "isolation", "auto") == "process":
+        if not function.header_only or function.isolation == "process":
             return None
         param_type = next(iter(function.param_types.values()), None)  # what the function is given: an image
         if not isinstance(param_type, ts.ImageType) or not isinstance(ref, ColumnRef):
