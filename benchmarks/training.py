@@ -66,12 +66,16 @@ CONTEXT = "fork"  # this process never fetches a file itself, so its workers may
 
 
 def serve(root: str, latency: float, conn: Connection) -> None:
-    """The test server in its own process; answers 'count' (GETs so far) and 'stop' on `conn`."""
+    """The test server in its own process; answers 'count' (GETs so far), 'cpu' (its CPU seconds so far) and 'stop'."""
     with FaultServer(root) as server:
         server.set_fault(None, latency=latency)
         conn.send(server.base_url)
         while (command := conn.recv()) != "stop":
-            conn.send(server.count() if command == "count" else None)
+            if command == "cpu":
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                conn.send(usage.ru_utime + usage.ru_stime)
+            else:
+                conn.send(server.count() if command == "count" else None)
 
 
 @contextmanager
@@ -96,6 +100,11 @@ def remote_images(work: Path) -> Iterator[tuple[str, list[str], Connection]]:
 
 def gets(conn: Connection) -> int:
     conn.send("count")
+    return conn.recv()
+
+
+def server_cpu(conn: Connection) -> float:
+    conn.send("cpu")
     return conn.recv()
 
 
@@ -159,31 +168,48 @@ class HandWritten(IterableDataset):  # type: ignore[type-arg]
         thread.join()
 
 
-def bare(base: str, urls: list[str]) -> float:
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children that ended (workers, pools)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def bare(base: str, urls: list[str]) -> tuple[float, float]:
+    """Seconds and CPU seconds of the bare loop."""
     names = [url.rsplit("/", 1)[1] for url in urls]
     halves = [names[i::WORKERS] for i in range(WORKERS)]
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(), time.perf_counter()
     with multiprocessing.get_context(CONTEXT).Pool(WORKERS) as pool:
         pixels = sum(pool.starmap(bare_worker, [(base, half) for half in halves]))
     elapsed = time.perf_counter() - started
     assert pixels == N * 3 * 282 * 376
-    return elapsed
+    return elapsed, cpu_seconds() - cpu
 
 
-def epoch(loader: DataLoader) -> tuple[float, int]:  # type: ignore[type-arg]
-    started = time.perf_counter()
+def epoch(loader: DataLoader) -> tuple[float, float, int]:  # type: ignore[type-arg]
+    """Seconds, CPU seconds (this process and the workers, which end with the epoch) and rows of one epoch."""
+    cpu, started = cpu_seconds(), time.perf_counter()
     rows = 0
     for batch in loader:
         assert batch["image"].shape[1:] == (3, 282, 376)
         rows += len(batch["label"])
-    return time.perf_counter() - started, rows
+    return time.perf_counter() - started, cpu_seconds() - cpu, rows
+
+
+PASSES = {
+    "bare": "bare loop (obstore + Pillow, 2 processes)",
+    "hand": "hand-written DataLoader, 2 workers",
+    "epoch1": "epoch 1: DataLoader, 2 workers, cold cache",
+    "epoch2": "epoch 2: DataLoader, 2 workers, warm cache",
+}
 
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mt-train-"))
     try:
         with remote_images(work) as (base, urls, server):
-            bare_times, hand_times, cold_times, warm_times = [], [], [], []
+            seconds: dict[str, list[float]] = {name: [] for name in PASSES}
+            cpu: dict[str, list[float]] = {name: [] for name in PASSES}
             names = [url.rsplit("/", 1)[1] for url in urls]
             hand = DataLoader(
                 HandWritten(base, names), batch_size=BATCH, num_workers=WORKERS, multiprocessing_context=CONTEXT
@@ -191,61 +217,55 @@ def main() -> None:
             session = None
             for attempt in range(REPEATS):
                 before = gets(server)
-                bare_times.append(bare(base, urls))
+                took, used = bare(base, urls)
+                seconds["bare"].append(took)
+                cpu["bare"].append(used)
                 assert gets(server) - before == N
                 before = gets(server)
-                hand_time, rows = epoch(hand)
+                took, used, rows = epoch(hand)
                 assert rows == N and gets(server) - before == N
-                hand_times.append(hand_time)
+                seconds["hand"].append(took)
+                cpu["hand"].append(used)
                 session = mt.init(home=work / f"home{attempt}", quiet=True, progress=False)  # closes the last
                 t = mt.create_table("train", {"image": mt.Image, "label": mt.Int})
                 t.insert([{"image": url, "label": i % 10} for i, url in enumerate(urls)], quiet=True)
                 ds = t.to_pytorch_dataset(batch_size=BATCH)
                 loader = DataLoader(ds, batch_size=BATCH, num_workers=WORKERS, multiprocessing_context=CONTEXT)
                 before = gets(server)
-                cold, rows = epoch(loader)
-                after_first = gets(server) - before
-                warm, rows_again = epoch(loader)
+                for name in ("epoch1", "epoch2"):
+                    took, used, rows = epoch(loader)
+                    assert rows == N
+                    seconds[name].append(took)
+                    cpu[name].append(used)
+                    if name == "epoch1":
+                        after_first = gets(server) - before
                 after_second = gets(server) - before
-                assert rows == rows_again == N
-                cold_times.append(cold)
-                warm_times.append(warm)
                 print(
-                    f"repeat {attempt + 1}: bare {bare_times[-1]:.2f} s, hand-written DataLoader {hand_time:.2f} s, "
-                    f"epoch 1 {cold:.2f} s, epoch 2 {warm:.2f} s; "
-                    f"GETs: {after_first} in epoch 1, {after_second - after_first} in epoch 2"
+                    f"repeat {attempt + 1}: "
+                    + ", ".join(f"{name} {seconds[name][-1]:.2f} s ({cpu[name][-1]:.1f} s CPU)" for name in PASSES)
+                    + f"; GETs: {after_first} in epoch 1, {after_second - after_first} in epoch 2"
                 )
                 assert after_first == N and after_second == N, (after_first, after_second)
             if session is not None:
                 session.close()
 
-        bare_s, hand_s, cold_s, warm_s = (
-            statistics.median(x) for x in (bare_times, hand_times, cold_times, warm_times)
-        )
+        median = {name: statistics.median(seconds[name]) for name in PASSES}
+        median_cpu = {name: statistics.median(cpu[name]) for name in PASSES}
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"\n{N} images, {LATENCY * 1000:.0f} ms latency, {WORKERS} processes, median of {REPEATS}")
-        print(f"{'pass':44} {'seconds':>8} {'images/s':>9}")
-        for name, seconds in (
-            ("bare loop (obstore + Pillow, 2 processes)", bare_s),
-            ("hand-written DataLoader, 2 workers", hand_s),
-            ("epoch 1: DataLoader, 2 workers, cold cache", cold_s),
-            ("epoch 2: DataLoader, 2 workers, warm cache", warm_s),
-        ):
-            print(f"{name:44} {seconds:8.2f} {N / seconds:9,.0f}")
+        print(f"{'pass':44} {'seconds':>8} {'images/s':>9} {'CPU ms/image':>13} {'cores busy':>11}")
+        for name, title in PASSES.items():
+            took, used = median[name], median_cpu[name]
+            print(f"{title:44} {took:8.2f} {N / took:9,.0f} {used / N * 1000:13.2f} {used / took:11.2f}")
+        bare_s, hand_s, cold_s, warm_s = (median[name] for name in PASSES)
         print(f"\nepoch 1 throughput / bare loop's   {bare_s / cold_s:.2f}x   (target >= 0.9x)")
         print(f"epoch 2 throughput / bare loop's   {bare_s / warm_s:.2f}x")
         print(f"epoch 1 throughput / hand-written  {hand_s / cold_s:.2f}x")
         print(f"epoch 2 throughput / hand-written  {hand_s / warm_s:.2f}x")
         print(f"GETs over both epochs              {N} per repeat (exactly one per image; epoch 2: none)")
         print(f"peak RSS                           this process {own:.0f} MiB, largest child {children:.0f} MiB")
-        print(
-            "runs: "
-            + "; ".join(
-                f"{n} " + ", ".join(f"{x:.2f}" for x in v)
-                for n, v in (("bare", bare_times), ("hand", hand_times), ("epoch1", cold_times), ("epoch2", warm_times))
-            )
-        )
+        print("runs: " + "; ".join(f"{name} " + ", ".join(f"{x:.2f}" for x in seconds[name]) for name in PASSES))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -13,7 +13,10 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,9 +26,10 @@ import pytest
 
 import mediagen
 import mediatable as mt
+from mediatable.config import load_settings
 from mediatable.exec import isolation
 from mediatable.exec.pipeline import Pipeline, Target
-from mediatable.exec.workers import CallRouter, gil_bound, worker_processes
+from mediatable.exec.workers import CallRouter, WorkerProcesses, gil_bound, worker_processes
 from mediatable.io.media_store import ImageEncoding
 from servers.http import FaultServer
 
@@ -272,6 +276,25 @@ def test_a_dead_worker_costs_its_cells_only(session: mt.Session) -> None:
     assert all(rows[n]["x"] == n for n in rows if n not in failed)
     t.add_computed_column(y=udfs("process").pid(t.n), quiet=True)  # a fresh pool serves the next operation
     assert t.where(t.y == None).count() == 0  # noqa: E711
+
+
+def test_a_call_lost_by_a_breaking_pool_fails_instead_of_waiting_forever(tmp_path: Path) -> None:
+    # CPython 3.11's pool can lose a call submitted while it breaks: its future never settles (seen
+    # as a hang of test_a_dead_worker_costs_its_cells_only). Such a call ends as broken, soon.
+    processes = WorkerProcesses(load_settings(tmp_path, environ={}, compute_workers=1))
+    processes.lost_call_seconds = 0.5
+    try:
+        executor = processes._pool()
+        processes._discard(executor)  # what a thread does on seeing the pool broken
+        lost: Future[list[Any]] = Future()  # the lost call's: nothing will ever settle it
+        started = time.monotonic()
+        with pytest.raises(BrokenProcessPool, match="broke while this call was handed to it"):
+            processes._values(executor, lost)
+        assert time.monotonic() - started < 10
+        fresh = processes._pool()  # the next call gets a new pool, and its result
+        assert processes._values(fresh, fresh.submit(isolation.ready, 0)) != os.getpid()
+    finally:
+        processes.close()
 
 
 # -- the automatic choice ------------------------------------------------------------------------------------

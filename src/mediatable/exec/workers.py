@@ -40,8 +40,9 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from mediatable.session import Session
 MEASURE_SECONDS = 0.3  # of elapsed time measured before an automatic choice
 START_WORTH_SECONDS = 1.0  # estimated work left that pays for starting worker processes
 RUN_WORTH_SECONDS = 0.1  # ... when they already run
+LOST_CALL_SECONDS = 5.0  # how long a broken pool may take to fail a call it holds, before we give up on it
 
 
 class WorkerCrashed(Exception):
@@ -80,6 +82,8 @@ class WorkerProcesses:
         self.costs: dict[str, float] = {}
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
+        self._broken: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()  # discarded after they broke
+        self.lost_call_seconds = LOST_CALL_SECONDS
         self._closed = False
 
     @property
@@ -111,11 +115,31 @@ class WorkerProcesses:
         """The task's values, or the error of a pool that broke under it (that pool is gone then)."""
         executor = self._pool()
         try:
-            values: list[Any] = executor.submit(isolation.run_task, task).result()
-            return values
+            return self._values(executor, executor.submit(isolation.run_task, task))
         except BrokenProcessPool as exc:
             self._discard(executor)
             return exc
+
+    def _values(self, executor: ProcessPoolExecutor, future: Future[list[Any]]) -> list[Any]:
+        """The result of a call in `executor`, waited for at most `lost_call_seconds` once the pool is broken.
+
+        CPython 3.11's pool can lose a call submitted while it breaks (it fails the calls it holds
+        without the lock that submitting takes): that future would never settle, and its thread
+        would wait forever.
+
+        Raises:
+            BrokenProcessPool: the pool broke under the call, or lost it.
+        """
+        broken_at: float | None = None
+        while True:
+            try:
+                return future.result(timeout=0.25)
+            except TimeoutError:
+                if broken_at is None:
+                    if executor in self._broken or getattr(executor, "_broken", False):
+                        broken_at = time.monotonic()
+                elif time.monotonic() - broken_at > self.lost_call_seconds:
+                    raise BrokenProcessPool("the worker pool broke while this call was handed to it") from None
 
     def close(self) -> None:
         """Stop the workers (waits for running calls; pending ones are cancelled)."""
@@ -147,6 +171,7 @@ class WorkerProcesses:
     def _discard(self, executor: ProcessPoolExecutor) -> None:
         """Forget a broken pool and end what is left of it (its other workers are killed, not waited for)."""
         with self._lock:
+            self._broken.add(executor)
             if self._executor is executor:
                 self._executor = None
         processes = list((getattr(executor, "_processes", None) or {}).values())
