@@ -70,8 +70,13 @@ class MediaCell:
         """What users get: a lazily decoded `PIL.Image.Image` for Image, the local path for other media."""
         if self.col_type != ts.Image:
             return self.path
-        with self.decoding(), open(self.path, "rb", buffering=0) as file:
-            return PIL.Image.open(io.BytesIO(file.read()))
+        with self.decoding():
+            return PIL.Image.open(io.BytesIO(self.read()))
+
+    def read(self) -> bytes:
+        """The bytes of the local file (read whole: the image holds no open file afterwards)."""
+        with open(self.path, "rb", buffering=0) as file:
+            return file.read()
 
     def __repr__(self) -> str:
         return f"<{self.col_type!r} {self.redacted_url or self.path}>"
