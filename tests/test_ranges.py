@@ -33,6 +33,7 @@ from mediatable.functions import audio, video
 from mediatable.io.cache import FileCache, RemoteObject
 from mediatable.io.cache.blocks import block_key
 from mediatable.io.cache.entries import digest, file_name
+from mediatable.io.cache.index import CacheIndex
 from mediatable.iterators import FrameIterator
 from servers.cloud import AzureServer, GCSServer, S3Server
 from servers.http import FaultServer
@@ -193,6 +194,39 @@ def test_whole_download_fetches_only_what_the_blocks_lack(http_server: FaultServ
         f"bytes={10 * BLOCK}-{len(data) - 1}",
     ]
     assert http_server.sent("ranges/gaps.bin") == len(data) - 4 * BLOCK
+
+
+def test_a_whole_download_reads_its_entry_and_its_blocks_in_one_query(
+    http_server: FaultServer, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, other = os.urandom(6 * BLOCK + 9), os.urandom(BLOCK)
+    url, cold = http_server.put("ranges/one-query.bin", data), http_server.put("ranges/one-query-cold.bin", other)
+    lookups: list[str] = []
+    read = CacheIndex.read
+
+    def counted(index: CacheIndex, sql: str, params: Any = ()) -> list[Any]:
+        if "FROM entries WHERE url" in sql:
+            lookups.append(sql)
+        return read(index, sql, params)
+
+    with FileCache(_settings(home)) as cache, cache.lease() as lease:
+        obj = lease.get_ranged(url)
+        assert isinstance(obj, RemoteObject)
+        with obj.open() as file:
+            file.seek(3 * BLOCK)
+            assert file.read(10) == data[3 * BLOCK : 3 * BLOCK + 10]
+        http_server.reset()
+        monkeypatch.setattr(CacheIndex, "read", counted)
+        assert lease.get(url).read_bytes() == data
+        # one look before taking the entry lock, one under it for the entry and the object's blocks
+        assert len(lookups) == 2
+        lookups.clear()
+        assert lease.get(cold).read_bytes() == other  # no blocks: the same two reads
+        assert len(lookups) == 2
+    assert _ranges(http_server, "ranges/one-query.bin") == [
+        f"bytes={BLOCK}-{3 * BLOCK - 1}",
+        f"bytes={4 * BLOCK}-{len(data) - 1}",
+    ]
 
 
 def test_a_whole_download_refetches_a_damaged_block_instead_of_copying_it(http_server: FaultServer, home: Path) -> None:

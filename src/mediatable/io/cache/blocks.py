@@ -24,7 +24,7 @@ import dataclasses
 import datetime
 import hashlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
 
 import google_crc32c
@@ -35,7 +35,7 @@ from obstore.exceptions import NotSupportedError, PreconditionError
 from mediatable.errors import MediaChanged, MediaError, MediaFetchError
 from mediatable.io import fetch
 from mediatable.io.cache.entries import digest
-from mediatable.io.cache.index import CacheIndex, Victim, delete_rows
+from mediatable.io.cache.index import CacheIndex, Row, Victim, delete_rows
 from mediatable.io.objects import ObjectInfo
 from mediatable.io.objects.stores import head_info
 from mediatable.io.urls import MediaUrl, redact_url
@@ -46,6 +46,7 @@ __all__ = [
     "KnownVersion",
     "RangesUnsupported",
     "block_key",
+    "block_keys",
     "describe",
     "forget_version",
     "get_range",
@@ -138,15 +139,33 @@ class KnownVersion:
     created: float
 
 
-def known_versions(index: CacheIndex, url: str) -> list[KnownVersion]:
-    """The versions of ``url`` that have blocks in the index, most recently cached first."""
+def block_keys(url: str) -> tuple[str, str]:
+    """``(low, high)``: the block keys of ``url`` (every version) are the keys in ``[low, high)``.
+
+    Examples:
+        >>> low, high = block_keys("s3://b/v.mp4")
+        >>> low <= block_key("s3://b/v.mp4", ObjectInfo(size=10, etag=None, last_modified=None), 4, 0) < high
+        True
+    """
     prefix = _prefix(url)
-    rows = index.read(
-        "SELECT url, path, etag, last_modified, created FROM entries WHERE url >= ? AND url < ?",
-        (prefix, prefix[:-1] + "0"),  # '0' sorts right after '/': every key with the prefix
-    )
+    return prefix, prefix[:-1] + "0"  # '0' sorts right after '/': every key with the prefix
+
+
+def known_versions(url: str, rows: Iterable[Row]) -> list[KnownVersion]:
+    """The versions of ``url`` that have blocks among ``rows`` (the index rows in :func:`block_keys`),
+    most recently cached first.
+
+    Examples:
+        >>> info = ObjectInfo(size=10, etag='"e"', last_modified=None)
+        >>> rows = [(block_key("s3://b/v", info, 4, 2), "ab/x.blk", 10, '"e"', None, 1.0)]
+        >>> [(known.info.size, known.block_size, known.blocks) for known in known_versions("s3://b/v", rows)]
+        [(10, 4, {2: 'ab/x.blk'})]
+    """
+    prefix = _prefix(url)
     found: dict[tuple[str, ...], KnownVersion] = {}
-    for key, path, etag, last_modified, created in rows:
+    for key, path, _, etag, last_modified, created in rows:
+        if not key.startswith(prefix):
+            continue
         try:
             size, tag, block_size, number = key[len(prefix) :].split("/")
             known = found.get((size, tag, block_size))

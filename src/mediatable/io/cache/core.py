@@ -23,7 +23,7 @@ from mediatable.io import fetch
 from mediatable.io.cache.budget import Budget
 from mediatable.io.cache.entries import MEMO_LIMIT, Entry, Memo, digest
 from mediatable.io.cache.holding import Holding
-from mediatable.io.cache.index import CacheIndex, Victim
+from mediatable.io.cache.index import CacheIndex, Row, Victim
 from mediatable.io.cache.locks import EntryLocks, LockSet
 from mediatable.io.cache.pins import FLUSH_EVERY, AccessTimes, Pins
 from mediatable.io.cache.sweep import OWNER_LOCKS, PIN_LOCKS, forget_dead, remove_leftovers
@@ -131,6 +131,29 @@ class Core:
         entry = Entry.at(self.directory, *rows[0])
         self.memo.remember(url, entry)
         return entry
+
+    def lookup_with(self, url: str, related: tuple[str, str] | None) -> tuple[Entry | None, list[Row]]:
+        """:meth:`lookup`, and in the same query the rows of the keys in ``[low, high)`` (``url``'s own excluded).
+
+        One query instead of two on every miss (a whole download also looks for the object's
+        blocks): each query is a read transaction of its own (17 us for one against 26 us for two).
+        """
+        if related is None:
+            return self.lookup(url), []
+        rows: list[Row] = self.index.read(
+            "SELECT url, path, size, etag, last_modified, created FROM entries WHERE url = ?"
+            " UNION ALL SELECT url, path, size, etag, last_modified, created FROM entries WHERE url >= ? AND url < ?",
+            (url, *related),
+        )  # UNION ALL, not OR: SQLite dedupes an OR through a temporary index (a third slower)
+        entry: Entry | None = None
+        others: list[Row] = []
+        for row in rows:
+            if row[0] != url:
+                others.append(row)
+            elif entry is None:
+                entry = Entry.at(self.directory, row[1], row[2], row[3], row[4])
+                self.memo.remember(url, entry)
+        return entry, others
 
     def lookup_many(self, urls: list[str]) -> dict[str, Entry]:
         """:meth:`lookup` for many URLs, a few queries in all."""

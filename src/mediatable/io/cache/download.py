@@ -11,7 +11,9 @@ gets a name of its own, and the old file goes once nobody holds it.
 What is downloaded is a :class:`Source`: its index key, its file's extension and how to fetch it.
 A whole object is the usual one (:class:`WholeObject`); blocks of large objects are others
 (:mod:`mediatable.io.cache.ranged`). A source may also decline to produce its entry (a large object
-opened for ranged reads): it then returns a :class:`Declined` instead of the object's metadata.
+opened for ranged reads): it then returns a :class:`Declined` instead of the object's metadata. A
+source that reads other index rows (a whole object made from its cached blocks) names their key
+range, and gets them from the query that looks up its entry under the lock.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from mediatable.io import fetch
 from mediatable.io.cache.core import Core
 from mediatable.io.cache.entries import Entry, digest, file_name, same_version
 from mediatable.io.cache.holding import Holding
+from mediatable.io.cache.index import Row
 from mediatable.io.cache.info import human_size
 from mediatable.io.cache.locks import LockSet
 from mediatable.io.cache.sweep import PIN_LOCKS
@@ -73,18 +76,21 @@ class Source(Protocol):
         key: the entry's key in the index (:attr:`~mediatable.io.urls.MediaUrl.cache_key` for a whole object).
         url: the object it comes from (retries, error messages, the progress of its lease).
         extension: the entry file's extension.
+        related_keys: ``(low, high)``: the index rows with keys in that range are read with the
+            entry's own, under its lock, and handed to :meth:`fetch`; None when it reads no others.
     """
 
     key: str
     url: MediaUrl
     extension: str
     windowed: bool  # held in the lease's window of recent files (blocks), not until it closes
+    related_keys: tuple[str, str] | None
 
     async def fetch(
-        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]
+        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None], related: list[Row]
     ) -> ObjectInfo | fetch.Downloaded | Declined:
         """Write the entry's bytes into ``sink(info)`` (retrying on ``stage``); the metadata to record
-        (with the content's sha256 when the source computed it)."""
+        (with the content's sha256 when the source computed it). ``related``: the rows in ``related_keys``."""
         ...
 
 
@@ -92,11 +98,14 @@ class WholeObject:
     """The whole object at a URL, with one GET (:func:`mediatable.io.fetch.download_attempt`), hashed on the way."""
 
     windowed = False
+    related_keys = None
 
     def __init__(self, stores: fetch.Stores, url: MediaUrl) -> None:
         self.stores, self.url, self.key, self.extension = stores, url, url.cache_key, url.extension
 
-    async def fetch(self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]) -> fetch.Downloaded:
+    async def fetch(
+        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None], related: list[Row]
+    ) -> fetch.Downloaded:
         return await stage.run(
             self.url,
             lambda: fetch.download_attempt(self.stores, self.url, sink, on_bytes, stall=stage.stall, hashed=True),
@@ -282,7 +291,7 @@ class Downloader:
         keep_lock = False  # handed over to the index write that publishes the entry
         try:
             # Another process (or cache object) may have finished it while we waited for the lock.
-            entry = core.lookup(key)
+            entry, related = core.lookup_with(key, source.related_keys)
             if entry is not None and (fresh is None or same_version(entry, fresh)):
                 path = core.serve(key, entry, holding, prefetch, source.windowed)
                 if path is not None:
@@ -303,7 +312,7 @@ class Downloader:
 
             try:
                 got = await source.fetch(
-                    core.stage, lambda info: self._sink(state, key, rel, extension, info, holding), counted
+                    core.stage, lambda info: self._sink(state, key, rel, extension, info, holding), counted, related
                 )
                 if isinstance(got, Declined):
                     if got.then is not None:

@@ -23,7 +23,7 @@ from mediatable.config import create_private_file
 from mediatable.errors import CacheError
 from mediatable.io.cache.locks import LockSet
 
-__all__ = ["FLUSH_SECONDS", "CacheIndex", "Victim", "delete_rows", "pick_victims"]
+__all__ = ["FLUSH_SECONDS", "CacheIndex", "Row", "Victim", "delete_rows", "pick_victims"]
 
 log = logging.getLogger("mediatable.io.cache")
 
@@ -84,6 +84,8 @@ FLUSH_SECONDS = 0.25
 
 # An evicted entry: (url, path relative to the cache folder, size).
 Victim = tuple[str, str, int]
+# An entry's row as lookups give it: (url, path, size, etag, last_modified, created).
+Row = tuple[str, str, int, str | None, float | None, float]
 _Op = Callable[[sqlite3.Connection], Any]
 
 

@@ -42,6 +42,7 @@ from mediatable.io.cache.blocks import (
     KnownVersion,
     RangesUnsupported,
     block_key,
+    block_keys,
     forget_version,
     get_range,
     known_versions,
@@ -54,6 +55,7 @@ from mediatable.io.cache.core import Core
 from mediatable.io.cache.download import Declined, Downloader, Sink, Source
 from mediatable.io.cache.entries import same_version
 from mediatable.io.cache.holding import Holding
+from mediatable.io.cache.index import Row
 from mediatable.io.objects import ObjectInfo
 from mediatable.io.ranges import RemoteFile
 from mediatable.io.transfer import TransferStage
@@ -125,9 +127,12 @@ class RangedReads:
             self._no_ranges.add(mu.bucket)
         log.info("%s: the server ignores range requests; downloading it whole", redact_url(mu.url))
 
-    def known(self, mu: MediaUrl, fresh: ObjectInfo | None) -> KnownVersion | None:
-        """The most recently cached version of ``mu`` with blocks (matching ``fresh`` when given)."""
-        for known in known_versions(self.core.index, mu.cache_key):
+    def known(self, mu: MediaUrl, fresh: ObjectInfo | None, rows: list[Row]) -> KnownVersion | None:
+        """The most recently cached version of ``mu`` with blocks (matching ``fresh`` when given).
+
+        ``rows``: the index rows of its blocks (a source's ``related``, read with its entry).
+        """
+        for known in known_versions(mu.cache_key, rows):
             if fresh is None or same_object(known.info, fresh):
                 return known
         return None
@@ -147,11 +152,12 @@ class WholeFromBlocks:
     def __init__(self, reads: RangedReads, mu: MediaUrl, fresh: ObjectInfo | None) -> None:
         self.reads, self.url, self.fresh = reads, mu, fresh
         self.key, self.extension = mu.cache_key, mu.extension
+        self.related_keys = block_keys(mu.cache_key)
 
     async def fetch(
-        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]
+        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None], related: list[Row]
     ) -> ObjectInfo | fetch.Downloaded:
-        known = self.reads.known(self.url, self.fresh)
+        known = self.reads.known(self.url, self.fresh, related)
         if known is not None:
             try:
                 info = await stage.run(self.url, lambda: self._assemble(known, sink, on_bytes))
@@ -210,16 +216,17 @@ class FirstBlock:
     def __init__(self, reads: RangedReads, holding: Holding, mu: MediaUrl, fresh: ObjectInfo | None) -> None:
         self.reads, self.holding, self.url, self.fresh = reads, holding, mu, fresh
         self.key, self.extension = mu.cache_key, mu.extension
+        self.related_keys = block_keys(mu.cache_key)
 
     async def fetch(
-        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]
+        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None], related: list[Row]
     ) -> ObjectInfo | fetch.Downloaded | Declined:
         reads = self.reads
-        known = reads.known(self.url, self.fresh)
+        known = reads.known(self.url, self.fresh, related)
         if known is not None:
             if known.info.size >= reads.min_ranged_size:
                 return Declined(known.info)  # its version is known: no request at all
-            return await WholeFromBlocks(reads, self.url, self.fresh).fetch(stage, sink, on_bytes)
+            return await WholeFromBlocks(reads, self.url, self.fresh).fetch(stage, sink, on_bytes, related)
         try:
             return await stage.run(self.url, lambda: self._attempt(sink, on_bytes))
         except RangesUnsupported:
@@ -290,12 +297,15 @@ class _Prefilled:
     """A block whose bytes are already here (the first block of an object being opened)."""
 
     windowed = True
+    related_keys = None
 
     def __init__(self, key: str, mu: MediaUrl, data: bytes, version: ObjectInfo) -> None:
         self.key, self.url, self.extension = key, mu, BLOCK_EXTENSION
         self.data, self.version = data, version
 
-    async def fetch(self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo:
+    async def fetch(
+        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None], related: list[Row]
+    ) -> ObjectInfo:
         return await _write_block(sink, self.data, self.version)
 
 
@@ -303,13 +313,16 @@ class _Block:
     """One block of one version of an object, fetched with one ranged GET."""
 
     windowed = True
+    related_keys = None
 
     def __init__(self, reads: RangedReads, mu: MediaUrl, version: ObjectInfo, block_size: int, index: int) -> None:
         self.reads, self.url, self.version, self.index = reads, mu, version, index
         self.key, self.extension = block_key(mu.cache_key, version, block_size, index), BLOCK_EXTENSION
         self.start, self.end = _block_span(index, version.size, block_size)
 
-    async def fetch(self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo:
+    async def fetch(
+        self, stage: TransferStage, sink: Sink, on_bytes: Callable[[int], None], related: list[Row]
+    ) -> ObjectInfo:
         return await stage.run(self.url, lambda: self._attempt(sink, on_bytes))
 
     async def _attempt(self, sink: Sink, on_bytes: Callable[[int], None]) -> ObjectInfo:
