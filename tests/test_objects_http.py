@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from obstore.store import HTTPStore
@@ -18,7 +19,9 @@ from mediatable.errors import (
     MediaNotFound,
 )
 from mediatable.io.objects import ObjectStores, translate_error
-from mediatable.io.urls import parse_url
+from mediatable.io.objects.http import HttpPlanner, http_plan
+from mediatable.io.objects.options import StoreContext
+from mediatable.io.urls import MediaUrl, parse_url
 from objects_support import local_server, make_stores, printed, raised, read
 from servers.http import FaultServer
 
@@ -57,6 +60,69 @@ def test_http_paths_obstore_would_change_use_the_exact_url(http_server: FaultSer
     store, path = stores.resolve(parse_url(url))
     assert path == "" and isinstance(store, HTTPStore)
     assert read(stores, url) == b"brackets"
+
+
+def test_http_urls_of_a_known_origin_reuse_what_it_shares(
+    http_server: FaultServer, clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[str] = []
+    client = StoreContext.client
+
+    def counted(context: StoreContext, overrides: Any, *, allow_http: bool = False) -> dict[str, Any]:
+        built.append(context.settings.home.name)
+        return client(context, overrides, allow_http=allow_http)
+
+    monkeypatch.setattr(StoreContext, "client", counted)
+    stores = make_stores(clean_env)
+    first, _ = stores.resolve(parse_url(http_server.url("known/0.jpg")))
+    for i in range(1, 50):
+        assert stores.resolve(parse_url(http_server.url(f"known/{i}.jpg"))) == (first, f"known/{i}.jpg")
+    assert len(built) == 1  # the origin's client options, once
+    # URLs of that origin that need a store of their own still get one
+    signed = http_server.url("known/s.jpg") + "?X-Amz-Signature=abc"
+    http_server.put("known/s.jpg", b"signed")
+    assert stores.resolve(parse_url(signed))[1] == "" and read(stores, signed) == b"signed"
+    assert http_server.requests("known/s.jpg")[-1].query == "X-Amz-Signature=abc"
+    odd, path = stores.resolve(parse_url(http_server.url("known/a%7Cb.jpg")))
+    assert odd is not first and path == ""
+    # past its bound a planner forgets the oldest origin, and plans it again the same way
+    planner = HttpPlanner(StoreContext(Settings(home=clean_env), instance_credentials=False), max_origins=2)
+    built.clear()
+    plans = [planner.plan(parse_url(f"http://127.0.0.{n}:9/x.jpg")) for n in (1, 2, 3, 1, 3)]
+    assert len(built) == 4 and plans[0].key == plans[3].key and plans[2].key == plans[4].key
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://h/a.jpg",
+        "https://H.example.com:8443/a/b%20c%C3%A9.jpg",
+        "https://h:443/a.jpg",
+        "http://h",
+        "http://h/",
+        "http://h/a/",
+        "http://h/.hidden/a",
+        "http://h/a?",
+        "http://h/a?X-Amz-Signature=s&v=1",
+        "http://h?q=1",
+        "http://h/a%2Fb.jpg",
+        "http://h/br%5B1%5D/a%7Cb",
+        "http://h/a;b=c/@x",
+        "http://alice:s3cr%40t@h:81/a.jpg",
+        "http://alice@h/a.jpg",
+    ],
+)
+def test_http_plans_of_remembered_origins_match_a_fresh_plan(url: str) -> None:
+    context = StoreContext(Settings(buckets={"http://h": {"user_agent": "t"}}), instance_credentials=False)
+    planner = HttpPlanner(context)
+    # normalized, and as given (unnormalized, with a fragment, with a tab urlsplit drops)
+    variants = [parse_url(url), *(MediaUrl(text, "http", "", "") for text in (url, url + "#f", url + "/\tb"))]
+    for media_url in variants * 2:  # the second round from the remembered origins
+        want, got = http_plan(media_url, context), planner.plan(media_url)
+        assert (got.key, got.path, got.per_url) == (want.key, want.path, want.per_url)
+        store, expected = got.build(), want.build()
+        assert (store.url, store.client_options) == (expected.url, expected.client_options)
+        assert "s3cr" not in store.url and "s3cr" not in repr(store)
 
 
 def test_http_status_mapping(http_server: FaultServer, clean_env: Path) -> None:

@@ -23,7 +23,7 @@ from mediatable.io.objects.aws import AwsProfiles, s3_plan
 from mediatable.io.objects.azure import azure_plan
 from mediatable.io.objects.errors import translate_error
 from mediatable.io.objects.gcs import gcs_plan
-from mediatable.io.objects.http import http_plan
+from mediatable.io.objects.http import HttpPlanner
 from mediatable.io.objects.options import NO_RETRIES, StoreContext, StorePlan, build_store
 from mediatable.io.objects.streams import PART_CONCURRENCY, PART_SIZE, StreamedUpload
 from mediatable.io.urls import MediaUrl, is_url_like, parse_url, redact_url
@@ -105,6 +105,7 @@ class ObjectStores:
     ) -> None:
         self._settings = settings
         self._context = StoreContext(settings, instance_credentials)
+        self._http = HttpPlanner(self._context)
         self._profiles = AwsProfiles()
         self._max_url_stores = max_url_stores
         self._lock = threading.Lock()
@@ -376,9 +377,9 @@ class ObjectStores:
     def _resolve(self, url: MediaUrl) -> tuple[ObjectStore, str, Credentials]:
         if url.kind == "file":
             return self._local, url.key.lstrip("/"), _LOCAL
-        if url.kind == "http" or (urlsplit(url.url).query and url.url.startswith(("http://", "https://"))):
+        if url.kind == "http" or (url.url.startswith(("http://", "https://")) and urlsplit(url.url).query):
             # A query string (signed URL, SAS URL) must reach the server byte for byte.
-            http = http_plan(url, self._context)
+            http = self._http.plan(url)
             if http.per_url:
                 return self._cached_url(http.key, http.build, url), http.path, _UNSIGNED_HTTP
             return self._cached(http.key, http.build, _UNSIGNED_HTTP, url), http.path, _UNSIGNED_HTTP
