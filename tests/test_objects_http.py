@@ -125,6 +125,22 @@ def test_http_plans_of_remembered_origins_match_a_fresh_plan(url: str) -> None:
         assert "s3cr" not in store.url and "s3cr" not in repr(store)
 
 
+@pytest.mark.parametrize(
+    ("url", "base", "path"),
+    [
+        ("http://[::1]:8080/a.jpg", "http://[::1]:8080", "a.jpg"),
+        ("https://[2001:db8::7]/v/b.mp4", "https://[2001:db8::7]", "v/b.mp4"),
+        ("http://user:pw@[fd00::1]:81/c.png", "http://[fd00::1]:81", "c.png"),
+    ],
+)
+def test_http_ipv6_hosts_keep_their_brackets(url: str, base: str, path: str) -> None:
+    context = StoreContext(Settings(), instance_credentials=False)
+    for plan in (http_plan(parse_url(url), context), HttpPlanner(context).plan(parse_url(url))):
+        assert (plan.path, plan.per_url) == (path, False)
+        store = plan.build()  # obstore refused the bare address ("empty host")
+        assert store.url.rstrip("/") == base and "pw" not in repr(store)
+
+
 def test_http_status_mapping(http_server: FaultServer, clean_env: Path) -> None:
     http_server.put("f/file.bin", b"x")
     stores = make_stores(clean_env)

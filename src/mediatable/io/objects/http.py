@@ -59,7 +59,8 @@ class _Origin:
     ) -> None:
         self.scheme = scheme
         self.netloc = netloc.rpartition("@")[2]  # without userinfo: it goes in a header, never in a URL
-        self.base = f"{scheme}://{host}" + (f":{port}" if port else "")
+        literal = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets in a URL
+        self.base = f"{scheme}://{literal}" + (f":{port}" if port else "")
         self.client = context.client(context.bucket_options(self.base).client, allow_http=scheme == "http")
         if auth:
             # obstore ignores userinfo in URLs; send it the way browsers do.
