@@ -135,10 +135,11 @@ class WorkerProcesses:
             try:
                 return future.result(timeout=0.25)
             except TimeoutError:
-                if broken_at is None:
-                    if executor in self._broken or getattr(executor, "_broken", False):
-                        broken_at = time.monotonic()
-                elif time.monotonic() - broken_at > self.lost_call_seconds:
+                # Broken: discarded by the thread whose call broke it, or flagged by the pool itself (a
+                # worker that died idle breaks it with no call of ours failing).
+                if broken_at is None and (executor in self._broken or getattr(executor, "_broken", False)):
+                    broken_at = time.monotonic()
+                if broken_at is not None and time.monotonic() - broken_at > self.lost_call_seconds:
                     raise BrokenProcessPool("the worker pool broke while this call was handed to it") from None
 
     def close(self) -> None:

@@ -54,7 +54,7 @@ def _freeze_heap_once() -> None:
     in `benchmarks/training.py`; 0.05 s frozen). Frozen objects are still freed by reference
     counting; only cycles among them are never collected, and they are the worker's own lasting state.
     """
-    if _worker_heap["frozen_in"] != os.getpid():
+    if torch.utils.data.get_worker_info() is not None and _worker_heap["frozen_in"] != os.getpid():
         _worker_heap["frozen_in"] = os.getpid()
         gc.freeze()
 
@@ -191,8 +191,7 @@ class TableIterableDataset(torch.utils.data.IterableDataset):  # type: ignore[ty
         batches = source.read(rows, FETCH_ROWS, check_media=False, prefetch=True)  # images decode in maker.samples
         with contextlib.closing(batches):
             for batch in batches:
-                if info is not None:
-                    _freeze_heap_once()
+                _freeze_heap_once()
                 yield from maker.samples(batch)
         self._summarize(split, info, self._iterations - 1)
 
@@ -251,8 +250,7 @@ class TableMapDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         before = len(maker.skipped)
         batches = source.read(self._rowids(indices), len(indices) or 1, check_media=False)
         samples = [sample for batch in batches for sample in maker.samples(batch)]
-        if torch.utils.data.get_worker_info() is not None:
-            _freeze_heap_once()
+        _freeze_heap_once()
         if len(maker.skipped) > before:
             left_out = len(maker.skipped) - before
             log.warning("left %d of %d rows out of a batch: %s", left_out, len(indices), maker.skipped.summary())

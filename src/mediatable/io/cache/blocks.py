@@ -164,8 +164,6 @@ def known_versions(url: str, rows: Iterable[Row]) -> list[KnownVersion]:
     prefix = _prefix(url)
     found: dict[tuple[str, ...], KnownVersion] = {}
     for key, path, _, etag, last_modified, created in rows:
-        if not key.startswith(prefix):
-            continue
         try:
             size, tag, block_size, number = key[len(prefix) :].split("/")
             known = found.get((size, tag, block_size))
