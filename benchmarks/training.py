@@ -207,6 +207,24 @@ def bare(base: str, urls: list[str]) -> tuple[float, float]:
     return elapsed, cpu_seconds() - cpu
 
 
+def file_write_cost(folder: Path, count: int = 200, size: int = 82_000) -> float:
+    """CPU seconds per file to create, write and rename `count` files of `size` bytes in `folder`, as a miss does.
+
+    The file system's part of a miss, measured where the cache writes: it varies with the machine's
+    state (on this ext4 disk from 20 us to several hundred per file, highest soon after many files
+    were deleted), and epoch 1 pays it 2,000 times.
+    """
+    folder.mkdir(parents=True)
+    data = os.urandom(size)
+    started = time.process_time()
+    for i in range(count):
+        part = folder / f"{i}.part"
+        with open(part, "xb", buffering=0) as file:
+            file.write(data)
+        os.replace(part, folder / str(i))
+    return (time.process_time() - started) / count
+
+
 def epoch(loader: DataLoader) -> tuple[float, float, int]:  # type: ignore[type-arg]
     """Seconds, CPU seconds (this process and the workers, which end with the epoch) and rows of one epoch."""
     cpu, started = cpu_seconds(), time.perf_counter()
@@ -232,6 +250,7 @@ def main() -> None:
         with remote_images(work) as (base, urls, server):
             seconds: dict[str, list[float]] = {name: [] for name in PASSES}
             cpu: dict[str, list[float]] = {name: [] for name in PASSES}
+            writes: list[float] = []  # CPU seconds per cache-like file write, before each epoch 1
             served: dict[str, list[float]] = {name: [] for name in PASSES}  # the server's CPU seconds
             names = [url.rsplit("/", 1)[1] for url in urls]
             hand = DataLoader(
@@ -262,6 +281,7 @@ def main() -> None:
                 session = mt.init(home=work / f"home{attempt}", quiet=True, progress=False)  # closes the last
                 t = mt.create_table("train", {"image": mt.Image, "label": mt.Int})
                 t.insert([{"image": url, "label": i % 10} for i, url in enumerate(urls)], quiet=True)
+                writes.append(file_write_cost(work / f"probe{attempt}"))
                 ds = t.to_pytorch_dataset(batch_size=BATCH)
                 loader = DataLoader(ds, batch_size=BATCH, num_workers=WORKERS, multiprocessing_context=CONTEXT)
                 before = gets(server)
@@ -279,6 +299,7 @@ def main() -> None:
                     f"repeat {attempt + 1}: "
                     + ", ".join(f"{name} {seconds[name][-1]:.2f} s ({cpu[name][-1]:.1f} s CPU)" for name in PASSES)
                     + f"; GETs: {after_first} in epoch 1, {after_second - after_first} in epoch 2"
+                    + f"; a file write {writes[-1] * 1e6:.0f} us CPU"
                 )
                 assert after_first == N and after_second == N, (after_first, after_second)
             if session is not None:
@@ -309,6 +330,10 @@ def main() -> None:
         print(f"epoch 1 throughput / hand-written  {hand_s / cold_s:.2f}x")
         print(f"epoch 2 throughput / hand-written  {hand_s / warm_s:.2f}x")
         print(f"GETs over both epochs              {N} per repeat (exactly one per image; epoch 2: none)")
+        print(
+            f"file create + write + rename       {statistics.median(writes) * 1e6:.0f} us CPU per 80 KB file"
+            " where the cache writes (median; part of every miss)"
+        )
         print(f"peak RSS                           this process {own:.0f} MiB, largest child {children:.0f} MiB")
         print("runs: " + "; ".join(f"{name} " + ", ".join(f"{x:.2f}" for x in seconds[name]) for name in PASSES))
     finally:
