@@ -211,8 +211,8 @@ def file_write_cost(folder: Path, count: int = 200, size: int = 82_000) -> float
     """CPU seconds per file to create, write and rename `count` files of `size` bytes in `folder`, as a miss does.
 
     The file system's part of a miss, measured where the cache writes: it varies with the machine's
-    state (on this ext4 disk from 20 us to several hundred per file, highest soon after many files
-    were deleted), and epoch 1 pays it 2,000 times.
+    state (on this ext4 disk from about 20 us to several hundred per file between runs, after many
+    files had been written and deleted in the minutes before), and epoch 1 pays it 2,000 times.
     """
     folder.mkdir(parents=True)
     data = os.urandom(size)
