@@ -10,6 +10,9 @@ Measured, per repeat, in a fresh mediatable home (empty catalog and file cache):
   API (32 requests in flight, as mediatable's default) and decoding each file as it arrives with Pillow
   into the same uint8 CHW tensor as `image_format='pt'` (torchvision's `PILToTensor`); the tensors
   stay in the process (not sent anywhere, so this loop does not pay for handing images to a training loop);
+- DataLoader handoff only: the same DataLoader over workers that yield fresh tensors of the images'
+  shape (no I/O, no decode): the CPU every DataLoader pass pays and the bare loop does not; the
+  benchmark prints the ceiling it sets, the bare loop's throughput with that CPU added per image;
 - hand-written DataLoader: the same download + decode written as an `IterableDataset` (each worker a
   background thread of obstore async downloads feeding Pillow), `DataLoader(batch_size=32,
   num_workers=2)`: what a user writes by hand today; it hands every batch to this process as epoch 1
@@ -17,10 +20,6 @@ Measured, per repeat, in a fresh mediatable home (empty catalog and file cache):
 - epoch 1: `DataLoader(t.to_pytorch_dataset(batch_size=32), batch_size=32, num_workers=2)`, every
   batch received by this process (tensors through shared memory, as in training), cold cache;
 - epoch 2: the same loader again: every file from the cache, so the server must see no new GET.
-
-- DataLoader handoff only: the same DataLoader over workers that yield fresh tensors of the images'
-  shape (no I/O, no decode): the CPU every DataLoader pass pays and the bare loop does not; the
-  benchmark prints the ceiling it sets, the bare loop's throughput with that CPU added per image.
 
 Targets: epoch 1 throughput >= 0.9x the bare loop's; exactly 2,000 GETs over both epochs. Prints the
 ratio to the hand-written DataLoader too, the peak RSS of this process and of the largest worker, and
@@ -138,6 +137,13 @@ def bare_worker(base: str, names: list[str]) -> int:
     return asyncio.run(main())
 
 
+def worker_share() -> list[int]:
+    """The indices of the N samples this DataLoader worker yields: every other batch of BATCH, as our datasets split."""
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return [i for i in range(N) if (i // BATCH) % workers == worker]
+
+
 class HandWritten(IterableDataset):  # type: ignore[type-arg]
     """Download (obstore async, CONCURRENCY in flight, in a background thread) and decode in each worker."""
 
@@ -145,9 +151,7 @@ class HandWritten(IterableDataset):  # type: ignore[type-arg]
         self.base, self.names = base, names
 
     def __iter__(self) -> Iterator[dict[str, object]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        mine = [(i, name) for i, name in enumerate(self.names) if (i // BATCH) % workers == worker]
+        mine = [(i, self.names[i]) for i in worker_share()]
         arrived: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=4 * CONCURRENCY)
         store = HTTPStore.from_url(self.base, client_options={"allow_http": True, "timeout": "60s"})
 
@@ -182,11 +186,8 @@ class HandoffOnly(IterableDataset):  # type: ignore[type-arg]
     """
 
     def __iter__(self) -> Iterator[dict[str, object]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for i in range(N):
-            if (i // BATCH) % workers == worker:
-                yield {"image": torch.empty((3, 282, 376), dtype=torch.uint8), "label": i % 10}
+        for i in worker_share():
+            yield {"image": torch.empty((3, 282, 376), dtype=torch.uint8), "label": i % 10}
 
 
 def cpu_seconds() -> float:
@@ -258,26 +259,27 @@ def main() -> None:
             )
             handoff = DataLoader(HandoffOnly(), batch_size=BATCH, num_workers=WORKERS, multiprocessing_context=CONTEXT)
             session = None
+
+            def record(name: str, took: float, used: float, serving: float) -> None:
+                """One repeat of a pass: its seconds, its CPU seconds and the server's over it."""
+                seconds[name].append(took)
+                cpu[name].append(used)
+                served[name].append(serving)
+
             for attempt in range(REPEATS):
                 before = gets(server)
                 serving = server_cpu(server)
                 took, used = bare(base, urls)
-                served["bare"].append(server_cpu(server) - serving)
-                seconds["bare"].append(took)
-                cpu["bare"].append(used)
+                record("bare", took, used, server_cpu(server) - serving)
                 assert gets(server) - before == N
                 took, used, rows = epoch(handoff)
-                served["handoff"].append(0.0)
+                record("handoff", took, used, 0.0)  # no request reaches the server
                 assert rows == N
-                seconds["handoff"].append(took)
-                cpu["handoff"].append(used)
                 before = gets(server)
                 serving = server_cpu(server)
                 took, used, rows = epoch(hand)
-                served["hand"].append(server_cpu(server) - serving)
+                record("hand", took, used, server_cpu(server) - serving)
                 assert rows == N and gets(server) - before == N
-                seconds["hand"].append(took)
-                cpu["hand"].append(used)
                 session = mt.init(home=work / f"home{attempt}", quiet=True, progress=False)  # closes the last
                 t = mt.create_table("train", {"image": mt.Image, "label": mt.Int})
                 t.insert([{"image": url, "label": i % 10} for i, url in enumerate(urls)], quiet=True)
@@ -288,10 +290,8 @@ def main() -> None:
                 for name in ("epoch1", "epoch2"):
                     serving = server_cpu(server)
                     took, used, rows = epoch(loader)
-                    served[name].append(server_cpu(server) - serving)
+                    record(name, took, used, server_cpu(server) - serving)
                     assert rows == N
-                    seconds[name].append(took)
-                    cpu[name].append(used)
                     if name == "epoch1":
                         after_first = gets(server) - before
                 after_second = gets(server) - before
@@ -316,7 +316,7 @@ def main() -> None:
         for name, title in PASSES.items():
             took, used, serving = median[name], median_cpu[name], median_served[name]
             print(f"{title:44} {took:8.2f} {N / took:9,.0f} {used / N * 1000:13.2f} {serving / N * 1000:16.2f}")
-        bare_s, _, hand_s, cold_s, warm_s = (median[name] for name in PASSES)
+        bare_s, hand_s, cold_s, warm_s = (median[name] for name in ("bare", "hand", "epoch1", "epoch2"))
         # Both cores are busy in every pass, so a pass's time follows its CPU (and the server's): a
         # DataLoader pass that downloaded and decoded at the bare loop's CPU would still add the handoff's.
         bare_work = (median_cpu["bare"] + median_served["bare"]) / N
